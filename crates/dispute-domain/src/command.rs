@@ -1,0 +1,220 @@
+//! Commands: what a caller asks the dispute to do. Imperative names; each becomes zero or more
+//! events, or a [`DisputeError`](crate::DisputeError) and nothing at all.
+//!
+//! The payload structs are also the JSON bodies of the HTTP commands (unknown fields refused),
+//! so that no one can set a field they do not own.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Actor, Evidence, Money, OrderFacts, PaymentChannel, RefundKind, RefundReason, RejectionReason,
+    RulingOutcome,
+};
+
+/// A command and the caller issuing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisputeCommand {
+    pub actor: Actor,
+    pub action: Action,
+}
+
+impl DisputeCommand {
+    pub fn new(actor: Actor, action: Action) -> Self {
+        Self { actor, action }
+    }
+}
+
+/// Everything a dispute can be asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    RegisterOrder(OrderFacts),
+    MarkDelivered(MarkDelivered),
+    RequestRefund(RequestRefund),
+    MerchantAccept(MerchantAccept),
+    MerchantReject(MerchantReject),
+    MerchantOffer(MerchantOffer),
+    AcceptOffer,
+    DeclineOffer(DeclineOffer),
+    SubmitEvidence(SubmitEvidence),
+    Escalate(Escalate),
+    Assign(Assign),
+    Judge(Judge),
+    Appeal(Appeal),
+    ShipReturn(ShipReturn),
+    ConfirmReturn(ConfirmReturn),
+    RecordRefundPaid(RecordRefundPaid),
+    Withdraw(Withdraw),
+    /// Fired by the deadline timer when a deadline of `round` comes due.
+    ExpireDeadline {
+        deadline: Deadline,
+        round: u32,
+    },
+}
+
+impl Action {
+    /// The command's name in the dispute's words, as used in errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::RegisterOrder(_) => "register_order",
+            Action::MarkDelivered(_) => "delivered",
+            Action::RequestRefund(_) => "request",
+            Action::MerchantAccept(_) => "merchant_accept",
+            Action::MerchantReject(_) => "merchant_reject",
+            Action::MerchantOffer(_) => "merchant_offer",
+            Action::AcceptOffer => "accept_offer",
+            Action::DeclineOffer(_) => "decline_offer",
+            Action::SubmitEvidence(_) => "evidence",
+            Action::Escalate(_) => "escalate",
+            Action::Assign(_) => "assign",
+            Action::Judge(_) => "judge",
+            Action::Appeal(_) => "appeal",
+            Action::ShipReturn(_) => "ship_return",
+            Action::ConfirmReturn(_) => "confirm_return",
+            Action::RecordRefundPaid(_) => "refund_paid",
+            Action::Withdraw(_) => "withdraw",
+            Action::ExpireDeadline { .. } => "expire_deadline",
+        }
+    }
+}
+
+/// The deadlines whose passing changes a dispute's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deadline {
+    /// The merchant did not answer a request in time.
+    MerchantResponse,
+    /// The buyer did not escalate a rejection in time.
+    EscalationWindow,
+    /// The buyer did not ship an approved return in time.
+    ReturnShipping,
+    /// The merchant did not confirm a shipped return's receipt in time.
+    ReturnReceipt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MarkDelivered {
+    pub delivered_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequestRefund {
+    pub kind: RefundKind,
+    pub reason: RefundReason,
+    pub amount: Money,
+    pub description: String,
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MerchantAccept {
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MerchantReject {
+    pub reason_code: RejectionReason,
+    pub note: String,
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MerchantOffer {
+    pub amount: Money,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeclineOffer {
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubmitEvidence {
+    pub evidence: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Escalate {
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    pub arbitrator_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Judge {
+    pub outcome: RulingOutcome,
+    /// Required for `refund_partial`; absent otherwise (`refund_full` refunds the request).
+    #[serde(default)]
+    pub amount: Option<Money>,
+    pub return_required: bool,
+    pub rationale: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Appeal {
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ShipReturn {
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmReturn {
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecordRefundPaid {
+    pub amount: Money,
+    pub channel: PaymentChannel,
+    pub payment_ref: String,
+    pub paid_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Withdraw {
+    #[serde(default)]
+    pub note: Option<String>,
+}

@@ -1,0 +1,143 @@
+//! Why a command was refused. A refused command emits no event.
+
+/// How a refusal is classed: the HTTP edge maps each class to one status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Unknown order, or the caller is not a party to it (no leak of existence).
+    NotFound,
+    /// The caller's role may not issue this command.
+    Forbidden,
+    /// The command does not apply in the dispute's current status.
+    Conflict,
+    /// A rule of the refund policy refuses the command.
+    RuleViolation,
+}
+
+/// A rule violation. Each variant has a stable snake_case [`code`](DisputeError::code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisputeError {
+    #[error("no such order")]
+    OrderNotFound,
+    #[error("the caller is not a party to this order")]
+    NotAParty,
+    #[error("this role may not issue this command")]
+    Forbidden,
+    #[error("only the assigned arbitrator may judge")]
+    NotAssignee,
+    #[error("{command} does not apply while the dispute is {status}")]
+    InvalidTransition {
+        command: &'static str,
+        status: &'static str,
+    },
+    #[error("the order is already registered with other facts")]
+    OrderFactsConflict,
+    #[error("the order's delivery was already recorded at another time")]
+    DeliveryConflict,
+    #[error("the order is already registered")]
+    OrderAlreadyRegistered,
+    #[error("amounts are whole minor units greater than zero")]
+    InvalidAmount,
+    #[error("currencies are three upper-case letters (ISO 4217)")]
+    InvalidCurrency,
+    #[error("the amount is not in the order's currency")]
+    CurrencyMismatch,
+    #[error("the amount exceeds what is still refundable on this order")]
+    AmountExceedsRefundable,
+    #[error("an offer must be less than the amount requested")]
+    OfferNotBelowRequest,
+    #[error("the request is outside the request window")]
+    OutsideRequestWindow,
+    #[error("a shipped order that has not been delivered can only be refunded as not received")]
+    ReasonNotAllowed,
+    #[error("no-reason returns are not allowed for this order now")]
+    NoReasonNotAllowed,
+    #[error("evidence is limited per party per dispute")]
+    TooMuchEvidence,
+    #[error("evidence needs a URI and a SHA-256 digest of 64 hex characters")]
+    InvalidEvidence,
+    #[error("the merchant's response deadline has passed")]
+    ResponseDeadlinePassed,
+    #[error("the return shipping window is closed")]
+    ReturnWindowClosed,
+    #[error("the evidence window is closed")]
+    EvidenceWindowClosed,
+    #[error("the deadline has not been reached")]
+    DeadlineNotReached,
+    #[error("the escalation window is closed")]
+    EscalationWindowClosed,
+    #[error("an appeal must be judged by a different arbitrator")]
+    SameArbitrator,
+    #[error("{0} must be given for this outcome")]
+    AmountRequired(&'static str),
+    #[error("no amount may be given for this outcome")]
+    AmountNotAllowed,
+    #[error("a ruling without refund cannot require a return")]
+    ReturnWithoutRefund,
+    #[error("the appeal window is closed")]
+    AppealWindowClosed,
+    #[error("this dispute has used all its rounds")]
+    MaxRoundsReached,
+    #[error("the amount paid must equal the approved amount")]
+    AmountMismatch,
+    #[error("the refund must go back through the order's payment channel")]
+    ChannelMismatch,
+    #[error("{0} must not be empty")]
+    EmptyField(&'static str),
+    #[error(
+        "order and dispute ids are 1 to 128 characters of letters, digits, '-', '_', '.' and ':'"
+    )]
+    InvalidOrderId,
+}
+
+impl DisputeError {
+    /// The stable machine code clients switch on.
+    pub fn code(&self) -> &'static str {
+        use DisputeError::*;
+        match self {
+            OrderNotFound | NotAParty => "not_found",
+            Forbidden | NotAssignee => "forbidden",
+            InvalidTransition { .. }
+            | OrderFactsConflict
+            | DeliveryConflict
+            | OrderAlreadyRegistered => "invalid_transition",
+            InvalidAmount => "invalid_amount",
+            InvalidCurrency => "invalid_currency",
+            CurrencyMismatch => "currency_mismatch",
+            AmountExceedsRefundable => "amount_exceeds_refundable",
+            OfferNotBelowRequest => "offer_not_below_request",
+            OutsideRequestWindow => "outside_request_window",
+            ReasonNotAllowed => "reason_not_allowed",
+            NoReasonNotAllowed => "no_reason_not_allowed",
+            TooMuchEvidence => "too_much_evidence",
+            InvalidEvidence => "invalid_evidence",
+            EvidenceWindowClosed => "evidence_window_closed",
+            ResponseDeadlinePassed => "response_deadline_passed",
+            ReturnWindowClosed => "return_window_closed",
+            DeadlineNotReached => "deadline_not_reached",
+            EscalationWindowClosed => "escalation_window_closed",
+            SameArbitrator => "same_arbitrator",
+            AmountRequired(_) => "amount_required",
+            AmountNotAllowed => "amount_not_allowed",
+            ReturnWithoutRefund => "return_without_refund",
+            AppealWindowClosed => "appeal_window_closed",
+            MaxRoundsReached => "max_rounds_reached",
+            AmountMismatch => "amount_mismatch",
+            ChannelMismatch => "channel_mismatch",
+            EmptyField(_) => "empty_field",
+            InvalidOrderId => "invalid_order_id",
+        }
+    }
+
+    pub fn kind(&self) -> RefusalKind {
+        use DisputeError::*;
+        match self {
+            OrderNotFound | NotAParty => RefusalKind::NotFound,
+            Forbidden | NotAssignee => RefusalKind::Forbidden,
+            InvalidTransition { .. }
+            | OrderFactsConflict
+            | DeliveryConflict
+            | OrderAlreadyRegistered => RefusalKind::Conflict,
+            _ => RefusalKind::RuleViolation,
+        }
+    }
+}

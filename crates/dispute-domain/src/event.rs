@@ -1,0 +1,176 @@
+//! Events: past-tense facts, the only thing ever stored. They carry what readers need (amounts,
+//! deadlines, parties) so projections copy and count and never recompute a rule.
+//!
+//! Every event type has a version; a change to a type's shape gets a new version and an
+//! upcaster. The catalogue is `docs/events.md`.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ApprovedBy, Evidence, Money, OrderFacts, Party, PaymentChannel, ReceiptConfirmedBy, RefundKind,
+    RefundReason, RejectionReason, RulingOutcome,
+};
+
+/// The current version of every event type's shape.
+pub const EVENT_VERSION: &str = "1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DisputeEvent {
+    /// The platform's order service registered the order's facts; the stream begins.
+    OrderRegistered {
+        facts: OrderFacts,
+    },
+    OrderDelivered {
+        delivered_at: DateTime<Utc>,
+    },
+    RefundRequested {
+        round: u32,
+        kind: RefundKind,
+        reason: RefundReason,
+        amount: Money,
+        description: String,
+        evidence: Vec<Evidence>,
+        merchant_response_due: DateTime<Utc>,
+    },
+    /// A refund was approved without arbitration: by the merchant, by an accepted offer, by
+    /// policy for an unshipped order, or by the merchant's missed deadline in an auto-accept
+    /// category. When a return is required the buyer must ship it by `return_ship_due`.
+    RefundApproved {
+        round: u32,
+        amount: Money,
+        approved_by: ApprovedBy,
+        return_required: bool,
+        return_ship_due: Option<DateTime<Utc>>,
+        note: Option<String>,
+    },
+    MerchantRejected {
+        round: u32,
+        reason_code: RejectionReason,
+        note: String,
+        evidence: Vec<Evidence>,
+        escalation_due: DateTime<Utc>,
+    },
+    MerchantOffered {
+        round: u32,
+        amount: Money,
+        note: String,
+    },
+    OfferDeclined {
+        round: u32,
+        note: Option<String>,
+        escalation_due: DateTime<Utc>,
+    },
+    EvidenceSubmitted {
+        round: u32,
+        party: Party,
+        evidence: Vec<Evidence>,
+    },
+    /// The merchant let the response deadline pass; the buyer may escalate until `escalation_due`.
+    MerchantResponseMissed {
+        round: u32,
+        escalation_due: DateTime<Utc>,
+    },
+    DisputeEscalated {
+        round: u32,
+        note: String,
+        evidence_due: DateTime<Utc>,
+        /// When an arbitrator should have been assigned (the platform's SLA).
+        assignment_due: DateTime<Utc>,
+    },
+    /// The buyer did not escalate in time: the rejection stands.
+    EscalationWindowClosed {
+        round: u32,
+    },
+    ArbitratorAssigned {
+        round: u32,
+        arbitrator_id: String,
+        assigned_by: String,
+    },
+    DisputeJudged {
+        round: u32,
+        arbitrator_id: String,
+        outcome: RulingOutcome,
+        /// What is refunded: the request for `refund_full`, the given amount for
+        /// `refund_partial`, none for `no_refund`.
+        amount: Option<Money>,
+        return_required: bool,
+        rationale: String,
+        /// A ruling on appeal is final; a first ruling may be appealed until `appeal_due`.
+        final_ruling: bool,
+        appeal_due: Option<DateTime<Utc>>,
+        return_ship_due: Option<DateTime<Utc>>,
+    },
+    RulingAppealed {
+        round: u32,
+        party: Party,
+        note: String,
+        evidence_due: DateTime<Utc>,
+    },
+    ReturnShipped {
+        round: u32,
+        carrier: String,
+        tracking_number: String,
+        receipt_confirm_due: DateTime<Utc>,
+    },
+    ReturnReceived {
+        round: u32,
+        confirmed_by: ReceiptConfirmedBy,
+        note: Option<String>,
+    },
+    /// The buyer did not ship the approved return in time.
+    ReturnShippingMissed {
+        round: u32,
+    },
+    RefundPaid {
+        round: u32,
+        amount: Money,
+        channel: PaymentChannel,
+        payment_ref: String,
+        paid_at: DateTime<Utc>,
+        /// When the money should have reached the buyer, by channel.
+        expected_arrival_by: DateTime<Utc>,
+    },
+    RequestWithdrawn {
+        round: u32,
+        note: Option<String>,
+    },
+}
+
+impl DisputeEvent {
+    /// The event type's name, as stored and published.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DisputeEvent::OrderRegistered { .. } => "OrderRegistered",
+            DisputeEvent::OrderDelivered { .. } => "OrderDelivered",
+            DisputeEvent::RefundRequested { .. } => "RefundRequested",
+            DisputeEvent::RefundApproved { .. } => "RefundApproved",
+            DisputeEvent::MerchantRejected { .. } => "MerchantRejected",
+            DisputeEvent::MerchantOffered { .. } => "MerchantOffered",
+            DisputeEvent::OfferDeclined { .. } => "OfferDeclined",
+            DisputeEvent::EvidenceSubmitted { .. } => "EvidenceSubmitted",
+            DisputeEvent::MerchantResponseMissed { .. } => "MerchantResponseMissed",
+            DisputeEvent::DisputeEscalated { .. } => "DisputeEscalated",
+            DisputeEvent::EscalationWindowClosed { .. } => "EscalationWindowClosed",
+            DisputeEvent::ArbitratorAssigned { .. } => "ArbitratorAssigned",
+            DisputeEvent::DisputeJudged { .. } => "DisputeJudged",
+            DisputeEvent::RulingAppealed { .. } => "RulingAppealed",
+            DisputeEvent::ReturnShipped { .. } => "ReturnShipped",
+            DisputeEvent::ReturnReceived { .. } => "ReturnReceived",
+            DisputeEvent::ReturnShippingMissed { .. } => "ReturnShippingMissed",
+            DisputeEvent::RefundPaid { .. } => "RefundPaid",
+            DisputeEvent::RequestWithdrawn { .. } => "RequestWithdrawn",
+        }
+    }
+}
+
+impl DomainEvent for DisputeEvent {
+    fn event_type(&self) -> String {
+        self.name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_string()
+    }
+}

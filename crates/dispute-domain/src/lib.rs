@@ -1,0 +1,24 @@
+//! The refund-dispute domain: the [`Dispute`] aggregate, its commands and events, the rules
+//! and the [`Policy`] that parameterises them.
+//!
+//! Invariant: this crate does no I/O. It never depends on a database, HTTP, NATS or an async
+//! runtime; what a rule needs (order facts, policy, the time) reaches it as data or through
+//! [`Clock`].
+
+mod aggregate;
+mod clock;
+pub mod command;
+mod error;
+mod event;
+mod money;
+mod policy;
+mod vocabulary;
+
+pub use aggregate::{Dispute, DisputeServices, expected_arrival};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use command::{Action, Deadline, DisputeCommand};
+pub use error::{DisputeError, RefusalKind};
+pub use event::{DisputeEvent, EVENT_VERSION};
+pub use money::Money;
+pub use policy::{CategoryPolicy, OnMerchantTimeout, Policy, PolicyError, parse_duration};
+pub use vocabulary::*;

@@ -95,9 +95,7 @@ impl Dispute {
 
     /// Everything refunded on this order so far (zero in the order's currency before any).
     pub fn refunded_total(&self) -> Option<Money> {
-        self.order
-            .as_ref()
-            .map(|o| Money::new(self.refunded_minor, o.paid_amount.currency.clone()))
+        self.order.as_ref().map(|o| Money::new(self.refunded_minor, o.paid_amount.currency.clone()))
     }
 
     /// The refund approved or ruled and waiting for payment or a return, if any.
@@ -123,29 +121,14 @@ impl Dispute {
             Action::MarkDelivered(cmd) => self.mark_delivered(actor, cmd),
             Action::RequestRefund(cmd) => self.request_refund(actor, cmd, &services.policy, now),
             Action::MerchantAccept(cmd) => {
-                let (order, round) = self.in_status(
-                    actor,
-                    &[Role::Merchant],
-                    "merchant_accept",
-                    &[Status::AwaitingMerchant],
-                )?;
+                let (order, round) =
+                    self.in_status(actor, &[Role::Merchant], "merchant_accept", &[Status::AwaitingMerchant])?;
                 let policy = services.policy.for_category(&order.category);
-                Ok(vec![approve(
-                    self.round,
-                    round,
-                    ApprovedBy::Merchant,
-                    cmd.note.clone(),
-                    policy,
-                    now,
-                )])
+                Ok(vec![approve(self.round, round, ApprovedBy::Merchant, cmd.note.clone(), policy, now)])
             }
             Action::MerchantReject(cmd) => {
-                let (order, round) = self.in_status(
-                    actor,
-                    &[Role::Merchant],
-                    "merchant_reject",
-                    &[Status::AwaitingMerchant],
-                )?;
+                let (order, round) =
+                    self.in_status(actor, &[Role::Merchant], "merchant_reject", &[Status::AwaitingMerchant])?;
                 let policy = services.policy.for_category(&order.category);
                 require_text("note", &cmd.note)?;
                 if now > round.merchant_response_due {
@@ -161,12 +144,8 @@ impl Dispute {
                 }])
             }
             Action::MerchantOffer(cmd) => {
-                let (order, round) = self.in_status(
-                    actor,
-                    &[Role::Merchant],
-                    "merchant_offer",
-                    &[Status::AwaitingMerchant],
-                )?;
+                let (order, round) =
+                    self.in_status(actor, &[Role::Merchant], "merchant_offer", &[Status::AwaitingMerchant])?;
                 require_text("note", &cmd.note)?;
                 cmd.amount.check_currency(&order.paid_amount.currency)?;
                 if cmd.amount.amount_minor >= round.requested.amount_minor {
@@ -182,16 +161,9 @@ impl Dispute {
                 }])
             }
             Action::AcceptOffer => {
-                let (_, round) = self.in_status(
-                    actor,
-                    &[Role::Buyer],
-                    "accept_offer",
-                    &[Status::OfferPending],
-                )?;
-                let offer = round
-                    .offer
-                    .clone()
-                    .expect("an offer_pending round has an offer");
+                let (_, round) =
+                    self.in_status(actor, &[Role::Buyer], "accept_offer", &[Status::OfferPending])?;
+                let offer = round.offer.clone().expect("an offer_pending round has an offer");
                 Ok(vec![DisputeEvent::RefundApproved {
                     round: self.round,
                     amount: offer,
@@ -202,12 +174,8 @@ impl Dispute {
                 }])
             }
             Action::DeclineOffer(cmd) => {
-                let (order, _) = self.in_status(
-                    actor,
-                    &[Role::Buyer],
-                    "decline_offer",
-                    &[Status::OfferPending],
-                )?;
+                let (order, _) =
+                    self.in_status(actor, &[Role::Buyer], "decline_offer", &[Status::OfferPending])?;
                 let policy = services.policy.for_category(&order.category);
                 Ok(vec![DisputeEvent::OfferDeclined {
                     round: self.round,
@@ -239,12 +207,8 @@ impl Dispute {
             Action::Judge(cmd) => self.judge(actor, cmd, &services.policy, now),
             Action::Appeal(cmd) => self.appeal(actor, cmd, &services.policy, now),
             Action::ShipReturn(cmd) => {
-                let (order, round) = self.in_status(
-                    actor,
-                    &[Role::Buyer],
-                    "ship_return",
-                    &[Status::AwaitingReturn],
-                )?;
+                let (order, round) =
+                    self.in_status(actor, &[Role::Buyer], "ship_return", &[Status::AwaitingReturn])?;
                 let policy = services.policy.for_category(&order.category);
                 require_text("carrier", &cmd.carrier)?;
                 require_text("tracking_number", &cmd.tracking_number)?;
@@ -259,12 +223,7 @@ impl Dispute {
                 }])
             }
             Action::ConfirmReturn(cmd) => {
-                self.in_status(
-                    actor,
-                    &[Role::Merchant],
-                    "confirm_return",
-                    &[Status::ReturnShipped],
-                )?;
+                self.in_status(actor, &[Role::Merchant], "confirm_return", &[Status::ReturnShipped])?;
                 Ok(vec![DisputeEvent::ReturnReceived {
                     round: self.round,
                     confirmed_by: ReceiptConfirmedBy::Merchant,
@@ -272,12 +231,8 @@ impl Dispute {
                 }])
             }
             Action::RecordRefundPaid(cmd) => {
-                let (order, round) = self.in_status(
-                    actor,
-                    &[Role::System],
-                    "refund_paid",
-                    &[Status::RefundPending],
-                )?;
+                let (order, round) =
+                    self.in_status(actor, &[Role::System], "refund_paid", &[Status::RefundPending])?;
                 cmd.amount.check_currency(&order.paid_amount.currency)?;
                 require_text("payment_ref", &cmd.payment_ref)?;
                 if Some(&cmd.amount) != round.approved.as_ref() {
@@ -300,17 +255,9 @@ impl Dispute {
                     actor,
                     &[Role::Buyer],
                     "withdraw",
-                    &[
-                        Status::AwaitingMerchant,
-                        Status::OfferPending,
-                        Status::Rejected,
-                        Status::Escalated,
-                    ],
+                    &[Status::AwaitingMerchant, Status::OfferPending, Status::Rejected, Status::Escalated],
                 )?;
-                Ok(vec![DisputeEvent::RequestWithdrawn {
-                    round: self.round,
-                    note: cmd.note.clone(),
-                }])
+                Ok(vec![DisputeEvent::RequestWithdrawn { round: self.round, note: cmd.note.clone() }])
             }
             Action::ExpireDeadline { deadline, round } => {
                 self.expire(actor, *deadline, *round, &services.policy, now)
@@ -346,35 +293,20 @@ impl Dispute {
             Role::Arbitrator | Role::System => true,
             Role::Auditor => false,
         };
-        if is_party {
-            Ok(order)
-        } else {
-            Err(DisputeError::NotAParty)
-        }
+        if is_party { Ok(order) } else { Err(DisputeError::NotAParty) }
     }
 
     fn invalid(&self, command: &'static str) -> DisputeError {
-        DisputeError::InvalidTransition {
-            command,
-            status: self.status.as_str(),
-        }
+        DisputeError::InvalidTransition { command, status: self.status.as_str() }
     }
 
-    fn register_order(
-        &self,
-        actor: &Actor,
-        facts: &OrderFacts,
-    ) -> Result<Vec<DisputeEvent>, DisputeError> {
+    fn register_order(&self, actor: &Actor, facts: &OrderFacts) -> Result<Vec<DisputeEvent>, DisputeError> {
         if actor.role != Role::System {
             return Err(DisputeError::Forbidden);
         }
         if let Some(order) = &self.order {
             // The same facts again answer as before; other facts are refused.
-            return if order == facts {
-                Ok(vec![])
-            } else {
-                Err(DisputeError::OrderFactsConflict)
-            };
+            return if order == facts { Ok(vec![]) } else { Err(DisputeError::OrderFactsConflict) };
         }
         check_order_id(&facts.order_id)?;
         for (field, value) in [
@@ -385,23 +317,15 @@ impl Dispute {
             require_text(field, value)?;
         }
         facts.paid_amount.check_positive()?;
-        Ok(vec![DisputeEvent::OrderRegistered {
-            facts: facts.clone(),
-        }])
+        Ok(vec![DisputeEvent::OrderRegistered { facts: facts.clone() }])
     }
 
-    fn mark_delivered(
-        &self,
-        actor: &Actor,
-        cmd: &MarkDelivered,
-    ) -> Result<Vec<DisputeEvent>, DisputeError> {
+    fn mark_delivered(&self, actor: &Actor, cmd: &MarkDelivered) -> Result<Vec<DisputeEvent>, DisputeError> {
         self.party_order(actor, &[Role::System])?;
         match self.delivered_at {
             Some(at) if at == cmd.delivered_at => Ok(vec![]),
             Some(_) => Err(DisputeError::DeliveryConflict),
-            None => Ok(vec![DisputeEvent::OrderDelivered {
-                delivered_at: cmd.delivered_at,
-            }]),
+            None => Ok(vec![DisputeEvent::OrderDelivered { delivered_at: cmd.delivered_at }]),
         }
     }
 
@@ -514,34 +438,14 @@ impl Dispute {
             actor,
             &[Role::Buyer, Role::Merchant],
             "evidence",
-            &[
-                Status::AwaitingMerchant,
-                Status::Escalated,
-                Status::UnderReview,
-                Status::Appealed,
-            ],
+            &[Status::AwaitingMerchant, Status::Escalated, Status::UnderReview, Status::Appealed],
         )?;
-        let party = if actor.role == Role::Buyer {
-            Party::Buyer
-        } else {
-            Party::Merchant
-        };
-        if self.status != Status::AwaitingMerchant
-            && round.evidence_due.is_some_and(|due| now > due)
-        {
+        let party = if actor.role == Role::Buyer { Party::Buyer } else { Party::Merchant };
+        if self.status != Status::AwaitingMerchant && round.evidence_due.is_some_and(|due| now > due) {
             return Err(DisputeError::EvidenceWindowClosed);
         }
-        self.check_evidence(
-            party,
-            &cmd.evidence,
-            policy.for_category(&order.category),
-            true,
-        )?;
-        Ok(vec![DisputeEvent::EvidenceSubmitted {
-            round: self.round,
-            party,
-            evidence: cmd.evidence.clone(),
-        }])
+        self.check_evidence(party, &cmd.evidence, policy.for_category(&order.category), true)?;
+        Ok(vec![DisputeEvent::EvidenceSubmitted { round: self.round, party, evidence: cmd.evidence.clone() }])
     }
 
     fn escalate(
@@ -551,12 +455,8 @@ impl Dispute {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Vec<DisputeEvent>, DisputeError> {
-        let (order, round) = self.in_status(
-            actor,
-            &[Role::Buyer],
-            "escalate",
-            &[Status::Rejected, Status::AwaitingMerchant],
-        )?;
+        let (order, round) =
+            self.in_status(actor, &[Role::Buyer], "escalate", &[Status::Rejected, Status::AwaitingMerchant])?;
         let policy = policy.for_category(&order.category);
         require_text("note", &cmd.note)?;
         let mut events = Vec::with_capacity(2);
@@ -590,8 +490,7 @@ impl Dispute {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Vec<DisputeEvent>, DisputeError> {
-        let (order, round) =
-            self.in_status(actor, &[Role::Arbitrator], "judge", &[Status::UnderReview])?;
+        let (order, round) = self.in_status(actor, &[Role::Arbitrator], "judge", &[Status::UnderReview])?;
         let policy = policy.for_category(&order.category);
         if round.arbitrator.as_deref() != Some(actor.id.as_str()) {
             return Err(DisputeError::NotAssignee);
@@ -607,10 +506,7 @@ impl Dispute {
                 Some(Money::new(full, order.paid_amount.currency.clone()))
             }
             RulingOutcome::RefundPartial => {
-                let amount = cmd
-                    .amount
-                    .as_ref()
-                    .ok_or(DisputeError::AmountRequired("amount"))?;
+                let amount = cmd.amount.as_ref().ok_or(DisputeError::AmountRequired("amount"))?;
                 amount.check_currency(&order.paid_amount.currency)?;
                 if amount.amount_minor > refundable {
                     return Err(DisputeError::AmountExceedsRefundable);
@@ -653,16 +549,10 @@ impl Dispute {
             actor,
             &[Role::Buyer, Role::Merchant],
             "appeal",
-            &[
-                Status::AwaitingReturn,
-                Status::RefundPending,
-                Status::Closed,
-            ],
+            &[Status::AwaitingReturn, Status::RefundPending, Status::Closed],
         )?;
         let policy = policy.for_category(&order.category);
-        let Some(appeal_due) = round
-            .appeal_due
-            .filter(|_| round.ruled_by.is_some() && !round.appealed)
+        let Some(appeal_due) = round.appeal_due.filter(|_| round.ruled_by.is_some() && !round.appealed)
         else {
             return Err(self.invalid("appeal"));
         };
@@ -673,11 +563,7 @@ impl Dispute {
         if now > appeal_due {
             return Err(DisputeError::AppealWindowClosed);
         }
-        let party = if actor.role == Role::Buyer {
-            Party::Buyer
-        } else {
-            Party::Merchant
-        };
+        let party = if actor.role == Role::Buyer { Party::Buyer } else { Party::Merchant };
         Ok(vec![DisputeEvent::RulingAppealed {
             round: self.round,
             party,
@@ -716,22 +602,15 @@ impl Dispute {
         }
         let event = match deadline {
             Deadline::MerchantResponse => match policy.on_merchant_timeout {
-                OnMerchantTimeout::AutoAccept => approve(
-                    self.round,
-                    round,
-                    ApprovedBy::MerchantTimeout,
-                    None,
-                    policy,
-                    now,
-                ),
+                OnMerchantTimeout::AutoAccept => {
+                    approve(self.round, round, ApprovedBy::MerchantTimeout, None, policy, now)
+                }
                 OnMerchantTimeout::AllowEscalation => DisputeEvent::MerchantResponseMissed {
                     round: self.round,
                     escalation_due: round.merchant_response_due + policy.escalation_window,
                 },
             },
-            Deadline::EscalationWindow => {
-                DisputeEvent::EscalationWindowClosed { round: self.round }
-            }
+            Deadline::EscalationWindow => DisputeEvent::EscalationWindowClosed { round: self.round },
             Deadline::ReturnShipping => DisputeEvent::ReturnShippingMissed { round: self.round },
             Deadline::ReturnReceipt => DisputeEvent::ReturnReceived {
                 round: self.round,
@@ -743,9 +622,7 @@ impl Dispute {
     }
 
     fn round_mut(&mut self) -> &mut Round {
-        self.current
-            .as_mut()
-            .expect("a round event follows a request")
+        self.current.as_mut().expect("a round event follows a request")
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -758,11 +635,7 @@ impl Dispute {
         let round = self.round_mut();
         round.approved = Some(amount);
         round.return_ship_due = return_ship_due;
-        self.status = if return_ship_due.is_some() {
-            Status::AwaitingReturn
-        } else {
-            Status::RefundPending
-        };
+        self.status = if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
     }
 }
 
@@ -787,24 +660,14 @@ fn approve(
 }
 
 fn require_text(field: &'static str, value: &str) -> Result<(), DisputeError> {
-    if value.trim().is_empty() {
-        Err(DisputeError::EmptyField(field))
-    } else {
-        Ok(())
-    }
+    if value.trim().is_empty() { Err(DisputeError::EmptyField(field)) } else { Ok(()) }
 }
 
 /// Order ids become stream ids and NATS subject tokens, so they are kept to a safe alphabet.
 fn check_order_id(id: &str) -> Result<(), DisputeError> {
     let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DisputeError::InvalidOrderId)
-    }
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
+    if ok { Ok(()) } else { Err(DisputeError::InvalidOrderId) }
 }
 
 /// When a refund paid at `paid_at` should reach the buyer: balance at once, Alipay and WeChat
@@ -883,16 +746,10 @@ impl Aggregate for Dispute {
                     receipt_confirm_due: None,
                 });
             }
-            DisputeEvent::RefundApproved {
-                amount,
-                return_ship_due,
-                ..
-            } => self.set_approved(amount, return_ship_due),
-            DisputeEvent::MerchantRejected {
-                evidence,
-                escalation_due,
-                ..
-            } => {
+            DisputeEvent::RefundApproved { amount, return_ship_due, .. } => {
+                self.set_approved(amount, return_ship_due)
+            }
+            DisputeEvent::MerchantRejected { evidence, escalation_due, .. } => {
                 self.merchant_evidence += evidence.len() as u32;
                 self.round_mut().escalation_due = Some(escalation_due);
                 self.status = Status::Rejected;
@@ -906,9 +763,7 @@ impl Aggregate for Dispute {
                 self.round_mut().escalation_due = Some(escalation_due);
                 self.status = Status::Rejected;
             }
-            DisputeEvent::EvidenceSubmitted {
-                party, evidence, ..
-            } => {
+            DisputeEvent::EvidenceSubmitted { party, evidence, .. } => {
                 let count = evidence.len() as u32;
                 match party {
                     Party::Buyer => self.buyer_evidence += count,
@@ -919,20 +774,12 @@ impl Aggregate for Dispute {
                 self.round_mut().evidence_due = Some(evidence_due);
                 self.status = Status::Escalated;
             }
-            DisputeEvent::EscalationWindowClosed { .. } => {
-                self.close(CloseReason::RejectionAccepted)
-            }
+            DisputeEvent::EscalationWindowClosed { .. } => self.close(CloseReason::RejectionAccepted),
             DisputeEvent::ArbitratorAssigned { arbitrator_id, .. } => {
                 self.round_mut().arbitrator = Some(arbitrator_id);
                 self.status = Status::UnderReview;
             }
-            DisputeEvent::DisputeJudged {
-                arbitrator_id,
-                amount,
-                appeal_due,
-                return_ship_due,
-                ..
-            } => {
+            DisputeEvent::DisputeJudged { arbitrator_id, amount, appeal_due, return_ship_due, .. } => {
                 self.ruled = true;
                 let round = self.round_mut();
                 round.ruled_by = Some(arbitrator_id);
@@ -952,10 +799,7 @@ impl Aggregate for Dispute {
                 self.status = Status::Appealed;
                 self.close_reason = None;
             }
-            DisputeEvent::ReturnShipped {
-                receipt_confirm_due,
-                ..
-            } => {
+            DisputeEvent::ReturnShipped { receipt_confirm_due, .. } => {
                 self.round_mut().receipt_confirm_due = Some(receipt_confirm_due);
                 self.status = Status::ReturnShipped;
             }

@@ -25,10 +25,7 @@ pub enum DisputeError {
     #[error("only the assigned arbitrator may judge")]
     NotAssignee,
     #[error("{command} does not apply while the dispute is {status}")]
-    InvalidTransition {
-        command: &'static str,
-        status: &'static str,
-    },
+    InvalidTransition { command: &'static str, status: &'static str },
     #[error("the order is already registered with other facts")]
     OrderFactsConflict,
     #[error("the order's delivery was already recorded at another time")]
@@ -83,9 +80,7 @@ pub enum DisputeError {
     ChannelMismatch,
     #[error("{0} must not be empty")]
     EmptyField(&'static str),
-    #[error(
-        "order and dispute ids are 1 to 128 characters of letters, digits, '-', '_', '.' and ':'"
-    )]
+    #[error("order and dispute ids are 1 to 128 characters of letters, digits, '-', '_', '.' and ':'")]
     InvalidOrderId,
 }
 
@@ -96,10 +91,9 @@ impl DisputeError {
         match self {
             OrderNotFound | NotAParty => "not_found",
             Forbidden | NotAssignee => "forbidden",
-            InvalidTransition { .. }
-            | OrderFactsConflict
-            | DeliveryConflict
-            | OrderAlreadyRegistered => "invalid_transition",
+            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict | OrderAlreadyRegistered => {
+                "invalid_transition"
+            }
             InvalidAmount => "invalid_amount",
             InvalidCurrency => "invalid_currency",
             CurrencyMismatch => "currency_mismatch",
@@ -133,10 +127,9 @@ impl DisputeError {
         match self {
             OrderNotFound | NotAParty => RefusalKind::NotFound,
             Forbidden | NotAssignee => RefusalKind::Forbidden,
-            InvalidTransition { .. }
-            | OrderFactsConflict
-            | DeliveryConflict
-            | OrderAlreadyRegistered => RefusalKind::Conflict,
+            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict | OrderAlreadyRegistered => {
+                RefusalKind::Conflict
+            }
             _ => RefusalKind::RuleViolation,
         }
     }

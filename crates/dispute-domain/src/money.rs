@@ -18,10 +18,7 @@ pub struct Money {
 
 impl Money {
     pub fn new(amount_minor: i64, currency: impl Into<String>) -> Self {
-        Self {
-            amount_minor,
-            currency: currency.into(),
-        }
+        Self { amount_minor, currency: currency.into() }
     }
 
     pub fn zero(currency: impl Into<String>) -> Self {
@@ -50,17 +47,11 @@ impl Money {
 
     /// `self - other` in the same currency; callers have checked the currency.
     pub fn minus(&self, other: &Money) -> Money {
-        Money::new(
-            self.amount_minor - other.amount_minor,
-            self.currency.clone(),
-        )
+        Money::new(self.amount_minor - other.amount_minor, self.currency.clone())
     }
 
     pub fn plus(&self, other: &Money) -> Money {
-        Money::new(
-            self.amount_minor + other.amount_minor,
-            self.currency.clone(),
-        )
+        Money::new(self.amount_minor + other.amount_minor, self.currency.clone())
     }
 }
 

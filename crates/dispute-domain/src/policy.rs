@@ -48,11 +48,7 @@ pub enum PolicyError {
     #[error("policy is not valid TOML or has an unknown key: {0}")]
     Syntax(String),
     #[error("policy [{section}] {key}: {message}")]
-    Value {
-        section: String,
-        key: &'static str,
-        message: String,
-    },
+    Value { section: String, key: &'static str, message: String },
 }
 
 impl Policy {
@@ -64,21 +60,14 @@ impl Policy {
     /// Parses a policy file. Every key of `[default]` is optional and falls back to the
     /// built-in default; a category states only what differs from `[default]`.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        let file: PolicyFile =
-            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
-        let default = file
-            .default
-            .unwrap_or_default()
-            .resolve("default", &builtin_default())?;
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let default = file.default.unwrap_or_default().resolve("default", &builtin_default())?;
         let mut categories = BTreeMap::new();
         for (name, overrides) in file.category {
             let resolved = overrides.resolve(&format!("category.{name}"), &default)?;
             categories.insert(name, resolved);
         }
-        Ok(Self {
-            default,
-            categories,
-        })
+        Ok(Self { default, categories })
     }
 
     /// The rules for `category`: its overrides over the default.
@@ -159,32 +148,12 @@ impl Overrides {
         };
         Ok(CategoryPolicy {
             request_window: duration("request_window", self.request_window, base.request_window)?,
-            no_reason_window: duration(
-                "no_reason_window",
-                self.no_reason_window,
-                base.no_reason_window,
-            )?,
-            merchant_response: duration(
-                "merchant_response",
-                self.merchant_response,
-                base.merchant_response,
-            )?,
+            no_reason_window: duration("no_reason_window", self.no_reason_window, base.no_reason_window)?,
+            merchant_response: duration("merchant_response", self.merchant_response, base.merchant_response)?,
             on_merchant_timeout: self.on_merchant_timeout.unwrap_or(base.on_merchant_timeout),
-            escalation_window: duration(
-                "escalation_window",
-                self.escalation_window,
-                base.escalation_window,
-            )?,
-            evidence_window: duration(
-                "evidence_window",
-                self.evidence_window,
-                base.evidence_window,
-            )?,
-            arbitration_sla: duration(
-                "arbitration_sla",
-                self.arbitration_sla,
-                base.arbitration_sla,
-            )?,
+            escalation_window: duration("escalation_window", self.escalation_window, base.escalation_window)?,
+            evidence_window: duration("evidence_window", self.evidence_window, base.evidence_window)?,
+            arbitration_sla: duration("arbitration_sla", self.arbitration_sla, base.arbitration_sla)?,
             appeal_window: duration("appeal_window", self.appeal_window, base.appeal_window)?,
             return_ship: duration("return_ship", self.return_ship, base.return_ship)?,
             return_confirm: duration("return_confirm", self.return_confirm, base.return_confirm)?,
@@ -202,13 +171,10 @@ impl Overrides {
 /// Parses the short duration form: a positive integer and one unit of `s`, `m`, `h`, `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like \"90s\", \"48h\" or \"7d\""))?;
+    let n: i64 =
+        digits.parse().map_err(|_| format!("{text:?} is not a duration like \"90s\", \"48h\" or \"7d\""))?;
     if n <= 0 {
         return Err(format!("{text:?} must be longer than zero"));
     }
@@ -233,30 +199,17 @@ mod tests {
         let policy = Policy::builtin();
         assert_eq!(policy.for_category("books"), &builtin_default());
         assert!(!policy.for_category("fresh").no_reason_allowed);
-        assert_eq!(
-            policy.for_category("fresh").on_merchant_timeout,
-            OnMerchantTimeout::AutoAccept
-        );
-        assert_eq!(
-            policy.for_category("electronics").request_window,
-            Duration::days(15)
-        );
-        assert_eq!(
-            policy.for_category("electronics").merchant_response,
-            Duration::hours(48)
-        );
+        assert_eq!(policy.for_category("fresh").on_merchant_timeout, OnMerchantTimeout::AutoAccept);
+        assert_eq!(policy.for_category("electronics").request_window, Duration::days(15));
+        assert_eq!(policy.for_category("electronics").merchant_response, Duration::hours(48));
     }
 
     #[test]
     fn categories_override_the_files_default_not_the_builtin() {
-        let policy = Policy::from_toml(
-            "[default]\nmerchant_response = \"90s\"\n[category.toys]\nmax_rounds = 1\n",
-        )
-        .unwrap();
-        assert_eq!(
-            policy.for_category("toys").merchant_response,
-            Duration::seconds(90)
-        );
+        let policy =
+            Policy::from_toml("[default]\nmerchant_response = \"90s\"\n[category.toys]\nmax_rounds = 1\n")
+                .unwrap();
+        assert_eq!(policy.for_category("toys").merchant_response, Duration::seconds(90));
         assert_eq!(policy.for_category("toys").max_rounds, 1);
         assert_eq!(policy.for_category("other").max_rounds, 3);
     }
@@ -264,27 +217,9 @@ mod tests {
     #[test]
     fn bad_policies_are_refused_with_the_key_named() {
         let err = Policy::from_toml("[default]\nrequest_window = \"7 days\"\n").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                PolicyError::Value {
-                    key: "request_window",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, PolicyError::Value { key: "request_window", .. }), "{err}");
         let err = Policy::from_toml("[default]\nmax_rounds = 0\n").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                PolicyError::Value {
-                    key: "max_rounds",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, PolicyError::Value { key: "max_rounds", .. }), "{err}");
         assert!(matches!(
             Policy::from_toml("[default]\nrequest_windw = \"7d\"\n"),
             Err(PolicyError::Syntax(_))

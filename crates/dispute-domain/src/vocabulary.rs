@@ -39,10 +39,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn new(role: Role, id: impl Into<String>) -> Self {
-        Self {
-            role,
-            id: id.into(),
-        }
+        Self { role, id: id.into() }
     }
 }
 

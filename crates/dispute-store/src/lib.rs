@@ -1,1 +1,145 @@
-//! placeholder
+//! Where commands become stored events: the cqrs-es event store over PostgreSQL (postgres-es)
+//! or SQLite (sqlite-es), its migrations, and the idempotency records of the HTTP commands.
+//!
+//! Invariant: this crate knows no HTTP. It returns an [`Outcome`] or an [`ExecuteError`]; the
+//! API crate decides what either looks like on the wire.
+//! Invariant: events are only ever inserted; nothing here updates or deletes one.
+
+mod execute;
+mod idempotency;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use dispute_domain::{Dispute, DisputeServices};
+use postgres_es::PostgresEventRepository;
+use sqlite_es::SqliteEventRepository;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use execute::{CommandMetadata, ExecuteError, Outcome};
+pub use idempotency::{Claim, StoredResponse};
+
+/// The database behind the store.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same sqlx expression against whichever pool the backend holds.
+macro_rules! on_pool {
+    ($backend:expr, $pool:ident => $body:expr) => {
+        match $backend {
+            $crate::Backend::Postgres($pool) => $body,
+            $crate::Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+enum EventStore {
+    Postgres(PersistedEventStore<PostgresEventRepository, Dispute>),
+    Sqlite(PersistedEventStore<SqliteEventRepository, Dispute>),
+}
+
+/// Where to keep the events.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A PostgreSQL URL (`postgres://…`).
+    Postgres { url: String, max_connections: u32 },
+    /// An SQLite file, created if missing: the embedded default.
+    Sqlite { path: std::path::PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the event store: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot apply the schema migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("event store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// The command side's storage: executes commands against their order's stream.
+pub struct Store {
+    backend: Backend,
+    events: EventStore,
+    services: DisputeServices,
+}
+
+impl Store {
+    /// Opens the database, applies pending migrations and wires the cqrs-es event store.
+    pub async fn open(config: &StoreConfig, services: DisputeServices) -> Result<Arc<Self>, StoreError> {
+        let backend = match config {
+            StoreConfig::Postgres { url, max_connections } => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(StoreError::Connect)?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(StoreError::Migrate)?;
+                Backend::Postgres(pool)
+            }
+            StoreConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    create_dir(dir)?;
+                }
+                let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                    .map_err(StoreError::Connect)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await
+                    .map_err(StoreError::Connect)?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(StoreError::Migrate)?;
+                Backend::Sqlite(pool)
+            }
+        };
+        let events = match &backend {
+            Backend::Postgres(pool) => EventStore::Postgres(PersistedEventStore::new_event_store(
+                PostgresEventRepository::new(pool.clone()),
+            )),
+            Backend::Sqlite(pool) => EventStore::Sqlite(PersistedEventStore::new_event_store(
+                SqliteEventRepository::new(pool.clone()),
+            )),
+        };
+        Ok(Arc::new(Self { backend, events, services }))
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn services(&self) -> &DisputeServices {
+        &self.services
+    }
+
+    /// Checks that the database answers: the readiness probe.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(&self.backend, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        on_pool!(&self.backend, pool => pool.close().await)
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })
+}

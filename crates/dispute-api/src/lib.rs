@@ -1,1 +1,77 @@
-//! placeholder
+//! The HTTP edge of the disputes service: routes, bearer-token auth, problem+json errors and
+//! the OpenAPI document.
+//!
+//! Invariant: only this crate knows HTTP. Rules live in `dispute-domain`; storage in
+//! `dispute-store`; this crate authenticates, parses, and maps their answers to the wire.
+
+mod auth;
+mod commands;
+mod error;
+mod openapi;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, on};
+use axum::{Json, Router};
+use dispute_store::Store;
+use tokio::net::TcpListener;
+
+pub use auth::{Caller, TokenKeys};
+pub use commands::{CommandAnswer, ROUTES};
+pub use error::{ApiError, Problem};
+pub use openapi::document as openapi_document;
+
+/// The largest request body accepted (evidence is referenced by URI, never uploaded).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub tokens: Arc<TokenKeys>,
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(ready))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }));
+    for route in ROUTES {
+        let method = match route.method {
+            commands::Method::Put => axum::routing::MethodFilter::PUT,
+            commands::Method::Post => axum::routing::MethodFilter::POST,
+        };
+        router = router.route(
+            route.path,
+            on(method, move |state, caller, path, headers, body| {
+                commands::endpoint(route, state, caller, path, headers, body)
+            }),
+        );
+    }
+    router
+        .fallback(|| async { ApiError::RouteNotFound })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::NotReady
+    })?;
+    Ok((StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))))
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

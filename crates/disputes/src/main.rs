@@ -1,1 +1,128 @@
-fn main() {}
+//! `disputes`: the refund-dispute service's one binary. Parses configuration, connects, and
+//! hands over to the library crates; nothing here decides a rule or an HTTP answer.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use dispute_api::{AppState, TokenKeys};
+use dispute_domain::{Actor, DisputeServices, Role, SystemClock, parse_duration};
+use dispute_store::Store;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "disputes", version, about = "Event-sourced refund-dispute arbitration service")]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API. Applies pending schema migrations on start.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "DISPUTES_ADDR", default_value_t = config::default_addr())]
+        addr: SocketAddr,
+    },
+    /// Print a signed bearer token (one line) made with the same secret as `serve`.
+    Token {
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The subject: a buyer, merchant, arbitrator or service id.
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid, e.g. `90s`, `24h`, `7d`.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: chrono::Duration,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| "one of buyer, merchant, arbitrator, system, auditor".to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("disputes: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let settings = cli.settings.resolve().map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Token { role, sub, ttl } => {
+            let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
+            println!("{}", TokenKeys::new(&secret).issue(&Actor::new(role, sub), ttl));
+            Ok(())
+        }
+        Command::Serve { addr } => serve(settings, addr).await,
+    }
+}
+
+async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
+    let policy = settings.policy().map_err(|e| e.to_string())?;
+    let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
+    if settings.nats_url.is_some() {
+        tracing::warn!("NATS_URL is set, but this version does not publish events to NATS yet");
+    }
+    let services = DisputeServices::new(Arc::new(SystemClock), policy);
+    let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let purge = tokio::spawn(purge_idempotency_keys(store.clone()));
+    let state = AppState { store: store.clone(), tokens: Arc::new(TokenKeys::new(&secret)) };
+    println!("disputes listening on http://{local}");
+    let result = dispute_api::serve(listener, state, shutdown_signal()).await;
+    purge.abort();
+    store.close().await;
+    result.map_err(|e| format!("server error: {e}"))
+}
+
+/// Forgets idempotency answers after two days (the contract keeps them at least one).
+async fn purge_idempotency_keys(store: Arc<Store>) {
+    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        if let Err(e) = store.purge_idempotency(chrono::Duration::hours(48)).await {
+            tracing::warn!(error = %e, "purging old idempotency keys failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler installs");
+        signal.recv().await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

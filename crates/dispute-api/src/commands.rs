@@ -1,0 +1,300 @@
+//! The command routes: one table, used both to build the router and the OpenAPI document.
+//!
+//! Every route runs the same pipeline: authenticate, parse the body (unknown fields refused),
+//! honour `Idempotency-Key` and `If-Match`, execute, answer with the state after the commit.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dispute_domain::{Action, CloseReason, DisputeCommand, Money, Status};
+use dispute_store::{Claim, CommandMetadata, Outcome, StoredResponse};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::error::PROBLEM_JSON;
+use crate::{ApiError, AppState};
+
+/// How long a request waits for a concurrent request with the same `Idempotency-Key`.
+const IDEMPOTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// One command route.
+pub struct CommandRoute {
+    pub method: Method,
+    /// The axum path, with `{id}` for the order id.
+    pub path: &'static str,
+    /// The command's name in the dispute's words.
+    pub name: &'static str,
+    pub roles: &'static str,
+    /// The OpenAPI schema of the body; `None` when the command takes none.
+    pub body_schema: Option<&'static str>,
+    parse: fn(&[u8]) -> Result<Action, ApiError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Put,
+    Post,
+}
+
+/// Parses a JSON body into a command payload, refusing unknown fields.
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Malformed(format!("invalid body: {e}")))
+}
+
+/// For commands whose body is optional: nothing, or an object of optional fields.
+fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { body(bytes) }
+}
+
+macro_rules! route {
+    ($method:ident, $path:literal, $name:literal, $roles:literal, $schema:ident, $parse:expr) => {
+        CommandRoute {
+            method: Method::$method,
+            path: $path,
+            name: $name,
+            roles: $roles,
+            body_schema: Some(stringify!($schema)),
+            parse: $parse,
+        }
+    };
+}
+
+pub static ROUTES: &[CommandRoute] = &[
+    route!(Put, "/v1/orders/{id}", "register_order", "system", OrderFacts, |b| Ok(Action::RegisterOrder(
+        body(b)?
+    ))),
+    route!(Post, "/v1/orders/{id}/delivered", "delivered", "system", MarkDelivered, |b| Ok(
+        Action::MarkDelivered(body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/request", "request", "buyer", RequestRefund, |b| Ok(
+        Action::RequestRefund(body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/merchant-accept", "merchant_accept", "merchant", MerchantAccept, |b| Ok(
+        Action::MerchantAccept(optional_body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/merchant-reject", "merchant_reject", "merchant", MerchantReject, |b| Ok(
+        Action::MerchantReject(body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/merchant-offer", "merchant_offer", "merchant", MerchantOffer, |b| Ok(
+        Action::MerchantOffer(body(b)?)
+    )),
+    CommandRoute {
+        method: Method::Post,
+        path: "/v1/disputes/{id}/accept-offer",
+        name: "accept_offer",
+        roles: "buyer",
+        body_schema: None,
+        parse: |b| {
+            let _: EmptyBody = optional_body(b)?;
+            Ok(Action::AcceptOffer)
+        },
+    },
+    route!(Post, "/v1/disputes/{id}/decline-offer", "decline_offer", "buyer", DeclineOffer, |b| Ok(
+        Action::DeclineOffer(optional_body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/evidence", "evidence", "buyer, merchant", SubmitEvidence, |b| Ok(
+        Action::SubmitEvidence(body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/escalate", "escalate", "buyer", Escalate, |b| Ok(Action::Escalate(
+        body(b)?
+    ))),
+    route!(Post, "/v1/disputes/{id}/assign", "assign", "arbitrator", Assign, |b| Ok(Action::Assign(body(
+        b
+    )?))),
+    route!(Post, "/v1/disputes/{id}/judge", "judge", "arbitrator (the assignee)", Judge, |b| Ok(
+        Action::Judge(body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/appeal", "appeal", "buyer, merchant", Appeal, |b| Ok(Action::Appeal(
+        body(b)?
+    ))),
+    route!(Post, "/v1/disputes/{id}/ship-return", "ship_return", "buyer", ShipReturn, |b| Ok(
+        Action::ShipReturn(body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/confirm-return", "confirm_return", "merchant", ConfirmReturn, |b| Ok(
+        Action::ConfirmReturn(optional_body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/refund-paid", "refund_paid", "system", RecordRefundPaid, |b| Ok(
+        Action::RecordRefundPaid(body(b)?)
+    )),
+    route!(Post, "/v1/disputes/{id}/withdraw", "withdraw", "buyer", Withdraw, |b| Ok(Action::Withdraw(
+        optional_body(b)?
+    ))),
+];
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+/// The answer to every accepted command.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CommandAnswer {
+    pub dispute_id: String,
+    /// The sequence of the stream's last event; send it as `If-Match` or `X-Min-Sequence`.
+    pub sequence: u64,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<CloseReason>,
+    pub round: u32,
+    pub refunded_total: Money,
+}
+
+impl From<Outcome> for CommandAnswer {
+    fn from(o: Outcome) -> Self {
+        Self {
+            dispute_id: o.dispute_id,
+            sequence: o.sequence,
+            status: o.status,
+            close_reason: o.close_reason,
+            round: o.round,
+            refunded_total: o.refunded_total,
+        }
+    }
+}
+
+/// The shared handler behind every command route.
+pub(crate) async fn handle(
+    route: &'static CommandRoute,
+    state: AppState,
+    caller: Caller,
+    order_id: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::Malformed(rejection.body_text()),
+    })?;
+    let mut action = (route.parse)(&body)?;
+    if let Action::RegisterOrder(facts) = &action
+        && facts.order_id != order_id
+    {
+        return Err(ApiError::Malformed("order_id in the body differs from the path".to_string()));
+    }
+    if let Action::RegisterOrder(facts) = &mut action {
+        facts.order_id = order_id.clone();
+    }
+    let expected_sequence = if_match(&headers)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let metadata = CommandMetadata {
+        correlation_id: correlation_id(&headers),
+        idempotency_key: idempotency_key.clone(),
+    };
+    let command = DisputeCommand::new(caller.0.clone(), action);
+    let Some(key) = idempotency_key else {
+        let outcome = state.store.execute(&order_id, command, expected_sequence, &metadata).await?;
+        return Ok(answer(outcome));
+    };
+
+    // Keys are scoped to the caller; the fingerprint ties a key to one request.
+    let subject = format!("{}:{}", caller.0.role.as_str(), caller.0.id);
+    let fingerprint = fingerprint(route, &order_id, &headers, &body);
+    match state.store.claim_idempotency(&subject, &key, &fingerprint, IDEMPOTENCY_WAIT).await? {
+        Claim::Replay(stored) => return Ok(replay(stored)),
+        Claim::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+        Claim::InFlight => return Err(ApiError::ConcurrentModification),
+        Claim::Acquired => {}
+    }
+    let result =
+        state.store.execute(&order_id, command, expected_sequence, &metadata).await.map_err(ApiError::from);
+    // A rule's answer is final for this request and is kept; a lost race or a failure is
+    // not, so that a retry with the same key executes again.
+    let stored = match &result {
+        Ok(outcome) => Some(StoredResponse {
+            status: 200,
+            body: serde_json::to_string(&CommandAnswer::from(outcome.clone())).expect("answers serialize"),
+        }),
+        Err(err @ ApiError::Refused(_)) => Some(StoredResponse {
+            status: err.status_code().as_u16(),
+            body: serde_json::to_string(&err.problem()).expect("problems serialize"),
+        }),
+        Err(_) => None,
+    };
+    match stored {
+        Some(stored) => state.store.complete_idempotency(&subject, &key, &stored).await?,
+        None => state.store.release_idempotency(&subject, &key).await?,
+    }
+    result.map(answer)
+}
+
+fn answer(outcome: Outcome) -> Response {
+    let sequence = outcome.sequence;
+    let mut response = Json(CommandAnswer::from(outcome)).into_response();
+    response.headers_mut().insert(header::ETAG, etag(sequence));
+    response
+}
+
+fn etag(sequence: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{sequence}\"")).expect("digits are a valid header")
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// `If-Match: <sequence>`, bare or as an entity tag (`"5"`, `W/"5"`).
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse()
+        .map(Some)
+        .map_err(|_| ApiError::Malformed("If-Match must be the sequence the command expects".to_string()))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN => Ok(Some(key.to_string())),
+        _ => Err(ApiError::Malformed(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        ))),
+    }
+}
+
+fn correlation_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// What makes two requests "the same" for an idempotency key: route, order, `If-Match` and body.
+fn fingerprint(route: &CommandRoute, order_id: &str, headers: &HeaderMap, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        route.path.as_bytes(),
+        order_id.as_bytes(),
+        headers.get(header::IF_MATCH).map_or(&[][..], |v| v.as_bytes()),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.update(body);
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Axum handler shape: extracts the path id and hands over to [`handle`].
+pub(crate) async fn endpoint(
+    route: &'static CommandRoute,
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    handle(route, state, caller, order_id, headers, body).await
+}

@@ -1,0 +1,152 @@
+//! Configuration: flags, then environment variables, then an optional TOML file (`--config`),
+//! then defaults. Everything the service reads from outside is named here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use dispute_domain::Policy;
+use dispute_store::StoreConfig;
+use serde::Deserialize;
+
+/// Settings shared by every subcommand that touches the store or tokens.
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// A TOML file with any of: database_url, nats_url, data_dir, jwt_secret, policy.
+    #[arg(long, env = "DISPUTES_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL connections in the pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", global = true, default_value_t = 16)]
+    pub database_max_connections: u32,
+    /// NATS server(s), comma-separated. Unset: the in-process bus.
+    #[arg(long, env = "NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// Where the embedded default keeps its files (SQLite database, generated token secret).
+    #[arg(long, env = "DISPUTES_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// The token secret (HMAC key). Embedded default: generated once into the data dir.
+    /// Required with DATABASE_URL.
+    #[arg(long, env = "DISPUTES_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// A policy file (TOML). Unset: the built-in defaults.
+    #[arg(long, env = "DISPUTES_POLICY", global = true)]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    database_url: Option<String>,
+    nats_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    jwt_secret: Option<String>,
+    policy: Option<PathBuf>,
+}
+
+/// A fatal configuration problem, printed as is before exiting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("policy file {path}: {source}")]
+    Policy { path: String, source: dispute_domain::PolicyError },
+    #[error("DISPUTES_JWT_SECRET is required with DATABASE_URL (every instance must share it)")]
+    SecretRequired,
+    #[error("DISPUTES_JWT_SECRET must be at least 32 bytes")]
+    SecretTooShort,
+    #[error("cannot keep the token secret in {path}: {source}")]
+    SecretFile { path: String, source: std::io::Error },
+}
+
+impl Settings {
+    /// Fills what flags and environment left unset from the `--config` file.
+    pub fn resolve(mut self) -> Result<Self, ConfigError> {
+        let Some(path) = &self.config else { return Ok(self) };
+        let text = read(path)?;
+        let file: FileSettings = toml::from_str(&text)
+            .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })?;
+        self.database_url = self.database_url.or(file.database_url);
+        self.nats_url = self.nats_url.or(file.nats_url);
+        self.data_dir = self.data_dir.or(file.data_dir);
+        self.jwt_secret = self.jwt_secret.or(file.jwt_secret);
+        self.policy = self.policy.or(file.policy);
+        Ok(self)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"))
+    }
+
+    pub fn store(&self) -> StoreConfig {
+        match &self.database_url {
+            Some(url) => {
+                StoreConfig::Postgres { url: url.clone(), max_connections: self.database_max_connections }
+            }
+            None => StoreConfig::Sqlite { path: self.data_dir().join("disputes.db") },
+        }
+    }
+
+    pub fn policy(&self) -> Result<Arc<Policy>, ConfigError> {
+        let Some(path) = &self.policy else { return Ok(Arc::new(Policy::builtin())) };
+        let text = read(path)?;
+        let policy = Policy::from_toml(&text)
+            .map_err(|source| ConfigError::Policy { path: path.display().to_string(), source })?;
+        Ok(Arc::new(policy))
+    }
+
+    /// The token secret: configured, or (embedded default only) generated once into the data dir.
+    pub fn jwt_secret(&self) -> Result<String, ConfigError> {
+        if let Some(secret) = &self.jwt_secret {
+            return if secret.len() < 32 { Err(ConfigError::SecretTooShort) } else { Ok(secret.clone()) };
+        }
+        if self.database_url.is_some() {
+            return Err(ConfigError::SecretRequired);
+        }
+        let dir = self.data_dir();
+        let path = dir.join("jwt-secret");
+        let file_error = |source| ConfigError::SecretFile { path: path.display().to_string(), source };
+        match std::fs::read_to_string(&path) {
+            Ok(secret) => return Ok(secret.trim().to_string()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(file_error(e)),
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&dir).map_err(file_error)?;
+        let secret: String = {
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::rng().random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        write_new_secret(&path, &secret).map_err(file_error)?;
+        // Another process may have created it first: whatever is on disk wins.
+        Ok(std::fs::read_to_string(&path).map_err(file_error)?.trim().to_string())
+    }
+}
+
+fn write_new_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => file.write_all(secret.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
+}
+
+/// The address `serve` listens on.
+pub fn default_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}

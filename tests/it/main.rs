@@ -1,1 +1,10 @@
+//! End-to-end tests of the disputes service over HTTP, against the real PostgreSQL and the
+//! embedded SQLite store. One test binary; one module per theme.
 
+mod auth;
+mod black_box;
+mod concurrency;
+mod embedded;
+mod errors;
+mod idempotency;
+mod lifecycle;

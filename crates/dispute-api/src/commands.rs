@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dispute_domain::{Action, CloseReason, DisputeCommand, Money, Status};
+use dispute_domain::{Action, CloseReason, DisputeCommand, DisputeError, Money, Role, Status};
 use dispute_store::{Claim, CommandMetadata, Outcome, StoredResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,7 +30,9 @@ pub struct CommandRoute {
     pub path: &'static str,
     /// The command's name in the dispute's words.
     pub name: &'static str,
-    pub roles: &'static str,
+    /// Who may issue it; others get 403 before the body is read. (The domain checks again,
+    /// together with the party checks.)
+    pub roles: &'static [Role],
     /// The OpenAPI schema of the body; `None` when the command takes none.
     pub body_schema: Option<&'static str>,
     parse: fn(&[u8]) -> Result<Action, ApiError>,
@@ -53,12 +55,12 @@ fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiEr
 }
 
 macro_rules! route {
-    ($method:ident, $path:literal, $name:literal, $roles:literal, $schema:ident, $parse:expr) => {
+    ($method:ident, $path:literal, $name:literal, [$($role:ident),+], $schema:ident, $parse:expr) => {
         CommandRoute {
             method: Method::$method,
             path: $path,
             name: $name,
-            roles: $roles,
+            roles: &[$(Role::$role),+],
             body_schema: Some(stringify!($schema)),
             parse: $parse,
         }
@@ -66,63 +68,61 @@ macro_rules! route {
 }
 
 pub static ROUTES: &[CommandRoute] = &[
-    route!(Put, "/v1/orders/{id}", "register_order", "system", OrderFacts, |b| Ok(Action::RegisterOrder(
+    route!(Put, "/v1/orders/{id}", "register_order", [System], OrderFacts, |b| Ok(Action::RegisterOrder(
         body(b)?
     ))),
-    route!(Post, "/v1/orders/{id}/delivered", "delivered", "system", MarkDelivered, |b| Ok(
+    route!(Post, "/v1/orders/{id}/delivered", "delivered", [System], MarkDelivered, |b| Ok(
         Action::MarkDelivered(body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/request", "request", "buyer", RequestRefund, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/request", "request", [Buyer], RequestRefund, |b| Ok(
         Action::RequestRefund(body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/merchant-accept", "merchant_accept", "merchant", MerchantAccept, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/merchant-accept", "merchant_accept", [Merchant], MerchantAccept, |b| Ok(
         Action::MerchantAccept(optional_body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/merchant-reject", "merchant_reject", "merchant", MerchantReject, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/merchant-reject", "merchant_reject", [Merchant], MerchantReject, |b| Ok(
         Action::MerchantReject(body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/merchant-offer", "merchant_offer", "merchant", MerchantOffer, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/merchant-offer", "merchant_offer", [Merchant], MerchantOffer, |b| Ok(
         Action::MerchantOffer(body(b)?)
     )),
     CommandRoute {
         method: Method::Post,
         path: "/v1/disputes/{id}/accept-offer",
         name: "accept_offer",
-        roles: "buyer",
+        roles: &[Role::Buyer],
         body_schema: None,
         parse: |b| {
             let _: EmptyBody = optional_body(b)?;
             Ok(Action::AcceptOffer)
         },
     },
-    route!(Post, "/v1/disputes/{id}/decline-offer", "decline_offer", "buyer", DeclineOffer, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/decline-offer", "decline_offer", [Buyer], DeclineOffer, |b| Ok(
         Action::DeclineOffer(optional_body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/evidence", "evidence", "buyer, merchant", SubmitEvidence, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/evidence", "evidence", [Buyer, Merchant], SubmitEvidence, |b| Ok(
         Action::SubmitEvidence(body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/escalate", "escalate", "buyer", Escalate, |b| Ok(Action::Escalate(
+    route!(Post, "/v1/disputes/{id}/escalate", "escalate", [Buyer], Escalate, |b| Ok(Action::Escalate(
         body(b)?
     ))),
-    route!(Post, "/v1/disputes/{id}/assign", "assign", "arbitrator", Assign, |b| Ok(Action::Assign(body(
+    route!(Post, "/v1/disputes/{id}/assign", "assign", [Arbitrator], Assign, |b| Ok(Action::Assign(body(
         b
     )?))),
-    route!(Post, "/v1/disputes/{id}/judge", "judge", "arbitrator (the assignee)", Judge, |b| Ok(
-        Action::Judge(body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/appeal", "appeal", "buyer, merchant", Appeal, |b| Ok(Action::Appeal(
+    route!(Post, "/v1/disputes/{id}/judge", "judge", [Arbitrator], Judge, |b| Ok(Action::Judge(body(b)?))),
+    route!(Post, "/v1/disputes/{id}/appeal", "appeal", [Buyer, Merchant], Appeal, |b| Ok(Action::Appeal(
         body(b)?
     ))),
-    route!(Post, "/v1/disputes/{id}/ship-return", "ship_return", "buyer", ShipReturn, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/ship-return", "ship_return", [Buyer], ShipReturn, |b| Ok(
         Action::ShipReturn(body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/confirm-return", "confirm_return", "merchant", ConfirmReturn, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/confirm-return", "confirm_return", [Merchant], ConfirmReturn, |b| Ok(
         Action::ConfirmReturn(optional_body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/refund-paid", "refund_paid", "system", RecordRefundPaid, |b| Ok(
+    route!(Post, "/v1/disputes/{id}/refund-paid", "refund_paid", [System], RecordRefundPaid, |b| Ok(
         Action::RecordRefundPaid(body(b)?)
     )),
-    route!(Post, "/v1/disputes/{id}/withdraw", "withdraw", "buyer", Withdraw, |b| Ok(Action::Withdraw(
+    route!(Post, "/v1/disputes/{id}/withdraw", "withdraw", [Buyer], Withdraw, |b| Ok(Action::Withdraw(
         optional_body(b)?
     ))),
 ];
@@ -166,6 +166,9 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if !route.roles.contains(&caller.0.role) {
+        return Err(ApiError::Refused(DisputeError::Forbidden));
+    }
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         _ => ApiError::Malformed(rejection.body_text()),

@@ -50,7 +50,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     for route in ROUTES {
         let mut operation = OperationBuilder::new()
             .operation_id(Some(route.name))
-            .summary(Some(format!("{} (role: {})", route.name, route.roles)))
+            .summary(Some(format!("{} (role: {})", route.name, roles(route.roles))))
             .parameter(
                 ParameterBuilder::new()
                     .name("id")
@@ -121,4 +121,8 @@ fn header(name: &str, description: &str) -> Parameter {
         .required(Required::False)
         .description(Some(description))
         .build()
+}
+
+fn roles(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
 }

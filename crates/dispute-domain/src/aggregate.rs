@@ -467,10 +467,11 @@ impl Dispute {
             if !missed {
                 return Err(self.invalid("escalate"));
             }
-            events.push(DisputeEvent::MerchantResponseMissed {
-                round: self.round,
-                escalation_due: round.merchant_response_due + policy.escalation_window,
-            });
+            let escalation_due = round.merchant_response_due + policy.escalation_window;
+            if now > escalation_due {
+                return Err(DisputeError::EscalationWindowClosed);
+            }
+            events.push(DisputeEvent::MerchantResponseMissed { round: self.round, escalation_due });
         } else if round.escalation_due.is_some_and(|due| now > due) {
             return Err(DisputeError::EscalationWindowClosed);
         }
@@ -552,7 +553,10 @@ impl Dispute {
             &[Status::AwaitingReturn, Status::RefundPending, Status::Closed],
         )?;
         let policy = policy.for_category(&order.category);
-        let Some(appeal_due) = round.appeal_due.filter(|_| round.ruled_by.is_some() && !round.appealed)
+        // A shipped return (`receipt_confirm_due` set) ends the right to appeal, also once received.
+        let Some(appeal_due) = round
+            .appeal_due
+            .filter(|_| round.ruled_by.is_some() && !round.appealed && round.receipt_confirm_due.is_none())
         else {
             return Err(self.invalid("appeal"));
         };

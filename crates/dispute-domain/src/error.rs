@@ -80,7 +80,7 @@ pub enum DisputeError {
     ChannelMismatch,
     #[error("{0} must not be empty")]
     EmptyField(&'static str),
-    #[error("order and dispute ids are 1 to 128 characters of letters, digits, '-', '_', '.' and ':'")]
+    #[error("order and dispute ids are 1 to 128 characters of ASCII letters, digits, '-', '_' and ':'")]
     InvalidOrderId,
 }
 

@@ -30,8 +30,6 @@ pub enum DisputeError {
     OrderFactsConflict,
     #[error("the order's delivery was already recorded at another time")]
     DeliveryConflict,
-    #[error("the order is already registered")]
-    OrderAlreadyRegistered,
     #[error("amounts are whole minor units greater than zero")]
     InvalidAmount,
     #[error("currencies are three upper-case letters (ISO 4217)")]
@@ -91,9 +89,7 @@ impl DisputeError {
         match self {
             OrderNotFound | NotAParty => "not_found",
             Forbidden | NotAssignee => "forbidden",
-            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict | OrderAlreadyRegistered => {
-                "invalid_transition"
-            }
+            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict => "invalid_transition",
             InvalidAmount => "invalid_amount",
             InvalidCurrency => "invalid_currency",
             CurrencyMismatch => "currency_mismatch",
@@ -127,9 +123,7 @@ impl DisputeError {
         match self {
             OrderNotFound | NotAParty => RefusalKind::NotFound,
             Forbidden | NotAssignee => RefusalKind::Forbidden,
-            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict | OrderAlreadyRegistered => {
-                RefusalKind::Conflict
-            }
+            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict => RefusalKind::Conflict,
             _ => RefusalKind::RuleViolation,
         }
     }

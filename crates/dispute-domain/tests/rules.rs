@@ -206,6 +206,24 @@ mod delivery {
 mod requests {
     use super::*;
 
+    #[test]
+    fn unshipped_request_for_everything_still_refundable_is_approved_at_once_in_a_later_round() {
+        let mut s = Scenario::of(unshipped_order());
+        s.refunded(4_000);
+        let events = s.run(buyer(), refund_only(PAID - 4_000));
+        assert!(
+            matches!(
+                events.as_slice(),
+                [
+                    DisputeEvent::RefundRequested { round: 2, .. },
+                    DisputeEvent::RefundApproved { round: 2, approved_by: ApprovedBy::UnshippedPolicy, .. }
+                ]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(s.state().approved_refund(), Some(&cny(PAID - 4_000)));
+    }
+
     const REASONS: [RefundReason; 8] = [
         RefundReason::QualityIssue,
         RefundReason::NotAsDescribed,
@@ -644,6 +662,13 @@ mod merchant_answers {
         let mut s = Scenario::new();
         s.requested(PAID).advance(Duration::hours(48) + Duration::seconds(1));
         s.refuses(merchant(), offer(100), DisputeError::ResponseDeadlinePassed);
+    }
+
+    #[test]
+    fn merchant_may_still_accept_after_the_response_deadline_until_the_timer_fires() {
+        let mut s = Scenario::new();
+        s.requested(PAID).advance(Duration::hours(49));
+        assert_eq!(s.then_state(merchant(), accept()).status(), Status::RefundPending);
     }
 
     #[test]
@@ -1830,6 +1855,20 @@ mod deadlines {
     use super::*;
 
     #[test]
+    fn escalation_window_after_a_missed_merchant_deadline_runs_from_the_deadline() {
+        let mut s = Scenario::new();
+        s.requested(PAID);
+        let response_due = s.now() + Duration::hours(48);
+        s.advance(Duration::days(3));
+        s.given(system(), expire(Deadline::MerchantResponse, 1));
+        s.set_clock(response_due + Duration::days(7) - Duration::seconds(1));
+        s.refuses(system(), expire(Deadline::EscalationWindow, 1), DisputeError::DeadlineNotReached);
+        s.advance(Duration::seconds(1));
+        let state = s.then_state(system(), expire(Deadline::EscalationWindow, 1));
+        assert_eq!(state.close_reason(), Some(CloseReason::RejectionAccepted));
+    }
+
+    #[test]
     fn merchant_response_deadline_rejects_by_default() {
         let mut s = Scenario::new();
         s.requested(PAID);
@@ -2218,7 +2257,6 @@ mod error_codes {
             (InvalidTransition { command: "x", status: "open" }, "invalid_transition", RefusalKind::Conflict),
             (OrderFactsConflict, "invalid_transition", RefusalKind::Conflict),
             (DeliveryConflict, "invalid_transition", RefusalKind::Conflict),
-            (OrderAlreadyRegistered, "invalid_transition", RefusalKind::Conflict),
             (InvalidAmount, "invalid_amount", RefusalKind::RuleViolation),
             (InvalidCurrency, "invalid_currency", RefusalKind::RuleViolation),
             (CurrencyMismatch, "currency_mismatch", RefusalKind::RuleViolation),

@@ -1,1 +1,410 @@
-//! (tests follow)
+//! The built `disputes` binary, run as an operator would: configuration from the environment,
+//! the address read from stdout, SIGTERM to stop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{Duration, Utc};
+use disputes_tests::tempdir::TempDir;
+use disputes_tests::*;
+use serde_json::{Value, json};
+
+/// How long a process may take to start or stop before the test gives up on it.
+const PATIENCE: StdDuration = StdDuration::from_secs(60);
+
+const SECRET_B: &str = "another-secret-of-at-least-thirty-two-bytes";
+
+/// `disputes ARGS` with no configuration but `env`, run in `cwd`.
+fn disputes(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut command = Command::new(disputes_binary());
+    command.env_clear().current_dir(cwd).args(args);
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// A started process, killed when dropped if still running; its stdout arrives line by line,
+/// its stderr is collected.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Process {
+    fn spawn(mut command: Command) -> Self {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the disputes binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Self { child, lines, stderr: Some(stderr) }
+    }
+
+    /// Waits for the `listening on http://ADDR` line and returns ADDR.
+    fn listening(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((_, addr)) = line.split_once("listening on http://") {
+                        return addr
+                            .trim()
+                            .parse()
+                            .unwrap_or_else(|e| panic!("not an address in {line:?}: {e}"));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("no `listening on` line within {PATIENCE:?}"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.wait();
+                    panic!("the server ended before listening ({status}); stderr:\n{}", self.stderr());
+                }
+            }
+        }
+    }
+
+    /// Waits for the process to end.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the process can be waited for") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process did not end within {PATIENCE:?}");
+            std::thread::sleep(StdDuration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to end.
+    fn terminate(&mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("the kill command runs");
+        assert!(sent.success(), "kill -TERM failed");
+        self.wait()
+    }
+
+    /// Everything the process wrote to stderr; call once it has ended.
+    fn stderr(&mut self) -> String {
+        self.stderr.take().map(|reader| reader.join().expect("the stderr reader")).unwrap_or_default()
+    }
+
+    /// Everything it wrote to stdout that was not read yet; call once it has ended.
+    fn rest_of_stdout(&mut self) -> Vec<String> {
+        self.lines.iter().collect()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `disputes token` and returns its stdout.
+fn token_output(cwd: &Path, env: &[(&str, &str)], role: &str, sub: &str) -> String {
+    let output = disputes(cwd, env, &["token", "--role", role, "--sub", sub])
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes token runs");
+    assert!(output.status.success(), "disputes token failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("the token is UTF-8")
+}
+
+fn token(cwd: &Path, env: &[(&str, &str)], role: &str, sub: &str) -> String {
+    token_output(cwd, env, role, sub).trim_end().to_string()
+}
+
+/// An order like [`order`], delivered a day before the real time (the binary's clock).
+fn recent_order(id: &str) -> Value {
+    let now = Utc::now();
+    let mut facts = order(id);
+    facts["paid_at"] = json!(now - Duration::days(3));
+    facts["shipped_at"] = json!(now - Duration::days(2));
+    facts["delivered_at"] = json!(now - Duration::days(1));
+    facts
+}
+
+/// Sends one request; returns the status and the JSON body (Null when none).
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("a body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn register(client: &reqwest::Client, addr: SocketAddr, token: &str, facts: &Value) -> (u16, Value) {
+    let id = facts["order_id"].as_str().expect("order_id");
+    call(client, reqwest::Method::PUT, format!("http://{addr}/v1/orders/{id}"), token, Some(facts.clone()))
+        .await
+}
+
+async fn post(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    id: &str,
+    command: &str,
+    body: Value,
+) -> (u16, Value) {
+    call(
+        client,
+        reqwest::Method::POST,
+        format!("http://{addr}/v1/disputes/{id}/{command}"),
+        token,
+        Some(body),
+    )
+    .await
+}
+
+fn request_body() -> Value {
+    json!({
+        "kind": "refund_only", "reason": "quality_issue", "amount": cny(6_000),
+        "description": "the cover is torn", "evidence": [evidence("photo")],
+    })
+}
+
+#[tokio::test]
+async fn embedded_default_serves_stops_on_sigterm_and_keeps_its_state() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let data_dir = data.path().to_str().expect("a UTF-8 path");
+    let env = [("DISPUTES_DATA_DIR", data_dir)];
+    let client = reqwest::Client::new();
+
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    assert_ne!(addr.port(), 0, "the real port is printed");
+    let system = token(cwd.path(), &env, "system", "x");
+    let buyer = token(cwd.path(), &env, "buyer", BUYER);
+    assert!(data.path().join("jwt-secret").is_file(), "the secret is generated into the data dir");
+
+    let (status, body) = register(&client, addr, &system, &recent_order("bb-1")).await;
+    assert_eq!(
+        (status, body["sequence"].as_u64(), body["status"].as_str()),
+        (200, Some(1), Some("open")),
+        "{body}"
+    );
+    let (status, body) = post(&client, addr, &buyer, "bb-1", "request", request_body()).await;
+    assert_eq!(
+        (status, body["sequence"].as_u64(), body["status"].as_str()),
+        (200, Some(2), Some("awaiting_merchant")),
+        "{body}"
+    );
+    // A token signed with another secret is refused.
+    let (status, body) =
+        register(&client, addr, &other_secret_token(cwd.path()), &recent_order("bb-2")).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthenticated")), "{body}");
+
+    let exit = server.terminate();
+    assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+    assert!(!cwd.path().join("data").exists(), "nothing is kept outside DISPUTES_DATA_DIR");
+
+    // Again on the same data: the state and the secret survived.
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    let merchant = token(cwd.path(), &env, "merchant", MERCHANT);
+    let (status, body) = post(
+        &client,
+        addr,
+        &merchant,
+        "bb-1",
+        "merchant-reject",
+        json!({ "reason_code": "damaged_by_buyer", "note": "the photo shows coffee stains" }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["sequence"].as_u64(), body["status"].as_str(), body["round"].as_u64()),
+        (200, Some(3), Some("rejected"), Some(1)),
+        "{body}"
+    );
+    // The buyer's token from before the restart is still good, and the rules see the request.
+    let (status, body) = post(&client, addr, &buyer, "bb-1", "request", request_body()).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("invalid_transition")), "{body}");
+    let (status, body) =
+        post(&client, addr, &buyer, "bb-1", "escalate", json!({ "note": "look at the photo" })).await;
+    assert_eq!(
+        (status, body["sequence"].as_u64(), body["status"].as_str()),
+        (200, Some(4), Some("escalated")),
+        "{body}"
+    );
+
+    let exit = server.terminate();
+    assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+}
+
+fn other_secret_token(cwd: &Path) -> String {
+    token(cwd, &[("DISPUTES_JWT_SECRET", SECRET_B)], "system", "x")
+}
+
+#[tokio::test]
+async fn a_broken_policy_file_stops_the_start_with_its_name_and_the_problem() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let data_dir = data.path().to_str().expect("a UTF-8 path");
+
+    let cases = [
+        ("syntax.toml", "[default\nrequest_window = \"7d\"\n", "TOML"),
+        ("value.toml", "[default]\nrequest_window = \"a week\"\n", "request_window"),
+    ];
+    for (name, text, problem) in cases {
+        let path = tempdir::join(&cwd, name);
+        std::fs::write(&path, text).expect("write the policy file");
+        let policy = path.to_str().expect("a UTF-8 path");
+        let env = [("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_POLICY", policy)];
+        let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+        let exit = server.wait();
+        let stderr = server.stderr();
+        let stdout = server.rest_of_stdout();
+        assert!(!exit.success(), "{name}: a broken policy must stop the start; stdout: {stdout:?}");
+        assert!(stderr.contains(policy), "{name}: stderr names the policy file: {stderr}");
+        assert!(stderr.contains(problem), "{name}: stderr names the problem ({problem}): {stderr}");
+        assert!(
+            !stdout.iter().any(|line| line.contains("listening on")),
+            "{name}: it never listened: {stdout:?}"
+        );
+    }
+
+    // A policy file that is not there is named too.
+    let missing = tempdir::join(&cwd, "missing.toml");
+    let missing = missing.to_str().expect("a UTF-8 path");
+    let env = [("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_POLICY", missing)];
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let exit = server.wait();
+    let stderr = server.stderr();
+    assert!(!exit.success(), "a missing policy must stop the start");
+    assert!(stderr.contains(missing), "stderr names the missing policy file: {stderr}");
+}
+
+#[tokio::test]
+async fn postgres_needs_a_configured_secret_and_then_serves() {
+    let db = TestDatabase::create().await;
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let data_dir = data.path().to_str().expect("a UTF-8 path");
+
+    let env = [("DATABASE_URL", db.url.as_str()), ("DISPUTES_DATA_DIR", data_dir)];
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let exit = server.wait();
+    let stderr = server.stderr();
+    assert!(!exit.success(), "no secret with DATABASE_URL must stop the start");
+    assert!(stderr.contains("DISPUTES_JWT_SECRET"), "stderr names DISPUTES_JWT_SECRET: {stderr}");
+    assert!(!data.path().join("jwt-secret").exists(), "no secret is generated with DATABASE_URL");
+
+    // `disputes token` refuses the same way.
+    let output = disputes(cwd.path(), &env, &["token", "--role", "system", "--sub", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes token runs");
+    assert!(!output.status.success(), "no token without a secret with DATABASE_URL");
+    assert!(output.stdout.is_empty(), "nothing on stdout: {:?}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DISPUTES_JWT_SECRET"));
+
+    let env =
+        [("DATABASE_URL", db.url.as_str()), ("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_JWT_SECRET", SECRET)];
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    let client = reqwest::Client::new();
+    let ready = client.get(format!("http://{addr}/readyz")).send().await.expect("the server answers");
+    assert_eq!(ready.status().as_u16(), 200);
+
+    // It writes to that database.
+    let system = token(cwd.path(), &env, "system", "x");
+    let (status, body) = register(&client, addr, &system, &recent_order("pg-1")).await;
+    assert_eq!(
+        (status, body["sequence"].as_u64(), body["status"].as_str()),
+        (200, Some(1), Some("open")),
+        "{body}"
+    );
+    let exit = server.terminate();
+    assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+
+    let config = dispute_store::StoreConfig::Postgres { url: db.url.clone(), max_connections: 2 };
+    let services = dispute_domain::DisputeServices::new(
+        std::sync::Arc::new(dispute_domain::ManualClock::new(epoch())),
+        std::sync::Arc::new(dispute_domain::Policy::builtin()),
+    );
+    let store = dispute_store::Store::open(&config, services).await.expect("the store opens");
+    let (dispute, sequence) = store.load("pg-1").await.expect("the stream loads");
+    store.close().await;
+    assert_eq!((sequence, dispute.status().as_str()), (1, "open"), "the order is in that database");
+}
+
+#[tokio::test]
+async fn token_prints_one_line_that_the_server_accepts() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let data_dir = data.path().to_str().expect("a UTF-8 path");
+    let env = [("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_JWT_SECRET", SECRET)];
+
+    let stdout = token_output(cwd.path(), &env, "system", "order-service");
+    assert!(stdout.ends_with('\n'), "the line ends: {stdout:?}");
+    assert_eq!(stdout.lines().count(), 1, "exactly one line: {stdout:?}");
+    let line = stdout.trim_end_matches('\n');
+    assert!(!line.is_empty() && !line.contains(char::is_whitespace), "one bare token: {stdout:?}");
+    assert_eq!(line.split('.').count(), 3, "a JWT has three parts: {line}");
+    assert!(
+        !data.path().join("jwt-secret").exists(),
+        "a configured secret is not replaced by a generated one"
+    );
+
+    let with_ttl = disputes(cwd.path(), &env, &["token", "--role", "buyer", "--sub", BUYER, "--ttl", "1h"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes token runs");
+    assert!(with_ttl.status.success());
+    assert_eq!(String::from_utf8_lossy(&with_ttl.stdout).lines().count(), 1);
+
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    let client = reqwest::Client::new();
+    let (status, body) = register(&client, addr, line, &recent_order("tk-1")).await;
+    assert_eq!((status, body["sequence"].as_u64()), (200, Some(1)), "{body}");
+    let buyer = String::from_utf8(with_ttl.stdout).expect("UTF-8").trim_end().to_string();
+    let (status, body) = post(&client, addr, &buyer, "tk-1", "request", request_body()).await;
+    assert_eq!((status, body["sequence"].as_u64()), (200, Some(2)), "{body}");
+    // A token of another secret is not.
+    let (status, body) =
+        register(&client, addr, &other_secret_token(cwd.path()), &recent_order("tk-2")).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthenticated")), "{body}");
+
+    let exit = server.terminate();
+    assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+}

@@ -8,3 +8,4 @@ mod embedded;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod relay;

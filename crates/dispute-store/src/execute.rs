@@ -79,14 +79,16 @@ impl Store {
         metadata: &CommandMetadata,
     ) -> Result<Outcome, ExecuteError> {
         let event_metadata = self.event_metadata(&command, metadata);
-        match &self.events {
+        let outcome = match &self.events {
             EventStore::Postgres(store) => {
                 execute_on(store, &self.services, order_id, command, expected_sequence, event_metadata).await
             }
             EventStore::Sqlite(store) => {
                 execute_on(store, &self.services, order_id, command, expected_sequence, event_metadata).await
             }
-        }
+        }?;
+        self.committed.notify_waiters();
+        Ok(outcome)
     }
 
     /// Loads the current state of a dispute and the sequence it reflects.

@@ -7,6 +7,7 @@
 
 mod execute;
 mod idempotency;
+mod log;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -23,6 +24,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use execute::{CommandMetadata, ExecuteError, Outcome};
 pub use idempotency::{Claim, StoredResponse};
+pub use log::{Cursor, StoredEvent};
 
 /// The database behind the store.
 #[derive(Debug, Clone)]
@@ -73,6 +75,8 @@ pub struct Store {
     backend: Backend,
     events: EventStore,
     services: DisputeServices,
+    /// Signalled after every commit, so the relay in this process wakes at once.
+    committed: tokio::sync::Notify,
 }
 
 impl Store {
@@ -116,7 +120,7 @@ impl Store {
                 SqliteEventRepository::new(pool.clone()),
             )),
         };
-        Ok(Arc::new(Self { backend, events, services }))
+        Ok(Arc::new(Self { backend, events, services, committed: tokio::sync::Notify::new() }))
     }
 
     pub fn backend(&self) -> &Backend {
@@ -125,6 +129,11 @@ impl Store {
 
     pub fn services(&self) -> &DisputeServices {
         &self.services
+    }
+
+    /// Completes after the next commit of this process.
+    pub fn committed(&self) -> &tokio::sync::Notify {
+        &self.committed
     }
 
     /// Checks that the database answers: the readiness probe.

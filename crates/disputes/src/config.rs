@@ -25,6 +25,9 @@ pub struct Settings {
     /// NATS server(s), comma-separated. Unset: the in-process bus.
     #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
+    /// The JetStream stream events are published to; subjects are `<lowercase name>.events.<order_id>`.
+    #[arg(long, env = "DISPUTES_STREAM", global = true, default_value = "DISPUTES")]
+    pub stream: String,
     /// Where the embedded default keeps its files (SQLite database, generated token secret).
     #[arg(long, env = "DISPUTES_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,

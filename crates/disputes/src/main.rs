@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use dispute_api::{AppState, TokenKeys};
+use dispute_bus::{NatsBus, Relay};
 use dispute_domain::{Actor, DisputeServices, Role, SystemClock, parse_duration};
 use dispute_store::Store;
 use tokio::net::TcpListener;
@@ -83,18 +84,27 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
     let policy = settings.policy().map_err(|e| e.to_string())?;
     let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
-    if settings.nats_url.is_some() {
-        tracing::warn!("NATS_URL is set, but this version does not publish events to NATS yet");
-    }
     let services = DisputeServices::new(Arc::new(SystemClock), policy);
     let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let purge = tokio::spawn(purge_idempotency_keys(store.clone()));
+    let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+    let relay = match &settings.nats_url {
+        Some(urls) => {
+            let bus = NatsBus::connect(urls, &settings.stream).await.map_err(|e| e.to_string())?;
+            Some(tokio::spawn(Relay::new(store.clone(), bus).run(relay_stopped)))
+        }
+        None => None,
+    };
     let state = AppState { store: store.clone(), tokens: Arc::new(TokenKeys::new(&secret)) };
     println!("disputes listening on http://{local}");
     let result = dispute_api::serve(listener, state, shutdown_signal()).await;
     purge.abort();
+    let _ = stop_relay.send(true);
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     store.close().await;
     result.map_err(|e| format!("server error: {e}"))
 }

@@ -1,0 +1,60 @@
+//! The wire shape of a published event: CloudEvents 1.0, JSON structured mode, with the
+//! extensions `sequence`, `actor`, `hash` and `prevhash`.
+
+use dispute_store::StoredEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent {
+    pub specversion: String,
+    /// `<order_id>:<sequence>`, also the JetStream message id (de-duplication).
+    pub id: String,
+    pub source: String,
+    /// `disputes.<EventType>.v<version>`, e.g. `disputes.RefundRequested.v1`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The order id.
+    pub subject: String,
+    pub time: String,
+    pub datacontenttype: String,
+    /// The event's fields (the payload without its type tag).
+    pub data: Value,
+    pub sequence: u64,
+    /// `<role>:<id>` of who caused the event.
+    pub actor: String,
+    pub hash: String,
+    pub prevhash: String,
+}
+
+impl CloudEvent {
+    pub fn from_stored(event: &StoredEvent, source: &str) -> Self {
+        let meta =
+            |key: &str| event.metadata.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        let data = event.payload.get(&event.event_type).cloned().unwrap_or_else(|| event.payload.clone());
+        Self {
+            specversion: "1.0".to_string(),
+            id: message_id(&event.order_id, event.sequence),
+            source: source.to_string(),
+            event_type: format!("disputes.{}.v{}", event.event_type, event.event_version),
+            subject: event.order_id.clone(),
+            time: meta("time"),
+            datacontenttype: "application/json".to_string(),
+            data,
+            sequence: event.sequence,
+            actor: format!("{}:{}", meta("actor_role"), meta("actor_id")),
+            hash: meta("hash"),
+            prevhash: meta("prevhash"),
+        }
+    }
+
+    /// The stored payload again (`{"<EventType>": data}`), for readers that fold events.
+    pub fn payload(&self) -> Option<Value> {
+        let name = self.event_type.strip_prefix("disputes.")?.rsplit_once(".v")?.0;
+        Some(serde_json::json!({ name: self.data }))
+    }
+}
+
+pub fn message_id(order_id: &str, sequence: u64) -> String {
+    format!("{order_id}:{sequence}")
+}

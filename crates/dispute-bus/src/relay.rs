@@ -1,0 +1,126 @@
+//! The relay: reads committed events in commit order from a durable checkpoint and publishes
+//! them, so commands never wait for the bus and an outage only delays publishing.
+//!
+//! With PostgreSQL, one relay publishes at a time: it holds a session advisory lock on a
+//! connection of its own; when its process dies the lock is released and another instance
+//! takes over from the shared checkpoint. Re-published messages are dropped by JetStream's
+//! de-duplication on the message id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispute_store::{Backend, Store};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
+
+use crate::{BusError, NatsBus};
+
+/// Identifies the relay's advisory lock among the database's locks.
+const RELAY_LOCK_KEY: i64 = 0x6469_7370_7574_6573; // "disputes"
+const BATCH: i64 = 512;
+/// How often the relay looks for events when no notification arrives.
+const POLL: Duration = Duration::from_millis(250);
+
+pub struct Relay {
+    store: Arc<Store>,
+    bus: NatsBus,
+    /// The checkpoint's name; one per stream.
+    name: String,
+}
+
+impl Relay {
+    pub fn new(store: Arc<Store>, bus: NatsBus) -> Self {
+        let name = format!("nats:{}", bus.stream_name());
+        Self { store, bus, name }
+    }
+
+    /// Runs until `shutdown` turns true. Failures are logged and retried, never fatal.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        while !*shutdown.borrow() {
+            match self.lead(&mut shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay interrupted; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Takes the lease, then publishes until shutdown or an error.
+    async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), BusError> {
+        let mut lease = match self.store.backend() {
+            Backend::Postgres(pool) => Some(acquire_lease(pool, shutdown).await?),
+            Backend::Sqlite(_) => None,
+        };
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let mut listener = match self.store.backend() {
+            Backend::Postgres(pool) => {
+                let mut listener = PgListener::connect_with(pool).await?;
+                listener.listen("disputes_events").await?;
+                Some(listener)
+            }
+            Backend::Sqlite(_) => None,
+        };
+        self.bus.ensure_stream().await?;
+        let mut cursor = self.store.checkpoint(&self.name).await?;
+        tracing::info!(stream = self.bus.stream_name(), "relay publishing");
+        loop {
+            let committed = self.store.committed().notified();
+            tokio::pin!(committed);
+            committed.as_mut().enable();
+            let batch = self.store.events_after(cursor, BATCH).await?;
+            if let Some(last) = batch.last() {
+                self.bus.publish(&batch).await?;
+                cursor = last.cursor;
+                self.store.save_checkpoint(&self.name, cursor).await?;
+                continue;
+            }
+            if let Some(lease) = &mut lease {
+                lease.ping().await?; // lost lease connection: stop and re-acquire
+            }
+            let notified = async {
+                match &mut listener {
+                    Some(listener) => listener.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = committed => {}
+                result = notified => result?,
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A dedicated connection holding the relay's advisory lock; waits while another holds it.
+async fn acquire_lease(
+    pool: &sqlx::PgPool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<PgConnection, BusError> {
+    loop {
+        let mut conn = pool.acquire().await?.detach();
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if locked {
+            return Ok(conn);
+        }
+        drop(conn);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return Err(BusError::ShuttingDown),
+        }
+    }
+}

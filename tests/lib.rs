@@ -217,10 +217,13 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let tokens = TokenKeys::new(SECRET);
-        let state = AppState { store: store.clone(), tokens: Arc::new(tokens.clone()) };
+        let state = AppState::new(store.clone(), tokens.clone());
         let (tx, rx) = oneshot::channel::<()>();
+        let (stop_views, views_stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(dispute_views::run_local(store.clone(), views_stopped));
         let server = tokio::spawn(dispute_api::serve(listener, state, async move {
             let _ = rx.await;
+            let _ = stop_views.send(true);
         }));
         Self {
             addr,

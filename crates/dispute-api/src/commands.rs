@@ -132,7 +132,7 @@ pub static ROUTES: &[CommandRoute] = &[
 struct EmptyBody {}
 
 /// The answer to every accepted command.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CommandAnswer {
     pub dispute_id: String,
     /// The sequence of the stream's last event; send it as `If-Match` or `X-Min-Sequence`.
@@ -239,10 +239,14 @@ fn etag(sequence: u64) -> HeaderValue {
 fn replay(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
+    let sequence = serde_json::from_str::<CommandAnswer>(&stored.body).ok().map(|a| a.sequence);
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if let Some(sequence) = sequence {
+        headers.insert(header::ETAG, etag(sequence));
+    }
     response
 }
 

@@ -21,8 +21,12 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("the request body is larger than the limit")]
     PayloadTooLarge,
+    #[error("the view has not caught up with the requested sequence yet; retry")]
+    ViewBehind,
     #[error("no such route")]
     RouteNotFound,
+    #[error("this route does not take this method")]
+    MethodNotAllowed,
     #[error("the service is not ready")]
     NotReady,
     /// Logged with its cause; the client sees a generic message.
@@ -52,9 +56,12 @@ impl ApiError {
                 RefusalKind::Conflict => StatusCode::CONFLICT,
                 RefusalKind::RuleViolation => StatusCode::UNPROCESSABLE_ENTITY,
             },
-            ApiError::ConcurrentModification | ApiError::IdempotencyKeyReused => StatusCode::CONFLICT,
+            ApiError::ConcurrentModification | ApiError::IdempotencyKeyReused | ApiError::ViewBehind => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,7 +75,9 @@ impl ApiError {
             ApiError::ConcurrentModification => "concurrent_modification",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::ViewBehind => "view_behind",
             ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotReady => "not_ready",
             ApiError::Internal(_) => "internal",
         }
@@ -99,6 +108,12 @@ impl From<ExecuteError> for ApiError {
             ExecuteError::Conflict => ApiError::ConcurrentModification,
             ExecuteError::Store(e) => ApiError::Internal(e),
         }
+    }
+}
+
+impl From<dispute_views::ViewError> for ApiError {
+    fn from(err: dispute_views::ViewError) -> Self {
+        ApiError::Internal(err.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod commands;
 mod error;
 mod openapi;
+mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,7 +33,14 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    pub views: dispute_views::Views,
     pub tokens: Arc<TokenKeys>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, tokens: TokenKeys) -> Self {
+        Self { views: dispute_views::Views::new(store.clone()), store, tokens: Arc::new(tokens) }
+    }
 }
 
 /// The full router.
@@ -40,7 +48,14 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }));
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/v1/disputes/{id}", get(views::dispute))
+        .route("/v1/disputes/{id}/timeline", get(views::timeline))
+        .route("/v1/buyers/{id}/disputes", get(views::buyer_disputes))
+        .route("/v1/merchants/{id}/disputes", get(views::merchant_disputes))
+        .route("/v1/merchants/{id}/summary", get(views::merchant_summary))
+        .route("/v1/platform/queue", get(views::platform_queue))
+        .route("/v1/platform/stats", get(views::platform_stats));
     for route in ROUTES {
         let method = match route.method {
             commands::Method::Put => axum::routing::MethodFilter::PUT,
@@ -55,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(state)
 }

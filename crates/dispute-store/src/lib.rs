@@ -34,6 +34,7 @@ pub enum Backend {
 }
 
 /// Runs the same sqlx expression against whichever pool the backend holds.
+#[macro_export]
 macro_rules! on_pool {
     ($backend:expr, $pool:ident => $body:expr) => {
         match $backend {
@@ -42,7 +43,6 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
 
 enum EventStore {
     Postgres(PersistedEventStore<PostgresEventRepository, Dispute>),

@@ -90,20 +90,25 @@ async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let purge = tokio::spawn(purge_idempotency_keys(store.clone()));
     let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
-    let relay = match &settings.nats_url {
+    // With NATS: the relay publishes and the projector consumes the stream. Without: the
+    // projector reads the log directly (the in-process bus).
+    let background = match &settings.nats_url {
         Some(urls) => {
             let bus = NatsBus::connect(urls, &settings.stream).await.map_err(|e| e.to_string())?;
-            Some(tokio::spawn(Relay::new(store.clone(), bus).run(relay_stopped)))
+            vec![
+                tokio::spawn(Relay::new(store.clone(), bus.clone()).run(relay_stopped.clone())),
+                tokio::spawn(dispute_views::run_nats(store.clone(), bus, relay_stopped)),
+            ]
         }
-        None => None,
+        None => vec![tokio::spawn(dispute_views::run_local(store.clone(), relay_stopped))],
     };
-    let state = AppState { store: store.clone(), tokens: Arc::new(TokenKeys::new(&secret)) };
+    let state = AppState::new(store.clone(), TokenKeys::new(&secret));
     println!("disputes listening on http://{local}");
     let result = dispute_api::serve(listener, state, shutdown_signal()).await;
     purge.abort();
     let _ = stop_relay.send(true);
-    if let Some(relay) = relay {
-        let _ = relay.await;
+    for task in background {
+        let _ = task.await;
     }
     store.close().await;
     result.map_err(|e| format!("server error: {e}"))

@@ -1,0 +1,31 @@
+//! The read side: projections that build the buyer, merchant and platform views from the
+//! event log, and the queries that read them.
+//!
+//! Invariant: views are eventually consistent and disposable. They are written only by the
+//! [`Projector`], idempotently on (order, sequence), and can be rebuilt from the log.
+
+mod model;
+mod projector;
+mod queries;
+mod runner;
+
+pub use model::{Deadlines, DisputeView};
+pub use projector::{Incoming, Projector};
+pub use queries::{MerchantPage, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry, Views};
+pub use runner::{run_local, run_nats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event store: {0}")]
+    Store(#[from] dispute_store::StoreError),
+    #[error("stored JSON does not parse: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("events of {order_id} before sequence {sequence} are missing from the log")]
+    Gap { order_id: String, sequence: u64 },
+    #[error("the stream of {0} does not begin with OrderRegistered")]
+    NotRegisteredFirst(String),
+    #[error("bus: {0}")]
+    Bus(String),
+}

@@ -1,0 +1,255 @@
+//! Reading the views. Every answer carries the sequence it reflects where one exists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use dispute_domain::Money;
+use dispute_store::{Store, on_pool};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{DisputeView, ViewError};
+
+/// Read access to the views.
+#[derive(Clone)]
+pub struct Views {
+    store: Arc<Store>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub sequence: u64,
+    pub event_type: String,
+    pub actor_role: String,
+    pub actor_id: String,
+    pub time: String,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MerchantPage {
+    pub disputes: Vec<DisputeView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MerchantSummary {
+    pub merchant_id: String,
+    /// Orders registered for the merchant.
+    pub orders: u64,
+    /// Orders with at least one refund request.
+    pub disputes: u64,
+    /// `disputes / orders`, 0 when there are no orders.
+    pub dispute_rate: f64,
+    pub by_status: BTreeMap<String, u64>,
+    /// Per currency.
+    pub requested: Vec<Money>,
+    pub refunded: Vec<Money>,
+    /// Rulings in the merchant's favour (no refund) and against.
+    pub arbitration_wins: u64,
+    pub arbitration_losses: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntry {
+    pub dispute_id: String,
+    pub sequence: u64,
+    pub status: String,
+    pub escalated_at: Option<DateTime<Utc>>,
+    pub assignee: Option<String>,
+    pub assignment_due: Option<DateTime<Utc>>,
+    /// No arbitrator assigned and the assignment SLA has passed.
+    pub sla_breached: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlatformStats {
+    pub by_reason: BTreeMap<String, u64>,
+    pub by_outcome: BTreeMap<String, u64>,
+    /// Rounds ended (refunded or closed).
+    pub resolved: u64,
+    /// Mean time from request to the end of the round, in seconds.
+    pub mean_resolution_seconds: Option<f64>,
+    /// Disputes under review per arbitrator.
+    pub workload: BTreeMap<String, u64>,
+}
+
+/// order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms
+type QueueRow = (String, i64, String, Option<i64>, Option<String>, Option<i64>);
+/// status, reason, outcome, assignee, requested_at_ms, resolved_at_ms
+type StatsRow = (String, Option<String>, Option<String>, Option<String>, Option<i64>, Option<i64>);
+
+fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.and_then(DateTime::from_timestamp_millis)
+}
+
+impl Views {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    pub async fn dispute(&self, order_id: &str) -> Result<Option<DisputeView>, ViewError> {
+        let row: Option<(String,)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
+            "SELECT view FROM view_disputes WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?);
+        row.map(|(view,)| serde_json::from_str(&view).map_err(ViewError::from)).transpose()
+    }
+
+    pub async fn timeline(&self, order_id: &str) -> Result<Vec<TimelineEntry>, ViewError> {
+        let rows: Vec<(i64, String, String, String, String, String)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
+            "SELECT sequence, event_type, actor_role, actor_id, time, data FROM view_timeline \
+             WHERE order_id = $1 ORDER BY sequence",
+        )
+        .bind(order_id)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(sequence, event_type, actor_role, actor_id, time, data)| {
+                Ok(TimelineEntry {
+                    sequence: sequence as u64,
+                    event_type,
+                    actor_role,
+                    actor_id,
+                    time,
+                    data: serde_json::from_str(&data)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A buyer's disputes (orders with at least one request), newest request first.
+    pub async fn buyer_disputes(&self, buyer_id: &str) -> Result<Vec<DisputeView>, ViewError> {
+        let rows: Vec<(String,)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
+            "SELECT view FROM view_disputes WHERE buyer_id = $1 AND round > 0 \
+             ORDER BY requested_at_ms DESC, order_id",
+        )
+        .bind(buyer_id)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(|(v,)| serde_json::from_str(&v).map_err(ViewError::from)).collect()
+    }
+
+    /// A merchant's disputes, soonest merchant deadline first, `limit` at a time.
+    pub async fn merchant_disputes(
+        &self,
+        merchant_id: &str,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<MerchantPage, ViewError> {
+        let (after_due, after_id) = cursor
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(due, id)| Some((due.parse::<i64>().ok()?, id.to_string())))
+            .unwrap_or((i64::MIN, String::new()));
+        let rows: Vec<(String, i64, String)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
+            "SELECT order_id, merchant_due_ms, view FROM view_disputes \
+             WHERE merchant_id = $1 AND round > 0 AND ($2 IS NULL OR status = $2) \
+               AND (merchant_due_ms > $3 OR (merchant_due_ms = $3 AND order_id > $4)) \
+             ORDER BY merchant_due_ms, order_id LIMIT $5",
+        )
+        .bind(merchant_id)
+        .bind(status)
+        .bind(after_due)
+        .bind(&after_id)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(pool)
+        .await?);
+        let more = rows.len() > limit as usize;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next_cursor = more.then(|| rows.last().map(|(id, due, _)| format!("{due}:{id}"))).flatten();
+        let disputes = rows.iter().map(|(_, _, v)| serde_json::from_str(v)).collect::<Result<_, _>>()?;
+        Ok(MerchantPage { disputes, next_cursor })
+    }
+
+    pub async fn merchant_summary(&self, merchant_id: &str) -> Result<MerchantSummary, ViewError> {
+        let rows: Vec<(String, i32, String, i64, i64, i32, i32)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
+            "SELECT status, round, currency, requested_minor, refunded_minor, merchant_wins, merchant_losses \
+             FROM view_disputes WHERE merchant_id = $1",
+        )
+        .bind(merchant_id)
+        .fetch_all(pool)
+        .await?);
+        let mut summary = MerchantSummary { merchant_id: merchant_id.to_string(), ..Default::default() };
+        let mut requested: BTreeMap<String, i64> = BTreeMap::new();
+        let mut refunded: BTreeMap<String, i64> = BTreeMap::new();
+        for (status, round, currency, requested_minor, refunded_minor, wins, losses) in rows {
+            summary.orders += 1;
+            if round == 0 {
+                continue;
+            }
+            summary.disputes += 1;
+            *summary.by_status.entry(status).or_default() += 1;
+            *requested.entry(currency.clone()).or_default() += requested_minor;
+            *refunded.entry(currency).or_default() += refunded_minor;
+            summary.arbitration_wins += wins as u64;
+            summary.arbitration_losses += losses as u64;
+        }
+        if summary.orders > 0 {
+            summary.dispute_rate = summary.disputes as f64 / summary.orders as f64;
+        }
+        summary.requested = requested.into_iter().map(|(c, a)| Money::new(a, c)).collect();
+        summary.refunded = refunded.into_iter().map(|(c, a)| Money::new(a, c)).collect();
+        Ok(summary)
+    }
+
+    /// Escalated and appealed disputes, longest waiting first.
+    pub async fn platform_queue(&self, now: DateTime<Utc>) -> Result<Vec<QueueEntry>, ViewError> {
+        let rows: Vec<QueueRow> = on_pool!(self.store.backend(), pool => sqlx::query_as(
+                "SELECT order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms FROM view_disputes \
+                 WHERE status IN ('escalated', 'appealed') ORDER BY escalated_at_ms, order_id",
+            )
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(dispute_id, sequence, status, escalated_at, assignee, assignment_due)| QueueEntry {
+                sla_breached: assignee.is_none()
+                    && assignment_due.is_some_and(|due| due < now.timestamp_millis()),
+                dispute_id,
+                sequence: sequence as u64,
+                status,
+                escalated_at: time(escalated_at),
+                assignee,
+                assignment_due: time(assignment_due),
+            })
+            .collect())
+    }
+
+    pub async fn platform_stats(&self) -> Result<PlatformStats, ViewError> {
+        let rows: Vec<StatsRow> = on_pool!(self.store.backend(), pool => sqlx::query_as(
+                "SELECT status, reason, outcome, assignee, requested_at_ms, resolved_at_ms FROM view_disputes \
+                 WHERE round > 0",
+            )
+            .fetch_all(pool)
+            .await?);
+        let mut stats = PlatformStats::default();
+        let mut total_ms = 0i64;
+        for (status, reason, outcome, assignee, requested_at, resolved_at) in rows {
+            if let Some(reason) = reason {
+                *stats.by_reason.entry(reason).or_default() += 1;
+            }
+            if let Some(outcome) = outcome {
+                *stats.by_outcome.entry(outcome).or_default() += 1;
+            }
+            if let (Some(start), Some(end)) = (requested_at, resolved_at) {
+                stats.resolved += 1;
+                total_ms += end - start;
+            }
+            if status == "under_review"
+                && let Some(assignee) = assignee
+            {
+                *stats.workload.entry(assignee).or_default() += 1;
+            }
+        }
+        if stats.resolved > 0 {
+            stats.mean_resolution_seconds = Some(total_ms as f64 / 1000.0 / stats.resolved as f64);
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,124 @@
+//! What feeds the projector: a durable JetStream consumer (with NATS), or the log itself
+//! through the in-process bus (the embedded default, and PostgreSQL without NATS).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use dispute_bus::{CloudEvent, NatsBus};
+use dispute_store::Store;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use crate::{Incoming, Projector, ViewError};
+
+const CHECKPOINT: &str = "views";
+const DURABLE: &str = "views";
+
+/// Projects straight from the log, in commit order, from a durable checkpoint.
+pub async fn run_local(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    let projector = Projector::new(store.clone());
+    while !*shutdown.borrow() {
+        if let Err(e) = project_log(&store, &projector, &mut shutdown).await {
+            tracing::warn!(error = %e, "projection interrupted; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn project_log(
+    store: &Store,
+    projector: &Projector,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ViewError> {
+    let mut cursor = store.checkpoint(CHECKPOINT).await?;
+    loop {
+        let committed = store.committed().notified();
+        tokio::pin!(committed);
+        committed.as_mut().enable();
+        let batch = store.events_after(cursor, 512).await?;
+        if let Some(last) = batch.last() {
+            for event in &batch {
+                projector.apply(&Incoming::from(event)).await?;
+            }
+            cursor = last.cursor;
+            store.save_checkpoint(CHECKPOINT, cursor).await?;
+            continue;
+        }
+        tokio::select! {
+            _ = committed => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Projects from the JetStream stream with a durable consumer and explicit acks: an event is
+/// acknowledged only after its view transaction commits; a failure is retried by redelivery.
+pub async fn run_nats(store: Arc<Store>, bus: NatsBus, mut shutdown: watch::Receiver<bool>) {
+    let projector = Projector::new(store);
+    while !*shutdown.borrow() {
+        if let Err(e) = consume(&bus, &projector, &mut shutdown).await {
+            tracing::warn!(error = %e, "projection consumer interrupted; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn consume(
+    bus: &NatsBus,
+    projector: &Projector,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ViewError> {
+    bus.ensure_stream().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+    let stream =
+        bus.jetstream().get_stream(bus.stream_name()).await.map_err(|e| ViewError::Bus(e.to_string()))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            DURABLE,
+            pull::Config {
+                durable_name: Some(DURABLE.to_string()),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ViewError::Bus(e.to_string()))?;
+    let mut messages = consumer.messages().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+    loop {
+        let message = tokio::select! {
+            next = messages.next() => match next {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(ViewError::Bus(e.to_string())),
+                None => return Err(ViewError::Bus("the consumer ended".to_string())),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let event: CloudEvent = match serde_json::from_slice(&message.payload) {
+            Ok(event) => event,
+            Err(e) => {
+                // Not ours to read: log it and move on rather than block the stream.
+                tracing::error!(error = %e, subject = %message.subject, "unreadable message on the stream");
+                message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+                continue;
+            }
+        };
+        match projector.apply(&Incoming::from(&event)).await {
+            Ok(_) => message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?,
+            Err(e) => {
+                tracing::warn!(error = %e, id = %event.id, "projection failed; will be redelivered");
+                let _ = message
+                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_millis(200))))
+                    .await;
+            }
+        }
+    }
+}

@@ -408,3 +408,56 @@ async fn token_prints_one_line_that_the_server_accepts() {
     let exit = server.terminate();
     assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
 }
+
+#[tokio::test]
+async fn after_sigkill_right_after_commits_every_acknowledged_command_reaches_the_views() {
+    let db = TestDatabase::create().await;
+    let dir = TempDir::new();
+    let stream = format!("KILL{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+    let nats = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DISPUTES_JWT_SECRET", SECRET),
+        ("NATS_URL", nats.as_str()),
+        ("DISPUTES_STREAM", stream.as_str()),
+    ];
+    let system = token(dir.path(), &env, "system", "orders");
+    let buyer = token(dir.path(), &env, "buyer", BUYER);
+    let client = reqwest::Client::new();
+
+    let mut server = Process::spawn(disputes(dir.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let id = format!("k-{n}");
+        assert_eq!(register(&client, addr, &system, &recent_order(&id)).await.0, 200);
+        let (status, body) = post(&client, addr, &buyer, &id, "request", request_body()).await;
+        assert_eq!(status, 200, "{body}");
+        acknowledged.push((id, body["sequence"].as_u64().expect("a sequence")));
+    }
+    // No time for the relay or the projector to catch up: kill at once.
+    server.child.kill().expect("SIGKILL");
+    server.wait();
+
+    let mut server = Process::spawn(disputes(dir.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    for (id, sequence) in &acknowledged {
+        let response = client
+            .get(format!("http://{addr}/v1/disputes/{id}"))
+            .bearer_auth(&buyer)
+            .header("X-Min-Sequence", sequence.to_string())
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status().as_u16(), 200, "{id} did not reach the views");
+        let view: Value = response.json().await.expect("JSON");
+        assert_eq!(
+            (view["status"].as_str(), view["sequence"].as_u64()),
+            (Some("awaiting_merchant"), Some(*sequence))
+        );
+    }
+    assert!(server.terminate().success());
+    if let Ok(client) = async_nats::connect(&nats).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+    }
+}

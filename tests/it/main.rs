@@ -8,4 +8,5 @@ mod embedded;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod rebuild;
 mod relay;

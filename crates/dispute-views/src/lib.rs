@@ -7,11 +7,13 @@
 mod model;
 mod projector;
 mod queries;
+mod rebuild;
 mod runner;
 
 pub use model::{Deadlines, DisputeView};
-pub use projector::{Incoming, Projector};
+pub use projector::{Incoming, Projector, ViewTables};
 pub use queries::{MerchantPage, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry, Views};
+pub use rebuild::{ViewName, rebuild};
 pub use runner::{run_local, run_nats};
 
 #[derive(Debug, thiserror::Error)]

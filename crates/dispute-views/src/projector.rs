@@ -15,6 +15,27 @@ use crate::{DisputeView, ViewError};
 
 pub struct Projector {
     store: Arc<Store>,
+    select: String,
+    insert_timeline: String,
+    upsert_dispute: String,
+}
+
+/// The tables a projector writes: the live ones, or a set being rebuilt aside.
+#[derive(Debug, Clone)]
+pub struct ViewTables {
+    pub disputes: String,
+    pub timeline: String,
+}
+
+impl ViewTables {
+    pub fn live() -> Self {
+        Self { disputes: "view_disputes".to_string(), timeline: "view_timeline".to_string() }
+    }
+
+    /// The tables a rebuild fills before swapping them in.
+    pub fn next() -> Self {
+        Self { disputes: "view_disputes_next".to_string(), timeline: "view_timeline_next".to_string() }
+    }
 }
 
 /// One event as the projector needs it, from the log or from the bus.
@@ -62,20 +83,47 @@ impl From<&dispute_bus::CloudEvent> for Incoming {
 
 impl Projector {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self::with_tables(store, &ViewTables::live())
+    }
+
+    pub fn with_tables(store: Arc<Store>, tables: &ViewTables) -> Self {
+        let ViewTables { disputes, timeline } = tables;
+        let lock = match store.backend() {
+            Backend::Postgres(_) => " FOR UPDATE",
+            Backend::Sqlite(_) => "",
+        };
+        Self {
+            select: format!("SELECT sequence, view FROM {disputes} WHERE order_id = $1{lock}"),
+            insert_timeline: format!(
+                "INSERT INTO {timeline} (order_id, sequence, event_type, actor_role, actor_id, time, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, sequence) DO NOTHING"
+            ),
+            upsert_dispute: format!(
+                "INSERT INTO {disputes} (order_id, sequence, buyer_id, merchant_id, status, round, reason, outcome, \
+                   assignee, currency, requested_minor, refunded_minor, merchant_due_ms, requested_at_ms, \
+                   escalated_at_ms, assignment_due_ms, resolved_at_ms, merchant_wins, merchant_losses, view) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+                 ON CONFLICT (order_id) DO UPDATE SET sequence = excluded.sequence, status = excluded.status, \
+                   round = excluded.round, reason = excluded.reason, outcome = excluded.outcome, \
+                   assignee = excluded.assignee, requested_minor = excluded.requested_minor, \
+                   refunded_minor = excluded.refunded_minor, merchant_due_ms = excluded.merchant_due_ms, \
+                   requested_at_ms = excluded.requested_at_ms, escalated_at_ms = excluded.escalated_at_ms, \
+                   assignment_due_ms = excluded.assignment_due_ms, resolved_at_ms = excluded.resolved_at_ms, \
+                   merchant_wins = excluded.merchant_wins, merchant_losses = excluded.merchant_losses, \
+                   view = excluded.view \
+                 WHERE {disputes}.sequence < excluded.sequence"
+            ),
+            store,
+        }
     }
 
     /// Applies one event (and any missing before it). Returns false for a duplicate.
     pub async fn apply(&self, incoming: &Incoming) -> Result<bool, ViewError> {
         let backend = self.store.backend();
-        let select = match backend {
-            Backend::Postgres(_) => "SELECT sequence, view FROM view_disputes WHERE order_id = $1 FOR UPDATE",
-            Backend::Sqlite(_) => "SELECT sequence, view FROM view_disputes WHERE order_id = $1",
-        };
         on_pool!(backend, pool => {
             let mut tx = pool.begin().await?;
             let row: Option<(i64, String)> =
-                sqlx::query_as(select).bind(&incoming.order_id).fetch_optional(&mut *tx).await?;
+                sqlx::query_as(&self.select).bind(&incoming.order_id).fetch_optional(&mut *tx).await?;
             let (last, mut view) = match row {
                 Some((last, view)) => (last as u64, Some(serde_json::from_str::<DisputeView>(&view)?)),
                 None => (0, None),
@@ -105,10 +153,7 @@ impl Projector {
                     }
                 }
                 let data = domain_event_data(&event.payload);
-                sqlx::query(
-                    "INSERT INTO view_timeline (order_id, sequence, event_type, actor_role, actor_id, time, data) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, sequence) DO NOTHING",
-                )
+                sqlx::query(&self.insert_timeline)
                 .bind(&event.order_id)
                 .bind(event.sequence as i64)
                 .bind(&event.event_type)
@@ -121,21 +166,7 @@ impl Projector {
             }
             let view = view.expect("a view exists after applying an event");
             let row = ViewRow::from(&view);
-            sqlx::query(
-                "INSERT INTO view_disputes (order_id, sequence, buyer_id, merchant_id, status, round, reason, outcome, \
-                   assignee, currency, requested_minor, refunded_minor, merchant_due_ms, requested_at_ms, \
-                   escalated_at_ms, assignment_due_ms, resolved_at_ms, merchant_wins, merchant_losses, view) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-                 ON CONFLICT (order_id) DO UPDATE SET sequence = excluded.sequence, status = excluded.status, \
-                   round = excluded.round, reason = excluded.reason, outcome = excluded.outcome, \
-                   assignee = excluded.assignee, requested_minor = excluded.requested_minor, \
-                   refunded_minor = excluded.refunded_minor, merchant_due_ms = excluded.merchant_due_ms, \
-                   requested_at_ms = excluded.requested_at_ms, escalated_at_ms = excluded.escalated_at_ms, \
-                   assignment_due_ms = excluded.assignment_due_ms, resolved_at_ms = excluded.resolved_at_ms, \
-                   merchant_wins = excluded.merchant_wins, merchant_losses = excluded.merchant_losses, \
-                   view = excluded.view \
-                 WHERE view_disputes.sequence < excluded.sequence",
-            )
+            sqlx::query(&self.upsert_dispute)
             .bind(&view.dispute_id)
             .bind(view.sequence as i64)
             .bind(&view.buyer_id)

@@ -86,7 +86,8 @@ async fn consume(
                 durable_name: Some(DURABLE.to_string()),
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
-                ack_wait: Duration::from_secs(30),
+                // Messages a crashed instance had taken come back after this long.
+                ack_wait: Duration::from_secs(2),
                 ..Default::default()
             },
         )

@@ -12,6 +12,7 @@ use dispute_api::{AppState, TokenKeys};
 use dispute_bus::{NatsBus, Relay};
 use dispute_domain::{Actor, DisputeServices, Role, SystemClock, parse_duration};
 use dispute_store::Store;
+use dispute_views::ViewName;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -33,6 +34,11 @@ enum Command {
         #[arg(long, env = "DISPUTES_ADDR", default_value_t = config::default_addr())]
         addr: SocketAddr,
     },
+    /// Work on the views.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Print a signed bearer token (one line) made with the same secret as `serve`.
     Token {
         #[arg(long, value_parser = parse_role)]
@@ -43,6 +49,16 @@ enum Command {
         /// How long the token is valid, e.g. `90s`, `24h`, `7d`.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         ttl: chrono::Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Rebuild views from the log, aside, then swap them in (safe while the service runs).
+    Rebuild {
+        /// `disputes` or `timeline`; both when omitted.
+        #[arg(long)]
+        view: Option<String>,
     },
 }
 
@@ -78,6 +94,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Serve { addr } => serve(settings, addr).await,
+        Command::Projections { command: ProjectionsCommand::Rebuild { view } } => {
+            rebuild(settings, view).await
+        }
     }
 }
 
@@ -112,6 +131,32 @@ async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
     }
     store.close().await;
     result.map_err(|e| format!("server error: {e}"))
+}
+
+async fn rebuild(settings: Settings, view: Option<String>) -> Result<(), String> {
+    let views = match view.as_deref() {
+        None => ViewName::ALL.to_vec(),
+        Some(name) => {
+            vec![ViewName::parse(name).ok_or(format!("unknown view {name:?}: use disputes or timeline"))?]
+        }
+    };
+    let services = DisputeServices::new(Arc::new(SystemClock), settings.policy().map_err(|e| e.to_string())?);
+    let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let mut last_report = std::time::Instant::now();
+    let replayed = dispute_views::rebuild(store.clone(), &views, |done, total| {
+        if last_report.elapsed() >= std::time::Duration::from_millis(500) || done == total {
+            let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+            eprint!("\rrebuilding views: {done}/{total} events ({percent:.0}%)");
+            last_report = std::time::Instant::now();
+        }
+    })
+    .await
+    .map_err(|e| format!("rebuild failed: {e}"))?;
+    eprintln!();
+    println!("rebuilt {views:?} from {replayed} events in {:.1?}", started.elapsed());
+    store.close().await;
+    Ok(())
 }
 
 /// Forgets idempotency answers after two days (the contract keeps them at least one).

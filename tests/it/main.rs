@@ -10,3 +10,4 @@ mod idempotency;
 mod lifecycle;
 mod rebuild;
 mod relay;
+mod views;

@@ -193,7 +193,11 @@ impl DisputeView {
                 match amount {
                     Some(_) if return_ship_due.is_some() => self.status = Status::AwaitingReturn,
                     Some(_) => self.status = Status::RefundPending,
-                    None => self.close(time, CloseReason::RuledNoRefund),
+                    None => {
+                        self.close(time, CloseReason::RuledNoRefund);
+                        // Closed, but the ruling may still be appealed.
+                        self.deadlines.appeal_due = *appeal_due;
+                    }
                 }
             }
             DisputeEvent::RulingAppealed { evidence_due, .. } => {

@@ -67,11 +67,12 @@ pub struct QueueEntry {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlatformStats {
+    /// Each order's current round, by the reason asked.
     pub by_reason: BTreeMap<String, u64>,
     pub by_outcome: BTreeMap<String, u64>,
-    /// Rounds ended (refunded or closed).
+    /// Orders whose current round has ended (refunded or closed); earlier rounds are not counted.
     pub resolved: u64,
-    /// Mean time from request to the end of the round, in seconds.
+    /// Mean time from request to the end of the current round, in seconds.
     pub mean_resolution_seconds: Option<f64>,
     /// Disputes under review per arbitrator.
     pub workload: BTreeMap<String, u64>,
@@ -198,11 +199,11 @@ impl Views {
         Ok(summary)
     }
 
-    /// Escalated and appealed disputes, longest waiting first.
+    /// Disputes with the platform (escalated, under review, appealed), longest waiting first.
     pub async fn platform_queue(&self, now: DateTime<Utc>) -> Result<Vec<QueueEntry>, ViewError> {
         let rows: Vec<QueueRow> = on_pool!(self.store.backend(), pool => sqlx::query_as(
                 "SELECT order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms FROM view_disputes \
-                 WHERE status IN ('escalated', 'appealed') ORDER BY escalated_at_ms, order_id",
+                 WHERE status IN ('escalated', 'under_review', 'appealed') ORDER BY escalated_at_ms, order_id",
             )
             .fetch_all(pool)
             .await?);

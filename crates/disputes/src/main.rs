@@ -1,6 +1,7 @@
 //! `disputes`: the refund-dispute service's one binary. Parses configuration, connects, and
 //! hands over to the library crates; nothing here decides a rule or an HTTP answer.
 
+mod bench;
 mod config;
 
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ enum Command {
         #[arg(long, env = "DISPUTES_ADDR", default_value_t = config::default_addr())]
         addr: SocketAddr,
     },
+    /// Drive realistic dispute lifecycles over HTTP and report rates, latencies and lag.
+    Bench(bench::BenchOptions),
     /// Work on the views.
     Projections {
         #[command(subcommand)]
@@ -93,14 +96,24 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{}", TokenKeys::new(&secret).issue(&Actor::new(role, sub), ttl));
             Ok(())
         }
-        Command::Serve { addr } => serve(settings, addr).await,
+        Command::Serve { addr } => {
+            serve(settings, addr, shutdown_signal(), |local| println!("disputes listening on http://{local}"))
+                .await
+        }
+        Command::Bench(options) => bench::run(settings, options).await,
         Command::Projections { command: ProjectionsCommand::Rebuild { view } } => {
             rebuild(settings, view).await
         }
     }
 }
 
-async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
+/// Runs the service until `shutdown`; `ready` receives the address once it listens.
+pub(crate) async fn serve(
+    settings: Settings,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
     let policy = settings.policy().map_err(|e| e.to_string())?;
     let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
     let services = DisputeServices::new(Arc::new(SystemClock), policy);
@@ -122,8 +135,8 @@ async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
         None => vec![tokio::spawn(dispute_views::run_local(store.clone(), relay_stopped))],
     };
     let state = AppState::new(store.clone(), TokenKeys::new(&secret));
-    println!("disputes listening on http://{local}");
-    let result = dispute_api::serve(listener, state, shutdown_signal()).await;
+    ready(local);
+    let result = dispute_api::serve(listener, state, shutdown).await;
     purge.abort();
     let _ = stop_relay.send(true);
     for task in background {

@@ -1,0 +1,301 @@
+//! `disputes bench`: a load generator that drives whole dispute lifecycles over HTTP at a
+//! given concurrency and reports command rate, command latency and projection lag
+//! (command answered → visible in the dispute's view).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Args;
+use dispute_api::TokenKeys;
+use dispute_domain::{Actor, Role, parse_duration};
+use serde_json::{Value, json};
+
+use crate::config::Settings;
+
+#[derive(Debug, Args)]
+pub struct BenchOptions {
+    /// A running service to load (its DISPUTES_JWT_SECRET must be this one's). Without it,
+    /// the service is started in this process on the configured store and bus.
+    #[arg(long)]
+    target: Option<String>,
+    /// How long to run, e.g. `20s`.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: chrono::Duration,
+    /// Lifecycles driven at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Measure projection lag after every Nth lifecycle (0: never).
+    #[arg(long, default_value_t = 1)]
+    lag_every: u64,
+    /// End with one JSON line of figures on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Default)]
+struct Samples {
+    /// Command latencies, microseconds.
+    commands: Vec<u64>,
+    /// Projection lags, microseconds.
+    lags: Vec<u64>,
+    errors: u64,
+}
+
+struct Load {
+    base: String,
+    client: reqwest::Client,
+    system: String,
+    buyer: String,
+    merchant: String,
+    arbitrator: String,
+    run: String,
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String> {
+    let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (base, server) = match &options.target {
+        Some(target) => (target.trim_end_matches('/').to_string(), None),
+        None => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+            let server = tokio::spawn(crate::serve(
+                settings,
+                addr,
+                async move {
+                    let _ = stopped.await;
+                },
+                move |local| {
+                    let _ = tx.send(local);
+                },
+            ));
+            let local = rx.await.map_err(|_| "the service did not start".to_string())?;
+            (format!("http://{local}"), Some(server))
+        }
+    };
+    let keys = TokenKeys::new(&secret);
+    let token = |role, sub: &str| keys.issue(&Actor::new(role, sub), chrono::Duration::hours(2));
+    let load = Arc::new(Load {
+        base,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(options.concurrency)
+            .build()
+            .expect("client"),
+        system: token(Role::System, "bench"),
+        buyer: token(Role::Buyer, "bench-buyer"),
+        merchant: token(Role::Merchant, "bench-merchant"),
+        arbitrator: token(Role::Arbitrator, "bench-arbitrator"),
+        run: format!("{:x}", Utc::now().timestamp_millis()),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let duration = options.duration.to_std().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let until = started + duration;
+    let workers: Vec<_> = (0..options.concurrency)
+        .map(|worker| tokio::spawn(drive(load.clone(), worker, until, options.lag_every)))
+        .collect();
+    let progress = tokio::spawn(report_progress(load.clone(), started, duration));
+    let mut samples = Samples::default();
+    for worker in workers {
+        let s = worker.await.map_err(|e| e.to_string())?;
+        samples.commands.extend(s.commands);
+        samples.lags.extend(s.lags);
+        samples.errors += s.errors;
+    }
+    progress.abort();
+    eprintln!();
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    if let Some(server) = server {
+        server.await.map_err(|e| e.to_string())??;
+    }
+    samples.commands.sort_unstable();
+    samples.lags.sort_unstable();
+    let ms = |v: &[u64], q: f64| percentile(v, q).map(|us| (us as f64 / 1000.0 * 100.0).round() / 100.0);
+    let figures = json!({
+        "commands_per_s": (samples.commands.len() as f64 / elapsed).round(),
+        "command_p50_ms": ms(&samples.commands, 0.50),
+        "command_p99_ms": ms(&samples.commands, 0.99),
+        "command_p999_ms": ms(&samples.commands, 0.999),
+        "lag_p50_ms": ms(&samples.lags, 0.50),
+        "lag_p99_ms": ms(&samples.lags, 0.99),
+        "errors": samples.errors,
+        "commands": samples.commands.len(),
+        "lag_samples": samples.lags.len(),
+        "concurrency": options.concurrency,
+        "seconds": (elapsed * 10.0).round() / 10.0,
+    });
+    eprintln!(
+        "{} commands in {:.1}s: {} commands/s; command p50 {} ms, p99 {} ms, p999 {} ms; lag p50 {} ms, p99 {} ms; {} errors",
+        samples.commands.len(),
+        elapsed,
+        figures["commands_per_s"],
+        figures["command_p50_ms"],
+        figures["command_p99_ms"],
+        figures["command_p999_ms"],
+        figures["lag_p50_ms"],
+        figures["lag_p99_ms"],
+        samples.errors
+    );
+    if options.json {
+        println!("{figures}");
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+async fn report_progress(load: Arc<Load>, started: Instant, duration: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = load.done.load(Ordering::Relaxed);
+        eprint!(
+            "\r{:>4.0}s / {:.0}s  {} commands  {:.0}/s  {} errors   ",
+            elapsed,
+            duration.as_secs_f64(),
+            done,
+            done as f64 / elapsed,
+            load.failed.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// One worker: whole lifecycles, one after another, until `until`.
+async fn drive(load: Arc<Load>, worker: usize, until: Instant, lag_every: u64) -> Samples {
+    let mut samples = Samples::default();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let id = format!("bench-{}-{worker}-{n}", load.run);
+        match lifecycle(&load, &id, n, &mut samples).await {
+            Ok(sequence) if lag_every > 0 && n % lag_every == 0 => {
+                let started = Instant::now();
+                let url = format!("{}/v1/disputes/{id}", load.base);
+                let seen = load
+                    .client
+                    .get(url)
+                    .bearer_auth(&load.buyer)
+                    .header("X-Min-Sequence", sequence.to_string())
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success());
+                match seen {
+                    Ok(true) => samples.lags.push(started.elapsed().as_micros() as u64),
+                    _ => samples.errors += 1,
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                samples.errors += 1;
+                load.failed.fetch_add(1, Ordering::Relaxed);
+                if samples.errors <= 3 {
+                    eprintln!("\nbench: {id}: {e}");
+                }
+            }
+        }
+        n += 1;
+    }
+    samples
+}
+
+/// Register, request, then one of three paths to a paid refund. Returns the last sequence.
+async fn lifecycle(load: &Load, id: &str, n: u64, samples: &mut Samples) -> Result<u64, String> {
+    let now = Utc::now();
+    let amount = |minor: i64| json!({ "amount_minor": minor, "currency": "CNY" });
+    let order = json!({
+        "order_id": id, "buyer_id": "bench-buyer", "merchant_id": "bench-merchant",
+        "paid_amount": amount(10_000), "paid_at": now - chrono::Duration::days(3),
+        "category": "books", "payment_channel": "alipay",
+        "shipped_at": now - chrono::Duration::days(2), "delivered_at": now - chrono::Duration::days(1),
+    });
+    let evidence =
+        json!([{ "kind": "photo", "uri": "https://evidence.example/1.jpg", "sha256": "ab".repeat(32) }]);
+    let mut steps: Vec<(reqwest::Method, &str, &str, Value)> = vec![
+        (reqwest::Method::PUT, "", &load.system, order),
+        (
+            reqwest::Method::POST,
+            "request",
+            &load.buyer,
+            json!({
+                "kind": "refund_only", "reason": "quality_issue", "amount": amount(6_000),
+                "description": "the seams came apart", "evidence": evidence,
+            }),
+        ),
+    ];
+    let paid = |minor: i64| json!({ "amount": amount(minor), "channel": "alipay", "payment_ref": format!("pay-{id}"), "paid_at": now });
+    match n % 3 {
+        0 => {
+            steps.push((reqwest::Method::POST, "merchant-accept", &load.merchant, json!({})));
+            steps.push((reqwest::Method::POST, "refund-paid", &load.system, paid(6_000)));
+        }
+        1 => {
+            steps.push((
+                reqwest::Method::POST,
+                "merchant-offer",
+                &load.merchant,
+                json!({ "amount": amount(3_000), "note": "half" }),
+            ));
+            steps.push((reqwest::Method::POST, "accept-offer", &load.buyer, json!({})));
+            steps.push((reqwest::Method::POST, "refund-paid", &load.system, paid(3_000)));
+        }
+        _ => {
+            steps.push((
+                reqwest::Method::POST,
+                "merchant-reject",
+                &load.merchant,
+                json!({ "reason_code": "item_used", "note": "worn" }),
+            ));
+            steps.push((reqwest::Method::POST, "escalate", &load.buyer, json!({ "note": "please review" })));
+            steps.push((
+                reqwest::Method::POST,
+                "assign",
+                &load.arbitrator,
+                json!({ "arbitrator_id": "bench-arbitrator" }),
+            ));
+            steps.push((reqwest::Method::POST, "judge", &load.arbitrator, json!({
+                "outcome": "refund_partial", "amount": amount(4_000), "return_required": false, "rationale": "shared fault",
+            })));
+            steps.push((reqwest::Method::POST, "refund-paid", &load.system, paid(4_000)));
+        }
+    }
+    let mut sequence = 0;
+    for (method, command, token, body) in steps {
+        let url = if command.is_empty() {
+            format!("{}/v1/orders/{id}", load.base)
+        } else {
+            format!("{}/v1/disputes/{id}/{command}", load.base)
+        };
+        let started = Instant::now();
+        let response = load
+            .client
+            .request(method, url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("{command}: {e}"))?;
+        let status = response.status();
+        let answer: Value = response.json().await.map_err(|e| format!("{command}: {e}"))?;
+        samples.commands.push(started.elapsed().as_micros() as u64);
+        load.done.fetch_add(1, Ordering::Relaxed);
+        if !status.is_success() {
+            return Err(format!("{command}: {status} {answer}"));
+        }
+        sequence = answer["sequence"].as_u64().unwrap_or_default();
+    }
+    Ok(sequence)
+}

@@ -120,8 +120,14 @@ impl Projector {
     /// Applies one event (and any missing before it). Returns false for a duplicate.
     pub async fn apply(&self, incoming: &Incoming) -> Result<bool, ViewError> {
         let backend = self.store.backend();
+        // SQLite: take the write lock up front; upgrading a read transaction fails at once
+        // (SQLITE_BUSY) when another connection wrote in between.
+        let begin = match backend {
+            Backend::Postgres(_) => "BEGIN",
+            Backend::Sqlite(_) => "BEGIN IMMEDIATE",
+        };
         on_pool!(backend, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(begin).await?;
             let row: Option<(i64, String)> =
                 sqlx::query_as(&self.select).bind(&incoming.order_id).fetch_optional(&mut *tx).await?;
             let (last, mut view) = match row {

@@ -446,3 +446,21 @@ pub fn disputes_binary() -> PathBuf {
     );
     path
 }
+
+/// The NATS server the tests use (`TEST_NATS_URL`, default the local one).
+pub fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+}
+
+/// A JetStream stream name no other test uses.
+pub fn unique_stream() -> String {
+    format!("T{}", uuid::Uuid::new_v4().simple()).to_uppercase()
+}
+
+/// A store on `db` with the test clock and the built-in policy, without the HTTP service.
+pub async fn open_store(db: &TestDatabase) -> Arc<Store> {
+    let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
+    Store::open(&StoreConfig::Postgres { url: db.url.clone(), max_connections: 8 }, services)
+        .await
+        .expect("store opens")
+}

@@ -414,7 +414,7 @@ async fn after_sigkill_right_after_commits_every_acknowledged_command_reaches_th
     let db = TestDatabase::create().await;
     let dir = TempDir::new();
     let stream = format!("KILL{}", uuid::Uuid::new_v4().simple()).to_uppercase();
-    let nats = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
+    let nats = nats_url();
     let env = [
         ("DATABASE_URL", db.url.as_str()),
         ("DISPUTES_JWT_SECRET", SECRET),

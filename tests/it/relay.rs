@@ -8,26 +8,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use dispute_bus::{CloudEvent, NatsBus, Relay};
-use dispute_domain::{Action, Actor, DisputeCommand, DisputeServices, ManualClock, Policy, Role};
-use dispute_store::{CommandMetadata, Store, StoreConfig};
+use dispute_domain::{Action, Actor, DisputeCommand, Role};
+use dispute_store::{CommandMetadata, Store};
 use disputes_tests::*;
 use serde_json::json;
 use tokio::sync::watch;
-
-fn nats_url() -> String {
-    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
-}
-
-fn unique_stream() -> String {
-    format!("T{}", uuid::Uuid::new_v4().simple()).to_uppercase()
-}
-
-async fn open_store(db: &TestDatabase) -> Arc<Store> {
-    let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
-    Store::open(&StoreConfig::Postgres { url: db.url.clone(), max_connections: 8 }, services)
-        .await
-        .expect("store opens")
-}
 
 async fn register(store: &Store, id: &str) -> u64 {
     let facts = serde_json::from_value(order(id)).expect("order facts");

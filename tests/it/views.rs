@@ -3,15 +3,12 @@
 //! before it; the projector's duplicates and gaps; the views fed from NATS JetStream.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use dispute_bus::{NatsBus, Relay};
-use dispute_domain::{
-    Action, Actor, DisputeCommand, DisputeServices, ManualClock, Money, Policy, Role, Status,
-};
-use dispute_store::{CommandMetadata, Store, StoreConfig};
+use dispute_domain::{Action, Actor, DisputeCommand, Money, Role, Status};
+use dispute_store::{CommandMetadata, Store};
 use dispute_views::{DisputeView, Incoming, Projector, Views};
 use disputes_tests::*;
 use reqwest::Method;
@@ -1311,21 +1308,6 @@ async fn events_applied_again_change_no_view() {
 }
 
 // 10. Gaps.
-
-fn nats_url() -> String {
-    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
-}
-
-fn unique_stream() -> String {
-    format!("T{}", uuid::Uuid::new_v4().simple()).to_uppercase()
-}
-
-async fn open_store(db: &TestDatabase) -> Arc<Store> {
-    let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
-    Store::open(&StoreConfig::Postgres { url: db.url.clone(), max_connections: 8 }, services)
-        .await
-        .expect("store opens")
-}
 
 /// Registers `id`, then request, rejection and escalation: sequences 1 to 4.
 async fn escalate_in(store: &Store, id: &str) -> u64 {

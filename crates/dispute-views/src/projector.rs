@@ -69,11 +69,12 @@ impl From<&StoredEvent> for Incoming {
 impl From<&dispute_bus::CloudEvent> for Incoming {
     fn from(e: &dispute_bus::CloudEvent) -> Self {
         let (role, id) = e.actor.split_once(':').unwrap_or((e.actor.as_str(), ""));
+        let payload = e.payload().unwrap_or(Value::Null);
         Self {
             order_id: e.subject.clone(),
             sequence: e.sequence,
-            event_type: e.payload().and_then(|p| p.as_object()?.keys().next().cloned()).unwrap_or_default(),
-            payload: e.payload().unwrap_or(Value::Null),
+            event_type: payload.as_object().and_then(|p| p.keys().next().cloned()).unwrap_or_default(),
+            payload,
             actor_role: role.to_string(),
             actor_id: id.to_string(),
             time: e.time.clone(),

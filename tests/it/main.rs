@@ -10,4 +10,5 @@ mod idempotency;
 mod lifecycle;
 mod rebuild;
 mod relay;
+mod timer;
 mod views;

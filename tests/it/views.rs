@@ -1102,7 +1102,6 @@ async fn the_platform_queue_shows_who_is_assigned() {
 }
 
 #[tokio::test]
-#[ignore = "DOMAIN.md: a dispute waiting for an arbitrator is flagged after 24 hours; an appealed one never is (RulingAppealed sets no assignment_due)"]
 async fn an_appealed_dispute_waiting_past_the_sla_is_flagged() {
     let app = TestApp::postgres().await;
     app.register(&order("qp-1")).await.assert_ok();

@@ -15,7 +15,7 @@ use crate::command::*;
 use crate::{
     Actor, ApprovedBy, CategoryPolicy, Clock, CloseReason, DisputeError, DisputeEvent, Money,
     OnMerchantTimeout, OrderFacts, Party, PaymentChannel, Policy, ReceiptConfirmedBy, RefundKind,
-    RefundReason, Role, RulingOutcome, Status,
+    RefundReason, Role, RulingOutcome, Status, Timer,
 };
 
 /// What the rules need from outside: the time and the policy.
@@ -72,6 +72,17 @@ struct Round {
     receipt_confirm_due: Option<DateTime<Utc>>,
 }
 
+impl Round {
+    fn due(&self, deadline: Deadline) -> Option<DateTime<Utc>> {
+        match deadline {
+            Deadline::MerchantResponse => Some(self.merchant_response_due),
+            Deadline::EscalationWindow => self.escalation_due,
+            Deadline::ReturnShipping => self.return_ship_due,
+            Deadline::ReturnReceipt => self.receipt_confirm_due,
+        }
+    }
+}
+
 impl Dispute {
     pub fn status(&self) -> Status {
         self.status
@@ -101,6 +112,19 @@ impl Dispute {
     /// The refund approved or ruled and waiting for payment or a return, if any.
     pub fn approved_refund(&self) -> Option<&Money> {
         self.current.as_ref().and_then(|r| r.approved.as_ref())
+    }
+
+    /// The status-changing deadline running now, if any.
+    pub fn pending_timer(&self) -> Option<Timer> {
+        let deadline = match self.status {
+            Status::AwaitingMerchant => Deadline::MerchantResponse,
+            Status::Rejected => Deadline::EscalationWindow,
+            Status::AwaitingReturn => Deadline::ReturnShipping,
+            Status::ReturnShipped => Deadline::ReturnReceipt,
+            _ => return None,
+        };
+        let due = self.current.as_ref()?.due(deadline)?;
+        Some(Timer { deadline, round: self.round, due })
     }
 
     /// Paid minus refunded: the most any further refund may be.
@@ -573,6 +597,7 @@ impl Dispute {
             party,
             note: cmd.note.clone(),
             evidence_due: now + policy.evidence_window,
+            assignment_due: Some(now + policy.arbitration_sla),
         }])
     }
 
@@ -595,12 +620,7 @@ impl Dispute {
             return Err(self.invalid(command));
         }
         let policy = policy.for_category(&order.category);
-        let due = match deadline {
-            Deadline::MerchantResponse => Some(round.merchant_response_due),
-            Deadline::EscalationWindow => round.escalation_due,
-            Deadline::ReturnShipping => round.return_ship_due,
-            Deadline::ReturnReceipt => round.receipt_confirm_due,
-        };
+        let due = round.due(deadline);
         if due.is_none_or(|due| now < due) {
             return Err(DisputeError::DeadlineNotReached);
         }

@@ -92,6 +92,18 @@ pub enum Deadline {
     ReturnReceipt,
 }
 
+impl Deadline {
+    /// The deadline's name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deadline::MerchantResponse => "merchant_response",
+            Deadline::EscalationWindow => "escalation_window",
+            Deadline::ReturnShipping => "return_shipping",
+            Deadline::ReturnReceipt => "return_receipt",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

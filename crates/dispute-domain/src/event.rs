@@ -107,6 +107,10 @@ pub enum DisputeEvent {
         party: Party,
         note: String,
         evidence_due: DateTime<Utc>,
+        /// When an arbitrator should have been assigned to the appeal (the platform's SLA).
+        /// Absent from appeals stored before the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignment_due: Option<DateTime<Utc>>,
     },
     ReturnShipped {
         round: u32,

@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod money;
 mod policy;
+mod timer;
 mod vocabulary;
 
 pub use aggregate::{Dispute, DisputeServices, expected_arrival};
@@ -21,4 +22,5 @@ pub use error::{DisputeError, RefusalKind};
 pub use event::{DisputeEvent, EVENT_VERSION};
 pub use money::Money;
 pub use policy::{CategoryPolicy, OnMerchantTimeout, Policy, PolicyError, parse_duration};
+pub use timer::{Timer, TimerChange};
 pub use vocabulary::*;

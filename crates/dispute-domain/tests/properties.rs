@@ -9,7 +9,8 @@
 //! - refunds never exceed what was paid, and the `RefundPaid` events sum to `refunded_total`;
 //! - a refused command leaves the state exactly as it was, also through cqrs-es's `handle`,
 //!   which folds events into the aggregate in place;
-//! - the status is never `unregistered` again, and the state equals a replay of the history.
+//! - the status is never `unregistered` again, and the state equals a replay of the history;
+//! - the deadline the events start and end is the one the state says runs.
 
 mod support;
 
@@ -578,6 +579,19 @@ impl Sim {
         assert_eq!(state.close_reason().is_some(), state.status() == Status::Closed);
         assert!(state.round() <= self.policy().max_rounds, "round {} after {command:?}", state.round());
         assert_eq!(&fold(&self.history), state, "the state is not a replay of its history");
+
+        // The timer service keeps one deadline per order from the events alone; it must be the
+        // one the state says runs.
+        let tracked = self.history.iter().fold(None, |running, event| match event.timer_change() {
+            TimerChange::Unchanged => running,
+            TimerChange::Set(timer) => Some(timer),
+            TimerChange::Cleared => None,
+        });
+        assert_eq!(
+            tracked,
+            state.pending_timer(),
+            "the events' timer differs from the state's after {command:?}"
+        );
     }
 }
 

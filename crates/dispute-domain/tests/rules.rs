@@ -1257,6 +1257,7 @@ mod appeals {
             party: Party::Buyer,
             note: "the ruling ignores the chat log".to_string(),
             evidence_due: now + Duration::hours(72),
+            assignment_due: Some(now + Duration::hours(24)),
         }]);
         let state = s.then_state(buyer(), appeal());
         assert_eq!(state.status(), Status::Appealed);

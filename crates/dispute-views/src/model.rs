@@ -200,8 +200,12 @@ impl DisputeView {
                     }
                 }
             }
-            DisputeEvent::RulingAppealed { evidence_due, .. } => {
-                *d = Deadlines { evidence_due: Some(*evidence_due), ..Default::default() };
+            DisputeEvent::RulingAppealed { evidence_due, assignment_due, .. } => {
+                *d = Deadlines {
+                    evidence_due: Some(*evidence_due),
+                    assignment_due: *assignment_due,
+                    ..Default::default()
+                };
                 // The suspended ruling no longer counts for either side.
                 match self.outcome.take() {
                     Some(RulingOutcome::NoRefund) => self.merchant_wins -= 1,

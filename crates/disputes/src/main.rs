@@ -13,6 +13,7 @@ use dispute_api::{AppState, TokenKeys};
 use dispute_bus::{NatsBus, Relay};
 use dispute_domain::{Actor, DisputeServices, Role, SystemClock, parse_duration};
 use dispute_store::Store;
+use dispute_timer::DeadlineTimer;
 use dispute_views::ViewName;
 use tokio::net::TcpListener;
 
@@ -121,24 +122,25 @@ pub(crate) async fn serve(
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let purge = tokio::spawn(purge_idempotency_keys(store.clone()));
-    let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+    let (stop_background, stopping) = tokio::sync::watch::channel(false);
     // With NATS: the relay publishes and the projector consumes the stream. Without: the
     // projector reads the log directly (the in-process bus).
-    let background = match &settings.nats_url {
+    let mut background = match &settings.nats_url {
         Some(urls) => {
             let bus = NatsBus::connect(urls, &settings.stream).await.map_err(|e| e.to_string())?;
             vec![
-                tokio::spawn(Relay::new(store.clone(), bus.clone()).run(relay_stopped.clone())),
-                tokio::spawn(dispute_views::run_nats(store.clone(), bus, relay_stopped)),
+                tokio::spawn(Relay::new(store.clone(), bus.clone()).run(stopping.clone())),
+                tokio::spawn(dispute_views::run_nats(store.clone(), bus, stopping.clone())),
             ]
         }
-        None => vec![tokio::spawn(dispute_views::run_local(store.clone(), relay_stopped))],
+        None => vec![tokio::spawn(dispute_views::run_local(store.clone(), stopping.clone()))],
     };
+    background.push(tokio::spawn(DeadlineTimer::new(store.clone()).run(stopping)));
     let state = AppState::new(store.clone(), TokenKeys::new(&secret));
     ready(local);
     let result = dispute_api::serve(listener, state, shutdown).await;
     purge.abort();
-    let _ = stop_relay.send(true);
+    let _ = stop_background.send(true);
     for task in background {
         let _ = task.await;
     }

@@ -682,6 +682,55 @@ async fn a_first_ruling_of_no_refund_shows_the_appeal_deadline_and_action() {
     appeal(&app, id, Role::Buyer, BUYER).await.assert_ok();
 }
 
+/// By when the buyer, the merchant and an arbitrator must act on `id` at `sequence`.
+async fn act_by(app: &TestApp, id: &str, sequence: u64) -> [Option<DateTime<Utc>>; 3] {
+    let mut due = [None; 3];
+    for (i, (role, sub)) in [(Role::Buyer, BUYER), (Role::Merchant, MERCHANT), (Role::Arbitrator, "arb-9")]
+        .into_iter()
+        .enumerate()
+    {
+        let body = view(app, id, role, sub, sequence).await;
+        due[i] = (!body["act_by"].is_null()).then(|| at(&body["act_by"]));
+    }
+    due
+}
+
+#[tokio::test]
+async fn each_party_sees_by_when_it_must_act() {
+    let app = TestApp::postgres().await;
+    let id = "v-act-by";
+    app.register(&order(id)).await.assert_ok();
+    let s = app.request_refund(id, "return_and_refund", "quality_issue", 6_000).await.assert_ok().sequence();
+    assert_eq!(act_by(&app, id, s).await, [None, Some(t(48)), None], "the merchant must answer");
+    app.advance(Duration::hours(2));
+    let s = app.merchant_reject(id).await.assert_ok().sequence();
+    assert_eq!(act_by(&app, id, s).await, [Some(t(2 + 7 * 24)), None, None], "the buyer may escalate");
+    app.advance(Duration::hours(1));
+    let s = app.escalate(id).await.assert_ok().sequence();
+    assert_eq!(
+        act_by(&app, id, s).await,
+        [Some(t(3 + 72)), Some(t(3 + 72)), Some(t(3 + 24))],
+        "both sides add evidence; an arbitrator should take it"
+    );
+    app.advance(Duration::hours(30));
+    assert_eq!(
+        act_by(&app, id, s).await,
+        [Some(t(3 + 72)), Some(t(3 + 72)), None],
+        "a passed deadline is no longer one to act by"
+    );
+    app.assign(id, "arb-1").await.assert_ok();
+    let ruling = json!({ "outcome": "refund_full", "return_required": true, "rationale": "defective" });
+    let s = app.judge(id, "arb-1", ruling).await.assert_ok().sequence();
+    // Judged at hour 33: the buyer ships the goods back within 7 days; either side may appeal
+    // within 3 days, which comes first.
+    assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 72)), Some(t(33 + 72)), None]);
+    app.advance(Duration::days(4));
+    assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 7 * 24)), None, None], "only the return is left");
+    let s = ship_return(&app, id).await.assert_ok().sequence();
+    let shipped = 33 + 4 * 24;
+    assert_eq!(act_by(&app, id, s).await, [None, Some(t(shipped + 10 * 24)), None], "the merchant confirms");
+}
+
 // 2. The timeline.
 
 #[tokio::test]

@@ -70,9 +70,11 @@ pub(crate) async fn dispute(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let view = readable_dispute(&state, &caller, &order_id, &headers).await?;
-    let actions = view.actions(caller.0.role);
+    let role = caller.0.role;
+    let now = state.store.services().clock.now();
     let mut body = serde_json::to_value(&view).expect("views serialize");
-    body["actions"] = json!(actions);
+    body["actions"] = json!(view.actions(role));
+    body["act_by"] = json!(view.act_by(role, now));
     Ok(Json(body))
 }
 

@@ -250,6 +250,19 @@ impl DisputeView {
         self.resolved_at = Some(time);
     }
 
+    /// By when `role` must act: the soonest deadline that one of its actions runs against and
+    /// that has not passed at `now`. Arbitrators see the assignment SLA.
+    pub fn act_by(&self, role: Role, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let d = &self.deadlines;
+        let candidates = match role {
+            Role::Buyer => [d.escalation_due, d.return_ship_due, d.evidence_due, d.appeal_due],
+            Role::Merchant => [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due],
+            Role::Arbitrator => [d.assignment_due, None, None, None],
+            _ => return None,
+        };
+        candidates.into_iter().flatten().filter(|due| *due > now).min()
+    }
+
     /// The commands `role` may send now, by the status table of the contract. A party check
     /// and the rules still apply when the command arrives.
     pub fn actions(&self, role: Role) -> Vec<&'static str> {

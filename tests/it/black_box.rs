@@ -461,3 +461,138 @@ async fn after_sigkill_right_after_commits_every_acknowledged_command_reaches_th
         let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
     }
 }
+
+/// A policy whose deadlines pass in seconds, written to `dir`; returns its path.
+fn quick_policy(dir: &TempDir) -> String {
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, "[default]\nmerchant_response = \"2s\"\nescalation_window = \"3s\"\n")
+        .expect("the policy file is written");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// Reads the dispute as `token`'s holder until its status is `expected`, at most `limit`.
+async fn until_status(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    id: &str,
+    expected: &str,
+    limit: StdDuration,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, body) =
+            call(client, reqwest::Method::GET, format!("http://{addr}/v1/disputes/{id}"), token, None).await;
+        if status == 200 && body["status"] == expected {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{id} is not {expected} within {limit:?}: {status} {body}");
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn deadlines_fire_in_the_running_binary_and_after_a_restart() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let policy = quick_policy(&cwd);
+    let env =
+        [("DISPUTES_DATA_DIR", data.path().to_str().expect("a UTF-8 path")), ("DISPUTES_POLICY", &policy)];
+    let client = reqwest::Client::new();
+    let system = token(cwd.path(), &env, "system", "x");
+    let buyer = token(cwd.path(), &env, "buyer", BUYER);
+
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    register(&client, addr, &system, &recent_order("tm-1")).await;
+    let (status, body) = post(&client, addr, &buyer, "tm-1", "request", request_body()).await;
+    assert_eq!(status, 200, "{body}");
+    // The merchant's 2 s pass: the buyer may escalate; 3 s later the window closes.
+    let rejected = until_status(&client, addr, &buyer, "tm-1", "rejected", StdDuration::from_secs(10)).await;
+    assert_eq!(rejected["actions"], json!(["escalate", "withdraw"]), "{rejected}");
+    let closed = until_status(&client, addr, &buyer, "tm-1", "closed", StdDuration::from_secs(10)).await;
+    assert_eq!(closed["close_reason"], "rejection_accepted", "{closed}");
+
+    // A request whose deadline passes while the service is down.
+    register(&client, addr, &system, &recent_order("tm-2")).await;
+    let (status, body) = post(&client, addr, &buyer, "tm-2", "request", request_body()).await;
+    assert_eq!(status, 200, "{body}");
+    let exit = server.terminate();
+    assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+    std::thread::sleep(StdDuration::from_secs(3));
+
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let addr = server.listening();
+    until_status(&client, addr, &buyer, "tm-2", "rejected", StdDuration::from_secs(5)).await;
+    let (status, timeline) =
+        call(&client, reqwest::Method::GET, format!("http://{addr}/v1/disputes/tm-2/timeline"), &buyer, None)
+            .await;
+    assert_eq!(status, 200, "{timeline}");
+    let missed = &timeline["events"][2];
+    assert_eq!(
+        (&missed["event_type"], &missed["actor_role"], &missed["actor_id"]),
+        (&json!("MerchantResponseMissed"), &json!("system"), &json!("timer"))
+    );
+    let exit = server.terminate();
+    assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_and_one_nats_give_each_deadline_one_effect() {
+    let db = TestDatabase::create().await;
+    let cwd = TempDir::new();
+    let policy = quick_policy(&cwd);
+    let stream = unique_stream();
+    let nats = nats_url();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("NATS_URL", nats.as_str()),
+        ("DISPUTES_STREAM", stream.as_str()),
+        ("DISPUTES_JWT_SECRET", SECRET),
+        ("DISPUTES_POLICY", policy.as_str()),
+    ];
+    let client = reqwest::Client::new();
+    let system = token(cwd.path(), &env, "system", "x");
+    let buyer = token(cwd.path(), &env, "buyer", BUYER);
+    let mut servers = [
+        Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"])),
+        Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"])),
+    ];
+    let addrs = [servers[0].listening(), servers[1].listening()];
+    let ids: Vec<String> = (0..12).map(|i| format!("two-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let addr = addrs[i % 2];
+        register(&client, addr, &system, &recent_order(id)).await;
+        let (status, body) = post(&client, addr, &buyer, id, "request", request_body()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        until_status(&client, addrs[(i + 1) % 2], &buyer, id, "closed", StdDuration::from_secs(20)).await;
+    }
+    for id in &ids {
+        let (status, timeline) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("http://{}/v1/disputes/{id}/timeline", addrs[0]),
+            &buyer,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{timeline}");
+        let types: Vec<&str> = timeline["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            ["OrderRegistered", "RefundRequested", "MerchantResponseMissed", "EscalationWindowClosed"],
+            "{id}: one effect per deadline"
+        );
+    }
+    for server in &mut servers {
+        let exit = server.terminate();
+        assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+    }
+}

@@ -26,6 +26,7 @@ use dispute_domain::{
     Action, Actor, Deadline, DisputeCommand, DisputeError, DisputeEvent, Role, TimerChange,
 };
 use dispute_store::{Backend, CommandMetadata, ExecuteError, Store, StoreError, on_pool};
+use futures_util::future::join_all;
 use tokio::sync::{Notify, watch};
 
 const CHECKPOINT: &str = "timer";
@@ -62,6 +63,13 @@ pub struct Fired {
     /// Deadlines left for a retry: a concurrent write, a store failure, or not yet due by the
     /// aggregate's clock.
     pub retried: usize,
+}
+
+/// What became of one claimed row.
+enum Outcome {
+    Fired,
+    Stale,
+    Retry,
 }
 
 /// One due row, as claimed.
@@ -160,8 +168,14 @@ impl DeadlineTimer {
         let mut report = Fired::default();
         loop {
             let claimed = self.claim().await?;
-            for due in &claimed {
-                self.fire(due, &mut report).await?;
+            // The claimed rows belong to different orders: fire them side by side.
+            let outcomes = join_all(claimed.iter().map(|due| self.fire(due))).await;
+            for outcome in outcomes {
+                match outcome? {
+                    Outcome::Fired => report.fired += 1,
+                    Outcome::Stale => report.stale += 1,
+                    Outcome::Retry => report.retried += 1,
+                }
             }
             if (claimed.len() as i64) < CLAIM_BATCH {
                 return Ok(report);
@@ -216,7 +230,7 @@ impl DeadlineTimer {
             .collect())
     }
 
-    async fn fire(&self, due: &Due, report: &mut Fired) -> Result<(), TimerError> {
+    async fn fire(&self, due: &Due) -> Result<Outcome, TimerError> {
         let command = DisputeCommand {
             actor: Actor::new(Role::System, ACTOR_ID),
             action: Action::ExpireDeadline { deadline: due.deadline, round: due.round },
@@ -229,23 +243,23 @@ impl DeadlineTimer {
             Ok(outcome) => {
                 tracing::info!(order_id = %due.order_id, deadline = due.deadline.as_str(), round = due.round,
                     status = outcome.status.as_str(), "deadline fired");
-                report.fired += 1;
-                self.clear(due).await
+                self.clear(due).await?;
+                Ok(Outcome::Fired)
             }
             Err(ExecuteError::Refused(DisputeError::DeadlineNotReached)) => {
                 // The aggregate's clock is behind this row's due time: look again shortly.
-                report.retried += 1;
-                self.retry_later(due).await
+                self.retry_later(due).await?;
+                Ok(Outcome::Retry)
             }
             Err(ExecuteError::Refused(refusal)) => {
                 tracing::debug!(order_id = %due.order_id, %refusal, "deadline already passed by; dropped");
-                report.stale += 1;
-                self.clear(due).await
+                self.clear(due).await?;
+                Ok(Outcome::Stale)
             }
             Err(e @ (ExecuteError::Conflict | ExecuteError::Store(_))) => {
                 tracing::warn!(order_id = %due.order_id, error = %e, "deadline not fired; retrying");
-                report.retried += 1;
-                self.retry_later(due).await
+                self.retry_later(due).await?;
+                Ok(Outcome::Retry)
             }
         }
     }

@@ -33,6 +33,10 @@ pub struct BenchOptions {
     /// End with one JSON line of figures on stdout.
     #[arg(long)]
     json: bool,
+    /// Instead of lifecycles over HTTP: N disputes whose merchant deadlines are all pending at
+    /// once, and how late the deadline timer fires them.
+    #[arg(long, value_name = "N")]
+    deadlines: Option<usize>,
 }
 
 #[derive(Default)]
@@ -57,6 +61,9 @@ struct Load {
 }
 
 pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String> {
+    if let Some(count) = options.deadlines {
+        return crate::timer_bench::run(settings, count, options.json).await;
+    }
     let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (base, server) = match &options.target {
@@ -149,7 +156,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
     Ok(())
 }
 
-fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }

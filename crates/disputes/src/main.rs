@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod timer_bench;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -620,7 +620,7 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
         &mut want,
         json!({
             "sequence": 7, "status": "appealed", "approved_amount": null, "outcome": null, "assignee": null,
-            "deadlines": { "evidence_due": t(2 + 72) },
+            "deadlines": { "evidence_due": t(2 + 72), "assignment_due": t(2 + 24) },
         }),
         actions(&["evidence"], &["evidence"], &["assign"]),
     )
@@ -631,7 +631,10 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
         id,
         app.assign(id, "arb-2").await,
         &mut want,
-        json!({ "sequence": 8, "status": "under_review", "assignee": "arb-2" }),
+        json!({
+            "sequence": 8, "status": "under_review", "assignee": "arb-2",
+            "deadlines": { "evidence_due": t(2 + 72) },
+        }),
         actions(&["evidence"], &["evidence"], &["judge"]),
     )
     .await;

@@ -2,8 +2,9 @@
 //!
 //! A duplicate or a redelivery (sequence already reflected) changes nothing. A gap (a later
 //! sequence arrives first) is filled from the event store before the event is applied, so no
-//! event is ever skipped. Each event's effects commit in one transaction.
+//! event is ever skipped. A batch of events commits in one transaction.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -120,6 +121,17 @@ impl Projector {
 
     /// Applies one event (and any missing before it). Returns false for a duplicate.
     pub async fn apply(&self, incoming: &Incoming) -> Result<bool, ViewError> {
+        Ok(self.apply_batch(std::slice::from_ref(incoming)).await? == 1)
+    }
+
+    /// Applies events of any orders in one transaction, each order's in sequence order, with
+    /// any gap before them filled from the event store. Returns how many were new; duplicates
+    /// change nothing. Orders are locked in order-id order, so two projectors never deadlock.
+    pub async fn apply_batch(&self, batch: &[Incoming]) -> Result<usize, ViewError> {
+        let mut orders: BTreeMap<&str, Vec<&Incoming>> = BTreeMap::new();
+        for incoming in batch {
+            orders.entry(&incoming.order_id).or_default().push(incoming);
+        }
         let backend = self.store.backend();
         // SQLite: take the write lock up front; upgrading a read transaction fails at once
         // (SQLITE_BUSY) when another connection wrote in between.
@@ -129,75 +141,86 @@ impl Projector {
         };
         on_pool!(backend, pool => {
             let mut tx = pool.begin_with(begin).await?;
-            let row: Option<(i64, String)> =
-                sqlx::query_as(&self.select).bind(&incoming.order_id).fetch_optional(&mut *tx).await?;
-            let (last, mut view) = match row {
-                Some((last, view)) => (last as u64, Some(serde_json::from_str::<DisputeView>(&view)?)),
-                None => (0, None),
-            };
-            if incoming.sequence <= last {
-                return Ok(false);
-            }
-            let mut pending = Vec::new();
-            if incoming.sequence > last + 1 {
-                let missing = self.store.stream_events(&incoming.order_id, last + 1, incoming.sequence - 1).await?;
-                if missing.len() as u64 != incoming.sequence - 1 - last {
-                    return Err(ViewError::Gap { order_id: incoming.order_id.clone(), sequence: incoming.sequence });
-                }
-                pending.extend(missing.iter().map(Incoming::from));
-            }
-            pending.push(incoming.clone());
-            for event in &pending {
-                let domain_event: DisputeEvent = serde_json::from_value(event.payload.clone())?;
-                let time = parse_time(&event.time);
-                match &mut view {
-                    Some(view) => view.apply(event.sequence, time, &domain_event),
-                    None => {
-                        view = DisputeView::registered(&event.order_id, event.sequence, &domain_event);
-                        if view.is_none() {
-                            return Err(ViewError::NotRegisteredFirst(event.order_id.clone()));
-                        }
+            let mut applied = 0;
+            for (order_id, mut events) in orders {
+                events.sort_by_key(|e| e.sequence);
+                let row: Option<(i64, String)> =
+                    sqlx::query_as(&self.select).bind(order_id).fetch_optional(&mut *tx).await?;
+                let (mut last, mut view) = match row {
+                    Some((last, view)) => (last as u64, Some(serde_json::from_str::<DisputeView>(&view)?)),
+                    None => (0, None),
+                };
+                let reflected = last;
+                for incoming in events {
+                    if incoming.sequence <= last {
+                        continue;
                     }
+                    let mut pending = Vec::new();
+                    if incoming.sequence > last + 1 {
+                        let missing = self.store.stream_events(order_id, last + 1, incoming.sequence - 1).await?;
+                        if missing.len() as u64 != incoming.sequence - 1 - last {
+                            return Err(ViewError::Gap { order_id: order_id.to_string(), sequence: incoming.sequence });
+                        }
+                        pending.extend(missing.iter().map(Incoming::from));
+                    }
+                    pending.push(incoming.clone());
+                    for event in &pending {
+                        let domain_event: DisputeEvent = serde_json::from_value(event.payload.clone())?;
+                        let time = parse_time(&event.time);
+                        match &mut view {
+                            Some(view) => view.apply(event.sequence, time, &domain_event),
+                            None => {
+                                view = DisputeView::registered(&event.order_id, event.sequence, &domain_event);
+                                if view.is_none() {
+                                    return Err(ViewError::NotRegisteredFirst(event.order_id.clone()));
+                                }
+                            }
+                        }
+                        sqlx::query(&self.insert_timeline)
+                        .bind(&event.order_id)
+                        .bind(event.sequence as i64)
+                        .bind(&event.event_type)
+                        .bind(&event.actor_role)
+                        .bind(&event.actor_id)
+                        .bind(&event.time)
+                        .bind(domain_event_data(&event.payload))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    last = incoming.sequence;
+                    applied += 1;
                 }
-                let data = domain_event_data(&event.payload);
-                sqlx::query(&self.insert_timeline)
-                .bind(&event.order_id)
-                .bind(event.sequence as i64)
-                .bind(&event.event_type)
-                .bind(&event.actor_role)
-                .bind(&event.actor_id)
-                .bind(&event.time)
-                .bind(data)
+                if last == reflected {
+                    continue;
+                }
+                let view = view.expect("a view exists after applying an event");
+                let row = ViewRow::from(&view);
+                sqlx::query(&self.upsert_dispute)
+                .bind(&view.dispute_id)
+                .bind(view.sequence as i64)
+                .bind(&view.buyer_id)
+                .bind(&view.merchant_id)
+                .bind(view.status.as_str())
+                .bind(view.round as i32)
+                .bind(row.reason)
+                .bind(row.outcome)
+                .bind(&view.assignee)
+                .bind(&view.paid_amount.currency)
+                .bind(view.requested_total.amount_minor)
+                .bind(view.refunded_total.amount_minor)
+                .bind(row.merchant_due_ms)
+                .bind(view.requested_at.map(|t| t.timestamp_millis()))
+                .bind(view.escalated_at.map(|t| t.timestamp_millis()))
+                .bind(view.deadlines.assignment_due.map(|t| t.timestamp_millis()))
+                .bind(view.resolved_at.map(|t| t.timestamp_millis()))
+                .bind(view.merchant_wins as i32)
+                .bind(view.merchant_losses as i32)
+                .bind(serde_json::to_string(&view)?)
                 .execute(&mut *tx)
                 .await?;
             }
-            let view = view.expect("a view exists after applying an event");
-            let row = ViewRow::from(&view);
-            sqlx::query(&self.upsert_dispute)
-            .bind(&view.dispute_id)
-            .bind(view.sequence as i64)
-            .bind(&view.buyer_id)
-            .bind(&view.merchant_id)
-            .bind(view.status.as_str())
-            .bind(view.round as i32)
-            .bind(row.reason)
-            .bind(row.outcome)
-            .bind(&view.assignee)
-            .bind(&view.paid_amount.currency)
-            .bind(view.requested_total.amount_minor)
-            .bind(view.refunded_total.amount_minor)
-            .bind(row.merchant_due_ms)
-            .bind(view.requested_at.map(|t| t.timestamp_millis()))
-            .bind(view.escalated_at.map(|t| t.timestamp_millis()))
-            .bind(view.deadlines.assignment_due.map(|t| t.timestamp_millis()))
-            .bind(view.resolved_at.map(|t| t.timestamp_millis()))
-            .bind(view.merchant_wins as i32)
-            .bind(view.merchant_losses as i32)
-            .bind(serde_json::to_string(&view)?)
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
-            Ok(true)
+            Ok(applied)
         })
     }
 }

@@ -14,6 +14,8 @@ use crate::{Incoming, Projector, ViewError};
 
 const CHECKPOINT: &str = "views";
 const DURABLE: &str = "views";
+/// The most events projected in one transaction.
+const BATCH: usize = 256;
 
 /// Projects straight from the log, in commit order, from a durable checkpoint.
 pub async fn run_local(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
@@ -41,9 +43,8 @@ async fn project_log(
         committed.as_mut().enable();
         let batch = store.events_after(cursor, 512).await?;
         if let Some(last) = batch.last() {
-            for event in &batch {
-                projector.apply(&Incoming::from(event)).await?;
-            }
+            let incoming: Vec<Incoming> = batch.iter().map(Incoming::from).collect();
+            projector.apply_batch(&incoming).await?;
             cursor = last.cursor;
             store.save_checkpoint(CHECKPOINT, cursor).await?;
             continue;
@@ -93,32 +94,46 @@ async fn consume(
         )
         .await
         .map_err(|e| ViewError::Bus(e.to_string()))?;
-    let mut messages = consumer.messages().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+    // Whatever has arrived is projected together: one transaction, then the acks.
+    let mut messages =
+        consumer.messages().await.map_err(|e| ViewError::Bus(e.to_string()))?.ready_chunks(BATCH);
     loop {
-        let message = tokio::select! {
+        let chunk = tokio::select! {
             next = messages.next() => match next {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => return Err(ViewError::Bus(e.to_string())),
+                Some(chunk) => chunk,
                 None => return Err(ViewError::Bus("the consumer ended".to_string())),
             },
             _ = shutdown.changed() => return Ok(()),
         };
-        let event: CloudEvent = match serde_json::from_slice(&message.payload) {
-            Ok(event) => event,
-            Err(e) => {
-                // Not ours to read: log it and move on rather than block the stream.
-                tracing::error!(error = %e, subject = %message.subject, "unreadable message on the stream");
-                message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?;
-                continue;
+        let mut batch = Vec::with_capacity(chunk.len());
+        let mut events = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            let message = message.map_err(|e| ViewError::Bus(e.to_string()))?;
+            match serde_json::from_slice::<CloudEvent>(&message.payload) {
+                Ok(event) => {
+                    events.push(Incoming::from(&event));
+                    batch.push(message);
+                }
+                Err(e) => {
+                    // Not ours to read: log it and move on rather than block the stream.
+                    tracing::error!(error = %e, subject = %message.subject, "unreadable message on the stream");
+                    message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+                }
             }
-        };
-        match projector.apply(&Incoming::from(&event)).await {
-            Ok(_) => message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?,
+        }
+        match projector.apply_batch(&events).await {
+            Ok(_) => {
+                for message in batch {
+                    message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+                }
+            }
             Err(e) => {
-                tracing::warn!(error = %e, id = %event.id, "projection failed; will be redelivered");
-                let _ = message
-                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_millis(200))))
-                    .await;
+                tracing::warn!(error = %e, events = events.len(), "projection failed; will be redelivered");
+                for message in batch {
+                    let _ = message
+                        .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_millis(200))))
+                        .await;
+                }
             }
         }
     }

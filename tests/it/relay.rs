@@ -473,9 +473,6 @@ async fn views_catch_up_after_an_outage(hold: Duration) {
     relay.stop().await;
 }
 
-/// The relay's advisory lock key: "disputes" in ASCII.
-const RELAY_LOCK_KEY: i64 = 0x6469_7370_7574_6573;
-
 /// A store on `db` whose sessions carry `application_name`, so that the lease holder is known.
 async fn named_store(db: &TestDatabase, application_name: &str) -> Arc<Store> {
     let separator = if db.url.contains('?') { '&' } else { '?' };
@@ -485,22 +482,22 @@ async fn named_store(db: &TestDatabase, application_name: &str) -> Arc<Store> {
 }
 
 /// The `application_name` of every session of this database holding the relay's lease.
-async fn lease_holders(pool: &sqlx::PgPool) -> Vec<String> {
+async fn lease_holders(pool: &sqlx::PgPool, stream: &str) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND l.classid = ($1 >> 32)::oid AND l.objid = ($1 & 4294967295)::oid",
     )
-    .bind(RELAY_LOCK_KEY)
+    .bind(dispute_bus::lease_key(stream))
     .fetch_all(pool)
     .await
     .expect("pg_locks reads")
 }
 
-async fn the_lease_is_held_by(pool: &sqlx::PgPool, holder: &str) {
+async fn the_lease_is_held_by(pool: &sqlx::PgPool, stream: &str, holder: &str) {
     eventually(&format!("{holder} holds the relay's lease"), Duration::from_secs(15), async || {
-        let holders = lease_holders(pool).await;
+        let holders = lease_holders(pool, stream).await;
         if holders == [holder] { Ok(()) } else { Err(format!("holders {holders:?}")) }
     })
     .await;
@@ -630,7 +627,7 @@ async fn two_relays_share_one_lease_and_hand_over_without_losing_or_repeating_an
         register(&store_a, id).await;
     }
     published_once_in_commit_order(&db, &nats, &stream, &mut watcher).await;
-    the_lease_is_held_by(&locks, "relay-a").await;
+    the_lease_is_held_by(&locks, &stream, "relay-a").await;
 
     // A second relay waits for the lease: what either store commits is published by the first.
     let relay_b = RunningRelay::start(store_b.clone(), &nats.url(), &stream).await;
@@ -638,11 +635,11 @@ async fn two_relays_share_one_lease_and_hand_over_without_losing_or_repeating_an
     request(&store_b, "h-1").await;
     request(&store_a, "h-2").await;
     published_once_in_commit_order(&db, &nats, &stream, &mut watcher).await;
-    assert_eq!(lease_holders(&locks).await, ["relay-a"]);
+    assert_eq!(lease_holders(&locks, &stream).await, ["relay-a"]);
 
     // The first stops: the second takes over from the shared checkpoint.
     relay_a.stop().await;
-    the_lease_is_held_by(&locks, "relay-b").await;
+    the_lease_is_held_by(&locks, &stream, "relay-b").await;
     request(&store_a, "h-3").await;
     register(&store_a, "h-5").await;
     request(&store_b, "h-4").await;
@@ -652,15 +649,15 @@ async fn two_relays_share_one_lease_and_hand_over_without_losing_or_repeating_an
     // connection and the waiting relay takes over.
     let relay_a = RunningRelay::start(store_a.clone(), &nats.url(), &stream).await;
     let (_, last) = log(&db).await.pop().expect("events in the log");
-    let checkpoint = format!("nats:{stream}");
+    let checkpoint = dispute_bus::checkpoint_name(&stream);
     eventually("the relay saves its checkpoint", Duration::from_secs(20), async || {
         let saved = store_b.checkpoint(&checkpoint).await.map_err(|e| e.to_string())?;
         if saved == last { Ok(()) } else { Err(format!("checkpoint {saved:?}, last event {last:?}")) }
     })
     .await;
-    assert_eq!(lease_holders(&locks).await, ["relay-b"]);
+    assert_eq!(lease_holders(&locks, &stream).await, ["relay-b"]);
     relay_b.crash().await;
-    the_lease_is_held_by(&locks, "relay-a").await;
+    the_lease_is_held_by(&locks, &stream, "relay-a").await;
     request(&store_b, "h-5").await;
     register(&store_b, "h-6").await;
     published_once_in_commit_order(&db, &nats, &stream, &mut watcher).await;

@@ -10,7 +10,7 @@ mod relay;
 
 pub use cloudevent::{CloudEvent, message_id};
 pub use nats::NatsBus;
-pub use relay::Relay;
+pub use relay::{Relay, checkpoint_name, lease_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

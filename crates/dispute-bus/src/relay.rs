@@ -16,8 +16,6 @@ use tokio::sync::watch;
 
 use crate::{BusError, NatsBus};
 
-/// Identifies the relay's advisory lock among the database's locks.
-const RELAY_LOCK_KEY: i64 = 0x6469_7370_7574_6573; // "disputes"
 const BATCH: i64 = 512;
 /// How often the relay looks for events when no notification arrives.
 const POLL: Duration = Duration::from_millis(250);
@@ -29,19 +27,40 @@ pub struct Relay {
     name: String,
 }
 
+/// The checkpoint of the relay publishing to `stream`.
+pub fn checkpoint_name(stream: &str) -> String {
+    format!("nats:{stream}")
+}
+
+/// The advisory lock key of the relays publishing to `stream`: one lease per stream, so relays
+/// of different streams on one database do not wait for each other. FNV-1a of the checkpoint
+/// name, stable across builds.
+pub fn lease_key(stream: &str) -> i64 {
+    let hash = checkpoint_name(stream)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash >> 1) as i64 // non-negative: reads as two oids in pg_locks
+}
+
 impl Relay {
     pub fn new(store: Arc<Store>, bus: NatsBus) -> Self {
-        let name = format!("nats:{}", bus.stream_name());
+        let name = checkpoint_name(bus.stream_name());
         Self { store, bus, name }
     }
 
     /// Runs until `shutdown` turns true. Failures are logged and retried, never fatal.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
+        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         while !*shutdown.borrow() {
+            let started = tokio::time::Instant::now();
             match self.lead(&mut shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
+                    // A failure after a good run starts the backoff afresh.
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = FIRST_BACKOFF;
+                    }
                     tracing::warn!(error = %e, "relay interrupted; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -56,7 +75,9 @@ impl Relay {
     /// Takes the lease, then publishes until shutdown or an error.
     async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), BusError> {
         let mut lease = match self.store.backend() {
-            Backend::Postgres(pool) => Some(acquire_lease(pool, shutdown).await?),
+            Backend::Postgres(pool) => {
+                Some(acquire_lease(pool, lease_key(self.bus.stream_name()), shutdown).await?)
+            }
             Backend::Sqlite(_) => None,
         };
         if *shutdown.borrow() {
@@ -106,14 +127,13 @@ impl Relay {
 /// A dedicated connection holding the relay's advisory lock; waits while another holds it.
 async fn acquire_lease(
     pool: &sqlx::PgPool,
+    key: i64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<PgConnection, BusError> {
     loop {
         let mut conn = pool.acquire().await?.detach();
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(RELAY_LOCK_KEY)
-            .fetch_one(&mut conn)
-            .await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
         if locked {
             return Ok(conn);
         }

@@ -1,5 +1,6 @@
 //! The view routes: read-only, eventually consistent, each answer carrying the sequence it
-//! reflects. `X-Min-Sequence: N` waits (at most 5 s) until a dispute's view reflects N.
+//! reflects. `X-Min-Sequence: N` waits (at most 5 s) until a dispute's view reflects N, woken
+//! by the projector of this process or, for views projected by another instance, by a poll.
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::auth::Caller;
 use crate::{ApiError, AppState};
 
 const MAX_WAIT: Duration = Duration::from_secs(5);
+/// How often a wait for `X-Min-Sequence` looks again without a local projection signal.
+const POLL: Duration = Duration::from_millis(20);
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
 
@@ -42,6 +45,10 @@ async fn readable_dispute(
     let min = min_sequence(headers)?;
     let deadline = tokio::time::Instant::now() + MAX_WAIT;
     loop {
+        // Armed before the read, so a projection committed in between is not missed.
+        let projected = state.store.projected().notified();
+        tokio::pin!(projected);
+        projected.as_mut().enable();
         let view = state.views.dispute(order_id).await?;
         if let Some(view) = &view {
             let is_party = match actor.role {
@@ -58,7 +65,13 @@ async fn readable_dispute(
             (Some(view), None) => return Ok(view),
             (None, None) => return Err(DisputeError::OrderNotFound.into()),
             _ if tokio::time::Instant::now() >= deadline => return Err(ApiError::ViewBehind),
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            // Woken by this process's projector; the poll covers views projected elsewhere.
+            _ => {
+                tokio::select! {
+                    _ = projected => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
         }
     }
 }

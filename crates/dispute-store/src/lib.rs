@@ -77,6 +77,8 @@ pub struct Store {
     services: DisputeServices,
     /// Signalled after every commit, so the relay in this process wakes at once.
     committed: tokio::sync::Notify,
+    /// Signalled after the projector in this process commits view changes.
+    projected: tokio::sync::Notify,
 }
 
 impl Store {
@@ -120,7 +122,13 @@ impl Store {
                 SqliteEventRepository::new(pool.clone()),
             )),
         };
-        Ok(Arc::new(Self { backend, events, services, committed: tokio::sync::Notify::new() }))
+        Ok(Arc::new(Self {
+            backend,
+            events,
+            services,
+            committed: tokio::sync::Notify::new(),
+            projected: tokio::sync::Notify::new(),
+        }))
     }
 
     pub fn backend(&self) -> &Backend {
@@ -134,6 +142,11 @@ impl Store {
     /// Completes after the next commit of this process.
     pub fn committed(&self) -> &tokio::sync::Notify {
         &self.committed
+    }
+
+    /// Completes after the next view commit of this process's projector.
+    pub fn projected(&self) -> &tokio::sync::Notify {
+        &self.projected
     }
 
     /// Checks that the database answers: the readiness probe.

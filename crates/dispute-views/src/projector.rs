@@ -220,6 +220,7 @@ impl Projector {
                 .await?;
             }
             tx.commit().await?;
+            self.store.projected().notify_waiters();
             Ok(applied)
         })
     }

@@ -11,6 +11,7 @@ mod drift;
 mod export;
 mod published;
 mod replay;
+mod synthetic;
 mod verify;
 
 pub use dispute_store::chain::{BreakKind, ChainBreak};
@@ -18,7 +19,8 @@ pub use drift::{DriftRow, drift};
 pub use export::{chain_json, event_json, export};
 pub use published::{PublishedCheck, compare_with_published};
 pub use replay::{Replayed, replay};
-pub use verify::{Head, VerifyReport, verify};
+pub use synthetic::{EVENTS_PER_ORDER, load_synthetic};
+pub use verify::{Head, HeadsRecord, VerifyReport, for_each_stream, verify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -45,10 +45,10 @@ pub async fn compare_with_published(
         let at = |sequence, kind| ChainBreak { order_id: head.order_id.clone(), sequence, kind };
         match last {
             Some((published, _)) if published > head.sequence => {
-                check.breaks.push(at(head.sequence + 1, BreakKind::Truncated { published }))
+                check.breaks.push(at(head.sequence + 1, BreakKind::Truncated { recorded: published }))
             }
             Some((published, hash)) if published == head.sequence && hash != head.hash => {
-                check.breaks.push(at(head.sequence, BreakKind::DiffersFromPublished))
+                check.breaks.push(at(head.sequence, BreakKind::DiffersFromRecord))
             }
             Some((published, _)) if published == head.sequence => check.matching += 1,
             _ => check.unpublished += 1,
@@ -71,7 +71,7 @@ pub async fn compare_with_published(
                 check.breaks.push(ChainBreak {
                     order_id,
                     sequence: 1,
-                    kind: BreakKind::Truncated { published },
+                    kind: BreakKind::Truncated { recorded: published },
                 });
             }
         }

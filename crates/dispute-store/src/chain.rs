@@ -150,10 +150,11 @@ pub enum BreakKind {
     Missing { from: u64 },
     /// The event carries no `hash` or `prevhash`.
     Unhashed,
-    /// Events after the last one stored were published (the stream was cut short).
-    Truncated { published: u64 },
-    /// The published copy of this event has another hash.
-    DiffersFromPublished,
+    /// The stream ends before a sequence on record elsewhere (published on JetStream, or in a
+    /// saved heads file): its last events, from this sequence on, were removed.
+    Truncated { recorded: u64 },
+    /// The copy of this event on record elsewhere has another hash.
+    DiffersFromRecord,
 }
 
 /// One place where a stream's chain does not hold.
@@ -176,13 +177,13 @@ impl std::fmt::Display for ChainBreak {
                 write!(f, "{order} sequence {seq}: sequences {from}..{} are missing", seq - 1)
             }
             BreakKind::Unhashed => write!(f, "{order} sequence {seq}: no hash stored"),
-            BreakKind::Truncated { published } => write!(
+            BreakKind::Truncated { recorded } => write!(
                 f,
-                "{order} sequence {seq}: missing from the log (the stream ends at {}, {published} was published)",
+                "{order} sequence {seq}: missing from the log (the stream ends at {}, sequence {recorded} is on record)",
                 seq - 1
             ),
-            BreakKind::DiffersFromPublished => {
-                write!(f, "{order} sequence {seq}: hash differs from the published event")
+            BreakKind::DiffersFromRecord => {
+                write!(f, "{order} sequence {seq}: hash differs from the one on record")
             }
         }
     }

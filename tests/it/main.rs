@@ -1,6 +1,7 @@
 //! End-to-end tests of the disputes service over HTTP, against the real PostgreSQL and the
 //! embedded SQLite store. One test binary; one module per theme.
 
+mod audit;
 mod auth;
 mod black_box;
 mod concurrency;

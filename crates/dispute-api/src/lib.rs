@@ -4,6 +4,7 @@
 //! Invariant: only this crate knows HTTP. Rules live in `dispute-domain`; storage in
 //! `dispute-store`; this crate authenticates, parses, and maps their answers to the wire.
 
+mod audit;
 mod auth;
 mod commands;
 mod error;
@@ -55,7 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/merchants/{id}/disputes", get(views::merchant_disputes))
         .route("/v1/merchants/{id}/summary", get(views::merchant_summary))
         .route("/v1/platform/queue", get(views::platform_queue))
-        .route("/v1/platform/stats", get(views::platform_stats));
+        .route("/v1/platform/stats", get(views::platform_stats))
+        .route("/v1/audit/disputes/{id}", get(audit::replayed))
+        .route("/v1/audit/disputes/{id}/events", get(audit::events));
     for route in ROUTES {
         let method = match route.method {
             commands::Method::Put => axum::routing::MethodFilter::PUT,

@@ -105,6 +105,49 @@ pub fn document() -> utoipa::openapi::OpenApi {
             OperationBuilder::new().summary(Some(summary)).response("200", Response::new(summary)).build(),
         );
     }
+    for (path, summary, as_of) in [
+        (
+            "/v1/audit/disputes/{id}",
+            "The dispute's state replayed from the log as of an instant (role: auditor).",
+            true,
+        ),
+        (
+            "/v1/audit/disputes/{id}/events",
+            "The dispute's stored events with their hashes, and the chain check (role: auditor).",
+            false,
+        ),
+    ] {
+        let mut operation = OperationBuilder::new()
+            .summary(Some(summary))
+            .parameter(
+                ParameterBuilder::new()
+                    .name("id")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .description(Some("The order id.")),
+            )
+            .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+            .response("200", Response::new("application/json"));
+        if as_of {
+            operation = operation.parameter(
+                ParameterBuilder::new()
+                    .name("as_of")
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .description(Some("RFC 3339 instant; the latest state when omitted.")),
+            );
+        }
+        for (status, what) in [
+            ("400", "malformed_request"),
+            ("401", "unauthenticated"),
+            ("403", "forbidden: every role but auditor"),
+            ("404", "not_found: no events (as of the instant)"),
+        ] {
+            operation =
+                operation.response(status, Response::new(format!("application/problem+json: {what}")));
+        }
+        paths.add_path_operation(path, vec![HttpMethod::Get], operation.build());
+    }
     doc.paths = paths;
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(

@@ -78,6 +78,11 @@ impl NatsBus {
                 subjects: vec![format!("{}.>", self.subject_prefix)],
                 storage: stream::StorageType::File,
                 duplicate_window: Duration::from_secs(120),
+                // The published copy is the audit's evidence against a truncated log: no
+                // client may delete or purge single messages (the stream itself can still be
+                // deleted by an account allowed to).
+                deny_delete: true,
+                deny_purge: true,
                 ..Default::default()
             })
             .await

@@ -1,14 +1,19 @@
 //! Executing one command: load the order's stream, let the aggregate decide, commit the events
 //! with their metadata, and report the resulting state.
+//!
+//! Each event is committed with metadata of its own: the command's metadata plus `prevhash`
+//! (the stream's previous hash) and `hash` (see [`crate::chain`]), computed before the commit.
 
 use std::collections::HashMap;
 
 use chrono::SecondsFormat;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateError, EventStore as _};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent};
 use dispute_domain::{CloseReason, Dispute, DisputeCommand, DisputeError, DisputeServices, Money, Status};
+use serde_json::Value;
 
+use crate::chain::{self, GENESIS, Hashed};
 use crate::{EventStore, Store};
 
 /// Who and what caused a command, recorded in every event's metadata.
@@ -64,6 +69,12 @@ fn is_busy(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
     text.contains("database is locked") || text.contains("(code: 5)")
 }
 
+impl From<PersistenceError> for ExecuteError {
+    fn from(err: PersistenceError) -> Self {
+        AggregateError::<DisputeError>::from(err).into()
+    }
+}
+
 impl Store {
     /// Executes `command` on the stream of `order_id`.
     ///
@@ -80,11 +91,11 @@ impl Store {
     ) -> Result<Outcome, ExecuteError> {
         let event_metadata = self.event_metadata(&command, metadata);
         let outcome = match &self.events {
-            EventStore::Postgres(store) => {
-                execute_on(store, &self.services, order_id, command, expected_sequence, event_metadata).await
+            EventStore::Postgres(repo) => {
+                execute_on(repo, &self.services, order_id, command, expected_sequence, event_metadata).await
             }
-            EventStore::Sqlite(store) => {
-                execute_on(store, &self.services, order_id, command, expected_sequence, event_metadata).await
+            EventStore::Sqlite(repo) => {
+                execute_on(repo, &self.services, order_id, command, expected_sequence, event_metadata).await
             }
         }?;
         self.committed.notify_waiters();
@@ -93,11 +104,11 @@ impl Store {
 
     /// Loads the current state of a dispute and the sequence it reflects.
     pub async fn load(&self, order_id: &str) -> Result<(Dispute, u64), ExecuteError> {
-        let context = match &self.events {
-            EventStore::Postgres(store) => store.load_aggregate(order_id).await?,
-            EventStore::Sqlite(store) => store.load_aggregate(order_id).await?,
+        let loaded = match &self.events {
+            EventStore::Postgres(repo) => load(repo, order_id).await?,
+            EventStore::Sqlite(repo) => load(repo, order_id).await?,
         };
-        Ok((context.aggregate, context.current_sequence as u64))
+        Ok((loaded.dispute, loaded.sequence))
     }
 
     fn event_metadata(
@@ -121,23 +132,46 @@ impl Store {
     }
 }
 
+/// A stream as loaded for a command: the folded state, its last sequence and last hash.
+struct Loaded {
+    dispute: Dispute,
+    sequence: u64,
+    /// The `hash` of the last event ([`GENESIS`] for an empty stream) that the next links to.
+    hash: String,
+}
+
+async fn load<R: PersistedEventRepository>(repo: &R, order_id: &str) -> Result<Loaded, ExecuteError> {
+    let stored = repo.get_events::<Dispute>(order_id).await?;
+    let mut loaded = Loaded { dispute: Dispute::default(), sequence: 0, hash: GENESIS.to_string() };
+    for event in stored {
+        let payload =
+            serde_json::from_value(event.payload).map_err(|e| ExecuteError::Store(e.to_string()))?;
+        loaded.dispute.apply(payload);
+        loaded.sequence = event.sequence as u64;
+        // An event without a hash (written before the chain existed) links as an empty hash;
+        // `disputes audit verify` reports it.
+        loaded.hash = event.metadata.get(chain::HASH_KEY).and_then(Value::as_str).unwrap_or("").to_string();
+    }
+    Ok(loaded)
+}
+
 async fn execute_on<R: PersistedEventRepository>(
-    store: &PersistedEventStore<R, Dispute>,
+    repo: &R,
     services: &DisputeServices,
     order_id: &str,
     command: DisputeCommand,
     expected_sequence: Option<u64>,
     metadata: HashMap<String, String>,
 ) -> Result<Outcome, ExecuteError> {
-    let mut context = store.load_aggregate(order_id).await?;
-    let loaded_sequence = context.current_sequence as u64;
+    let mut loaded = load(repo, order_id).await?;
+    let loaded_sequence = loaded.sequence;
     if expected_sequence.is_some_and(|expected| expected != loaded_sequence) {
         return Err(ExecuteError::Conflict);
     }
     let sink = EventSink::default();
-    context.aggregate.handle(command, services, &sink).await?;
+    loaded.dispute.handle(command, services, &sink).await.map_err(AggregateError::UserError)?;
     let events = sink.collect().await;
-    let dispute = &context.aggregate;
+    let dispute = &loaded.dispute;
     let outcome = Outcome {
         dispute_id: order_id.to_string(),
         sequence: loaded_sequence + events.len() as u64,
@@ -147,7 +181,51 @@ async fn execute_on<R: PersistedEventRepository>(
         refunded_total: dispute.refunded_total().expect("an accepted command leaves a registered order"),
     };
     if !events.is_empty() {
-        store.commit(events, context, metadata).await?;
+        let serialized = chained(order_id, loaded_sequence, &loaded.hash, &events, &metadata)?;
+        // A duplicate (order, sequence) is the optimistic lock: another command committed first.
+        repo.persist::<Dispute>(&serialized, None).await?;
     }
     Ok(outcome)
+}
+
+/// The events to commit, each with the command's metadata plus its `prevhash` and `hash`.
+fn chained(
+    order_id: &str,
+    last_sequence: u64,
+    last_hash: &str,
+    events: &[dispute_domain::DisputeEvent],
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<SerializedEvent>, ExecuteError> {
+    let base = serde_json::to_value(metadata).map_err(|e| ExecuteError::Store(e.to_string()))?;
+    let mut prevhash = last_hash.to_string();
+    let mut serialized = Vec::with_capacity(events.len());
+    for (event, sequence) in events.iter().zip(last_sequence + 1..) {
+        let payload = serde_json::to_value(event).map_err(|e| ExecuteError::Store(e.to_string()))?;
+        let (event_type, event_version) = (event.event_type(), event.event_version());
+        let mut metadata = base.clone();
+        let hash = chain::event_hash(
+            &prevhash,
+            &Hashed {
+                order_id,
+                sequence,
+                event_type: &event_type,
+                event_version: &event_version,
+                payload: &payload,
+                metadata: &metadata,
+            },
+        );
+        metadata[chain::PREVHASH_KEY] = Value::String(prevhash);
+        metadata[chain::HASH_KEY] = Value::String(hash.clone());
+        prevhash = hash;
+        serialized.push(SerializedEvent::new(
+            order_id.to_string(),
+            sequence as usize,
+            Dispute::TYPE.to_string(),
+            event_type,
+            event_version,
+            payload,
+            metadata,
+        ));
+    }
+    Ok(serialized)
 }

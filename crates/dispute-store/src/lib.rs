@@ -5,6 +5,7 @@
 //! API crate decides what either looks like on the wire.
 //! Invariant: events are only ever inserted; nothing here updates or deletes one.
 
+pub mod chain;
 mod execute;
 mod idempotency;
 mod log;
@@ -14,8 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::persist::PersistedEventStore;
-use dispute_domain::{Dispute, DisputeServices};
+use dispute_domain::DisputeServices;
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::PgPoolOptions;
@@ -44,9 +44,11 @@ macro_rules! on_pool {
     };
 }
 
+/// The cqrs-es repositories. Commands go through them directly (not through cqrs-es's
+/// `commit`) so that every event gets metadata of its own: its place in the hash chain.
 enum EventStore {
-    Postgres(PersistedEventStore<PostgresEventRepository, Dispute>),
-    Sqlite(PersistedEventStore<SqliteEventRepository, Dispute>),
+    Postgres(PostgresEventRepository),
+    Sqlite(SqliteEventRepository),
 }
 
 /// Where to keep the events.
@@ -115,12 +117,8 @@ impl Store {
             }
         };
         let events = match &backend {
-            Backend::Postgres(pool) => EventStore::Postgres(PersistedEventStore::new_event_store(
-                PostgresEventRepository::new(pool.clone()),
-            )),
-            Backend::Sqlite(pool) => EventStore::Sqlite(PersistedEventStore::new_event_store(
-                SqliteEventRepository::new(pool.clone()),
-            )),
+            Backend::Postgres(pool) => EventStore::Postgres(PostgresEventRepository::new(pool.clone())),
+            Backend::Sqlite(pool) => EventStore::Sqlite(SqliteEventRepository::new(pool.clone())),
         };
         Ok(Arc::new(Self {
             backend,

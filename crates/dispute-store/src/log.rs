@@ -26,6 +26,30 @@ pub struct StoredEvent {
     pub cursor: Cursor,
 }
 
+impl StoredEvent {
+    /// The fields its hash covers (see [`crate::chain`]).
+    pub fn hashed(&self) -> crate::chain::Hashed<'_> {
+        crate::chain::Hashed {
+            order_id: &self.order_id,
+            sequence: self.sequence,
+            event_type: &self.event_type,
+            event_version: &self.event_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+        }
+    }
+
+    /// The stored `hash`, if any.
+    pub fn hash(&self) -> Option<&str> {
+        self.metadata.get(crate::chain::HASH_KEY).and_then(Value::as_str)
+    }
+
+    /// The stored `prevhash`, if any.
+    pub fn prevhash(&self) -> Option<&str> {
+        self.metadata.get(crate::chain::PREVHASH_KEY).and_then(Value::as_str)
+    }
+}
+
 type Row = (String, i64, String, String, String, String, i64, i64);
 
 impl Store {
@@ -90,6 +114,47 @@ impl Store {
             .fetch_all(pool)
             .await?);
         rows.into_iter().map(stored_event).collect()
+    }
+
+    /// Up to `limit` events after `(order_id, sequence)` (from the start when `None`), in
+    /// stream order: by order id, then sequence. For reading the whole log stream by stream.
+    /// The events' cursors are not read (left at zero).
+    pub async fn events_in_stream_order(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let payload = match &self.backend {
+            Backend::Postgres(_) => "payload::text, metadata::text",
+            Backend::Sqlite(_) => "payload, metadata",
+        };
+        let (after_id, after_sequence) = after.unwrap_or(("", 0));
+        let sql = format!(
+            "SELECT aggregate_id, sequence, event_type, event_version, {payload}, CAST(0 AS bigint), CAST(0 AS bigint) \
+             FROM events WHERE aggregate_type = 'dispute' \
+               AND (aggregate_type, aggregate_id, sequence) > ('dispute', $1, $2) \
+             ORDER BY aggregate_type, aggregate_id, sequence LIMIT $3"
+        );
+        let rows: Vec<Row> = on_pool!(&self.backend, pool => sqlx::query_as(&sql)
+            .bind(after_id)
+            .bind(after_sequence as i64)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(stored_event).collect()
+    }
+
+    /// Every event of one order, in sequence order.
+    pub async fn whole_stream(&self, order_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        self.stream_events(order_id, 1, i64::MAX as u64).await
+    }
+
+    /// How many events the log holds.
+    pub async fn count_events(&self) -> Result<u64, StoreError> {
+        let count: i64 = on_pool!(&self.backend, pool => sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(pool)
+            .await?);
+        Ok(count as u64)
     }
 
     /// The cursor a relay named `name` has published up to (the start when new).

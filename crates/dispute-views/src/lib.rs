@@ -13,7 +13,7 @@ mod runner;
 pub use model::{Deadlines, DisputeView};
 pub use projector::{Incoming, Projector, ViewTables};
 pub use queries::{MerchantPage, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry, Views};
-pub use rebuild::{ViewName, rebuild};
+pub use rebuild::{ViewName, build_aside, drop_aside, rebuild};
 pub use runner::{run_local, run_nats};
 
 #[derive(Debug, thiserror::Error)]

@@ -47,18 +47,36 @@ pub async fn rebuild(
 ) -> Result<u64, ViewError> {
     let live = ViewTables::live();
     let next = ViewTables::next();
-    create_next_tables(&store, &live, &next).await?;
-    let total: i64 = on_pool!(store.backend(), pool => sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(pool)
-        .await?);
-    let aside = Projector::with_tables(store.clone(), &next);
-    let (done, cursor) =
-        replay(&store, &aside, Cursor::default(), |done| progress(done, total as u64)).await?;
+    let (done, cursor) = build_aside(&store, &next, &mut progress).await?;
     swap(&store, views, &live, &next).await?;
     // What committed during the build, applied to the tables now live.
     let live_projector = Projector::new(store.clone());
     replay(&store, &live_projector, cursor, |_| {}).await?;
     Ok(done)
+}
+
+/// Fills fresh `aside` tables, shaped like the live ones, from the whole log, leaving the
+/// live views alone. Returns the events replayed and the cursor the build stopped at.
+pub async fn build_aside(
+    store: &Arc<Store>,
+    aside: &ViewTables,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(u64, Cursor), ViewError> {
+    create_next_tables(store, &ViewTables::live(), aside).await?;
+    let total = store.count_events().await?;
+    let projector = Projector::with_tables(store.clone(), aside);
+    replay(store, &projector, Cursor::default(), |done| progress(done, total)).await
+}
+
+/// Drops tables made by [`build_aside`].
+pub async fn drop_aside(store: &Store, aside: &ViewTables) -> Result<(), ViewError> {
+    for table in [&aside.disputes, &aside.timeline] {
+        on_pool!(store.backend(), pool => sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+    }
+    Ok(())
 }
 
 async fn replay(

@@ -1,6 +1,7 @@
 //! `disputes`: the refund-dispute service's one binary. Parses configuration, connects, and
 //! hands over to the library crates; nothing here decides a rule or an HTTP answer.
 
+mod audit;
 mod bench;
 mod config;
 mod timer_bench;
@@ -39,6 +40,11 @@ enum Command {
     },
     /// Drive realistic dispute lifecycles over HTTP and report rates, latencies and lag.
     Bench(bench::BenchOptions),
+    /// Audit the log: verify hash chains, replay as of an instant, view drift, export.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Work on the views.
     Projections {
         #[command(subcommand)]
@@ -81,6 +87,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    if let Command::Audit { command } = cli.command {
+        let settings = match cli.settings.resolve() {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("disputes: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return runtime.block_on(audit::run(settings, command));
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -106,6 +122,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Projections { command: ProjectionsCommand::Rebuild { view } } => {
             rebuild(settings, view).await
         }
+        Command::Audit { .. } => unreachable!("audit commands run from main with their own exit codes"),
     }
 }
 

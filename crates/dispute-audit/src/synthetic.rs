@@ -1,0 +1,236 @@
+//! Synthetic but valid logs for the audit benchmark (`disputes audit bench`): whole dispute
+//! lifecycles (registered → requested → approved → refund paid), chained exactly as
+//! [`dispute_store::Store::execute`] chains them, inserted in bulk.
+//!
+//! Only for an empty store set aside for measuring: it writes events no command caused.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use cqrs_es::DomainEvent;
+use dispute_domain::{
+    ApprovedBy, DisputeEvent, Evidence, EvidenceKind, Money, OrderFacts, PaymentChannel, RefundKind,
+    RefundReason, expected_arrival,
+};
+use dispute_store::chain::{self, GENESIS, Hashed};
+use dispute_store::{Backend, Store};
+use serde_json::{Value, json};
+
+use crate::AuditError;
+
+/// Events per synthetic order.
+pub const EVENTS_PER_ORDER: u64 = 4;
+
+/// Orders inserted per statement.
+const ORDERS_PER_INSERT: u64 = 2_500;
+
+/// One event row as stored.
+struct Row {
+    order_id: String,
+    sequence: i64,
+    event_type: String,
+    payload: String,
+    metadata: String,
+}
+
+/// The four chained events of synthetic order `n`.
+fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
+    let order_id = format!("bench-{n:08}");
+    let t0 = start + Duration::seconds(n as i64);
+    let amount = Money::new(1_000 + (n % 9_000) as i64, "CNY");
+    let facts = OrderFacts {
+        order_id: order_id.clone(),
+        buyer_id: format!("buyer-{}", n % 10_000),
+        merchant_id: format!("merchant-{}", n % 500),
+        paid_amount: Money::new(20_000, "CNY"),
+        paid_at: t0 - Duration::days(3),
+        category: "books".to_string(),
+        payment_channel: PaymentChannel::Alipay,
+        shipped_at: Some(t0 - Duration::days(2)),
+        delivered_at: Some(t0 - Duration::days(1)),
+    };
+    let paid_at = t0 + Duration::hours(3);
+    let events = [
+        ("system", "order-service", "register_order", t0, DisputeEvent::OrderRegistered { facts }),
+        (
+            "buyer",
+            "buyer",
+            "request",
+            t0 + Duration::hours(1),
+            DisputeEvent::RefundRequested {
+                round: 1,
+                kind: RefundKind::RefundOnly,
+                reason: RefundReason::QualityIssue,
+                amount: amount.clone(),
+                description: "the cover is torn".to_string(),
+                evidence: vec![Evidence {
+                    kind: EvidenceKind::Photo,
+                    uri: format!("https://evidence.example/{order_id}/1.jpg"),
+                    sha256: "a".repeat(64),
+                    note: None,
+                }],
+                merchant_response_due: t0 + Duration::hours(49),
+            },
+        ),
+        (
+            "merchant",
+            "merchant",
+            "merchant_accept",
+            t0 + Duration::hours(2),
+            DisputeEvent::RefundApproved {
+                round: 1,
+                amount: amount.clone(),
+                approved_by: ApprovedBy::Merchant,
+                return_required: false,
+                return_ship_due: None,
+                note: None,
+            },
+        ),
+        (
+            "system",
+            "payments",
+            "refund_paid",
+            paid_at,
+            DisputeEvent::RefundPaid {
+                round: 1,
+                amount,
+                channel: PaymentChannel::Alipay,
+                payment_ref: format!("pay-{order_id}"),
+                paid_at,
+                expected_arrival_by: expected_arrival(PaymentChannel::Alipay, paid_at),
+            },
+        ),
+    ];
+    let mut prevhash = GENESIS.to_string();
+    let mut rows = Vec::with_capacity(events.len());
+    for (sequence, (role, actor, command, time, event)) in (1..).zip(events) {
+        let payload = serde_json::to_value(&event).expect("an event serializes");
+        let mut metadata = json!({
+            "actor_role": role,
+            "actor_id": actor,
+            "command": command,
+            "time": time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "correlation_id": format!("corr-{n}-{sequence}"),
+        });
+        let event_type = event.event_type();
+        let hash = chain::event_hash(
+            &prevhash,
+            &Hashed {
+                order_id: &order_id,
+                sequence,
+                event_type: &event_type,
+                event_version: "1",
+                payload: &payload,
+                metadata: &metadata,
+            },
+        );
+        metadata[chain::PREVHASH_KEY] = Value::String(prevhash);
+        metadata[chain::HASH_KEY] = Value::String(hash.clone());
+        prevhash = hash;
+        rows.push(Row {
+            order_id: order_id.clone(),
+            sequence: sequence as i64,
+            event_type,
+            payload: payload.to_string(),
+            metadata: metadata.to_string(),
+        });
+    }
+    rows
+}
+
+/// Inserts `orders` synthetic lifecycles into an empty store, calling `progress(done, total)`
+/// as events go in. Refuses a store that already holds events.
+pub async fn load_synthetic(
+    store: &Arc<Store>,
+    orders: u64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, AuditError> {
+    if store.count_events().await? > 0 {
+        return Err(AuditError::Event {
+            order_id: String::new(),
+            sequence: 0,
+            reason: "the benchmark loads only into an empty store".to_string(),
+        });
+    }
+    let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("an instant");
+    let total = orders * EVENTS_PER_ORDER;
+    let mut done = 0;
+    let mut first = 0;
+    while first < orders {
+        let last = (first + ORDERS_PER_INSERT).min(orders);
+        let rows: Vec<Row> = (first..last).flat_map(|n| lifecycle(n, start)).collect();
+        insert(store, &rows).await?;
+        done += rows.len() as u64;
+        progress(done, total);
+        first = last;
+    }
+    if let Backend::Postgres(pool) = store.backend() {
+        sqlx::query("ANALYZE events").execute(pool).await?;
+    }
+    Ok(done)
+}
+
+async fn insert(store: &Store, rows: &[Row]) -> Result<(), AuditError> {
+    match store.backend() {
+        Backend::Postgres(pool) => {
+            let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT 'dispute', id, seq, typ, '1', payload::jsonb, metadata::jsonb \
+                 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
+                   AS t(id, seq, typ, payload, metadata)",
+            )
+            .bind(column(|r| r.order_id.clone()))
+            .bind(rows.iter().map(|r| r.sequence).collect::<Vec<i64>>())
+            .bind(column(|r| r.event_type.clone()))
+            .bind(column(|r| r.payload.clone()))
+            .bind(column(|r| r.metadata.clone()))
+            .execute(pool)
+            .await?;
+        }
+        Backend::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            for row in rows {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                     VALUES ('dispute', $1, $2, $3, '1', $4, $5)",
+                )
+                .bind(&row.order_id)
+                .bind(row.sequence)
+                .bind(&row.event_type)
+                .bind(&row.payload)
+                .bind(&row.metadata)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use dispute_store::StoredEvent;
+
+    use super::*;
+
+    #[test]
+    fn a_synthetic_lifecycle_is_chained_and_replays_to_refunded() {
+        let events: Vec<StoredEvent> = lifecycle(7, Utc::now())
+            .into_iter()
+            .map(|row| StoredEvent {
+                order_id: row.order_id,
+                sequence: row.sequence as u64,
+                event_type: row.event_type,
+                event_version: "1".to_string(),
+                payload: serde_json::from_str(&row.payload).unwrap(),
+                metadata: serde_json::from_str(&row.metadata).unwrap(),
+                cursor: Default::default(),
+            })
+            .collect();
+        assert_eq!(chain::verify_stream(events.iter().map(StoredEvent::hashed)), vec![]);
+        let replayed = crate::replay(&events, None).unwrap().unwrap();
+        assert_eq!(replayed.state.status(), dispute_domain::Status::Refunded);
+    }
+}

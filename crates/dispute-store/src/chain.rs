@@ -1,0 +1,393 @@
+//! The hash chain over each order's stream: the canonical bytes of an event, its hash, and
+//! the check of a stream's chain. Pure: no I/O, so the same code runs on commit, in
+//! `disputes audit verify` and in the tests. `docs/audit.md` describes the form for outside
+//! auditors.
+//!
+//! An event's hash is `SHA-256(canonical JSON of [prevhash, order_id, sequence, event_type,
+//! event_version, payload, metadata])` in lowercase hex, where `metadata` leaves out its own
+//! `hash` and `prevhash` keys and `prevhash` is the hash of the stream's previous event
+//! ([`GENESIS`] for the first). The canonical JSON has object keys sorted by their UTF-8
+//! bytes, no whitespace, strings escaped as JSON requires (`\"`, `\\`, `\b`, `\f`, `\n`,
+//! `\r`, `\t`, other control characters as `\u00xx`) and everything else verbatim UTF-8, and
+//! integers in decimal.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The `prevhash` of a stream's first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Metadata keys that carry the chain itself and so are not hashed.
+pub const HASH_KEY: &str = "hash";
+pub const PREVHASH_KEY: &str = "prevhash";
+
+/// The fields of one stored event that the hash covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Hashed<'a> {
+    pub order_id: &'a str,
+    pub sequence: u64,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub payload: &'a Value,
+    /// The stored metadata; its `hash` and `prevhash` keys are skipped.
+    pub metadata: &'a Value,
+}
+
+/// The canonical bytes the hash of `event` is computed over, given the previous hash.
+pub fn canonical_bytes(prevhash: &str, event: &Hashed<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.push(b'[');
+    write_str(&mut out, prevhash);
+    out.push(b',');
+    write_str(&mut out, event.order_id);
+    out.push(b',');
+    out.extend_from_slice(event.sequence.to_string().as_bytes());
+    out.push(b',');
+    write_str(&mut out, event.event_type);
+    out.push(b',');
+    write_str(&mut out, event.event_version);
+    out.push(b',');
+    write_canonical(&mut out, event.payload, &[]);
+    out.push(b',');
+    write_canonical(&mut out, event.metadata, &[HASH_KEY, PREVHASH_KEY]);
+    out.push(b']');
+    out
+}
+
+/// The hash of `event` chained to `prevhash`, lowercase hex.
+pub fn event_hash(prevhash: &str, event: &Hashed<'_>) -> String {
+    hex(&Sha256::digest(canonical_bytes(prevhash, event)))
+}
+
+/// Writes `value` canonically; `skip` names top-level object keys to leave out.
+fn write_canonical(out: &mut Vec<u8>, value: &Value, skip: &[&str]) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item, &[]);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> =
+                map.iter().filter(|(k, _)| !skip.contains(&k.as_str())).collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_canonical(out, item, &[]);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// A JSON string: `"`, `\` and control characters escaped, everything else verbatim UTF-8.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(DIGITS[(b >> 4) as usize]);
+            out.push(DIGITS[(b & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[(b >> 4) as usize] as char);
+        text.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    text
+}
+
+/// Why a stream's chain is broken at one sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakKind {
+    /// The event's content (payload, metadata, type, version, order or sequence) no longer
+    /// matches its stored hash: altered, or moved to another place in the stream.
+    Altered,
+    /// The event's `prevhash` is not the previous event's hash: an event before it was removed
+    /// or replaced, or events were reordered.
+    Unlinked,
+    /// Sequences before this one are missing (the stream must count 1, 2, 3, …).
+    Missing { from: u64 },
+    /// The event carries no `hash` or `prevhash`.
+    Unhashed,
+    /// The stream ends before a sequence on record elsewhere (published on JetStream, or in a
+    /// saved heads file): its last events, from this sequence on, were removed.
+    Truncated { recorded: u64 },
+    /// The copy of this event on record elsewhere has another hash.
+    DiffersFromRecord,
+}
+
+/// One place where a stream's chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub order_id: String,
+    pub sequence: u64,
+    pub kind: BreakKind,
+}
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (order, seq) = (&self.order_id, self.sequence);
+        match &self.kind {
+            BreakKind::Altered => write!(f, "{order} sequence {seq}: content does not match its hash"),
+            BreakKind::Unlinked => {
+                write!(f, "{order} sequence {seq}: prevhash is not the previous event's hash")
+            }
+            BreakKind::Missing { from } => {
+                write!(f, "{order} sequence {seq}: sequences {from}..{} are missing", seq - 1)
+            }
+            BreakKind::Unhashed => write!(f, "{order} sequence {seq}: no hash stored"),
+            BreakKind::Truncated { recorded } => write!(
+                f,
+                "{order} sequence {seq}: missing from the log (the stream ends at {}, sequence {recorded} is on record)",
+                seq - 1
+            ),
+            BreakKind::DiffersFromRecord => {
+                write!(f, "{order} sequence {seq}: hash differs from the one on record")
+            }
+        }
+    }
+}
+
+/// Checks one stream's events, given in stored sequence order, and returns every break.
+///
+/// Each event is checked against its own stored hash and linked to the previous event's
+/// stored hash, so one altered event is reported once, at its own sequence, and the events
+/// after it are still checked.
+pub fn verify_stream<'a>(events: impl IntoIterator<Item = Hashed<'a>>) -> Vec<ChainBreak> {
+    let mut breaks = Vec::new();
+    let mut expected_sequence = 1u64;
+    let mut previous: Option<String> = Some(GENESIS.to_string());
+    for event in events {
+        let at = |kind| ChainBreak { order_id: event.order_id.to_string(), sequence: event.sequence, kind };
+        if event.sequence != expected_sequence {
+            breaks.push(at(if event.sequence > expected_sequence {
+                BreakKind::Missing { from: expected_sequence }
+            } else {
+                BreakKind::Altered
+            }));
+        }
+        expected_sequence = event.sequence.max(expected_sequence) + 1;
+        let stored = |key: &str| event.metadata.get(key).and_then(Value::as_str);
+        let (Some(hash), Some(prevhash)) = (stored(HASH_KEY), stored(PREVHASH_KEY)) else {
+            breaks.push(at(BreakKind::Unhashed));
+            previous = None;
+            continue;
+        };
+        if previous.as_deref().is_some_and(|p| p != prevhash) {
+            breaks.push(at(BreakKind::Unlinked));
+        }
+        if event_hash(prevhash, &event) != hash {
+            breaks.push(at(BreakKind::Altered));
+        }
+        previous = Some(hash.to_string());
+    }
+    breaks
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    struct Event {
+        order_id: String,
+        sequence: u64,
+        event_type: String,
+        payload: Value,
+        metadata: Value,
+    }
+
+    impl Event {
+        fn hashed(&self) -> Hashed<'_> {
+            Hashed {
+                order_id: &self.order_id,
+                sequence: self.sequence,
+                event_type: &self.event_type,
+                event_version: "1",
+                payload: &self.payload,
+                metadata: &self.metadata,
+            }
+        }
+    }
+
+    /// A stream of `n` chained events of order `o-1`.
+    fn stream(n: u64) -> Vec<Event> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|sequence| {
+                let mut event = Event {
+                    order_id: "o-1".to_string(),
+                    sequence,
+                    event_type: "EvidenceSubmitted".to_string(),
+                    payload: json!({ "EvidenceSubmitted": { "round": 1, "note": format!("item {sequence}") } }),
+                    metadata: json!({ "actor_id": "b-1", "time": "2026-06-01T08:00:00.000000Z" }),
+                };
+                let hash = event_hash(&prev, &event.hashed());
+                event.metadata["prevhash"] = json!(prev);
+                event.metadata["hash"] = json!(hash);
+                prev = hash;
+                event
+            })
+            .collect()
+    }
+
+    fn verify(events: &[Event]) -> Vec<(u64, BreakKind)> {
+        verify_stream(events.iter().map(Event::hashed)).into_iter().map(|b| (b.sequence, b.kind)).collect()
+    }
+
+    #[test]
+    fn canonical_form_sorts_keys_drops_whitespace_and_skips_the_chain_keys() {
+        let payload = json!({ "b": [1, {"z": null, "a": true}], "a": "é\"\n\u{1}" });
+        let metadata = json!({ "time": "t", "hash": "h", "prevhash": "p", "actor_id": "x" });
+        let event = Hashed {
+            order_id: "o-1",
+            sequence: 12,
+            event_type: "T",
+            event_version: "1",
+            payload: &payload,
+            metadata: &metadata,
+        };
+        let bytes = canonical_bytes(GENESIS, &event);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            format!(
+                "[\"{GENESIS}\",\"o-1\",12,\"T\",\"1\",{{\"a\":\"é\\\"\\n\\u0001\",\"b\":[1,{{\"a\":true,\"z\":null}}]}},{{\"actor_id\":\"x\",\"time\":\"t\"}}]"
+            )
+        );
+    }
+
+    #[test]
+    fn canonical_strings_match_serde_json_escaping() {
+        for text in ["plain", "tab\there", "ctl\u{7}\u{1f}", "quote\"back\\slash", "ünï €𝄞", "del\u{7f}"]
+        {
+            let mut out = Vec::new();
+            write_str(&mut out, text);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(text).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_canonical_bytes() {
+        let events = stream(1);
+        let bytes = canonical_bytes(GENESIS, &events[0].hashed());
+        assert_eq!(events[0].metadata["hash"], json!(hex(&Sha256::digest(&bytes))));
+        assert_eq!(events[0].metadata["hash"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn an_honest_stream_verifies() {
+        assert_eq!(verify(&stream(5)), vec![]);
+    }
+
+    #[test]
+    fn an_altered_payload_is_named_at_its_sequence() {
+        let mut events = stream(5);
+        events[2].payload["EvidenceSubmitted"]["round"] = json!(2);
+        assert_eq!(verify(&events), vec![(3, BreakKind::Altered)]);
+    }
+
+    #[test]
+    fn altered_metadata_is_named_at_its_sequence() {
+        let mut events = stream(5);
+        events[1].metadata["actor_id"] = json!("someone-else");
+        assert_eq!(verify(&events), vec![(2, BreakKind::Altered)]);
+    }
+
+    #[test]
+    fn a_rehashed_alteration_breaks_the_next_link() {
+        let mut events = stream(5);
+        events[1].payload["EvidenceSubmitted"]["round"] = json!(2);
+        let prev = events[1].metadata["prevhash"].as_str().unwrap().to_string();
+        let rehashed = event_hash(&prev, &events[1].hashed());
+        events[1].metadata["hash"] = json!(rehashed);
+        assert_eq!(verify(&events), vec![(3, BreakKind::Unlinked)]);
+    }
+
+    #[test]
+    fn an_event_removed_from_the_middle_is_named() {
+        let mut events = stream(5);
+        events.remove(2);
+        assert_eq!(verify(&events), vec![(4, BreakKind::Missing { from: 3 }), (4, BreakKind::Unlinked)]);
+    }
+
+    #[test]
+    fn renumbered_events_after_a_removal_are_named() {
+        let mut events = stream(5);
+        events.remove(2);
+        for event in &mut events[2..] {
+            event.sequence -= 1;
+        }
+        assert_eq!(
+            verify(&events),
+            vec![(3, BreakKind::Unlinked), (3, BreakKind::Altered), (4, BreakKind::Altered)]
+        );
+    }
+
+    #[test]
+    fn reordered_events_are_named() {
+        let mut events = stream(5);
+        // Swap the contents of sequences 2 and 3, keeping the sequence numbers in place.
+        let (a, b) = events.split_at_mut(2);
+        std::mem::swap(&mut a[1].payload, &mut b[0].payload);
+        std::mem::swap(&mut a[1].metadata, &mut b[0].metadata);
+        assert_eq!(
+            verify(&events),
+            vec![
+                (2, BreakKind::Unlinked),
+                (2, BreakKind::Altered),
+                (3, BreakKind::Unlinked),
+                (3, BreakKind::Altered),
+                (4, BreakKind::Unlinked)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unhashed_event_is_named() {
+        let mut events = stream(2);
+        events[0].metadata.as_object_mut().unwrap().remove("hash");
+        assert_eq!(verify(&events), vec![(1, BreakKind::Unhashed)]);
+    }
+}

@@ -1,0 +1,280 @@
+//! `disputes audit …`: verify the hash chains, replay a dispute as of an instant, report view
+//! drift, export a dispute's record, and the audit benchmark. Exit codes: 0 intact / no
+//! drift, 1 broken / drift found, 2 the audit itself could not run.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use dispute_audit::HeadsRecord;
+use dispute_bus::NatsBus;
+use dispute_domain::{DisputeServices, SystemClock};
+use dispute_store::Store;
+
+use crate::config::Settings;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every stream's hash chain (or one); exit 1 naming each broken stream and sequence.
+    ///
+    /// With NATS_URL, each stream's last event is also compared with its published copy, which
+    /// catches removed last events. Without NATS, `--heads` does the same against a file saved
+    /// by an earlier verify.
+    Verify {
+        /// Check only this order's stream.
+        #[arg(long)]
+        order: Option<String>,
+        /// Compare each stream's head with this heads file (from `--save-heads`).
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// When the log is intact, write every stream's head to this file and print its SHA-256.
+        #[arg(long)]
+        save_heads: Option<PathBuf>,
+    },
+    /// Print the dispute's state (JSON) rebuilt from the log as of an instant.
+    Replay {
+        order_id: String,
+        /// RFC 3339 instant; the latest state when omitted.
+        #[arg(long)]
+        as_of: Option<DateTime<Utc>>,
+    },
+    /// Rebuild every view aside and print each row that differs from the live views; exit 1
+    /// when any differ.
+    Drift,
+    /// Print the dispute's full record (events, hashes, state, views) as one JSON document.
+    Export { order_id: String },
+    /// Load N synthetic events into an EMPTY store, then time verify and replay over them.
+    Bench {
+        /// Events to load (four per order).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
+}
+
+pub async fn run(settings: Settings, command: AuditCommand) -> ExitCode {
+    match run_command(settings, command).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("disputes audit: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_command(settings: Settings, command: AuditCommand) -> Result<ExitCode, String> {
+    let services = DisputeServices::new(Arc::new(SystemClock), settings.policy().map_err(|e| e.to_string())?);
+    let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
+    let result = match command {
+        AuditCommand::Verify { order, heads, save_heads } => {
+            verify(&settings, &store, order.as_deref(), heads, save_heads).await
+        }
+        AuditCommand::Replay { order_id, as_of } => {
+            let events = store.whole_stream(&order_id).await.map_err(|e| e.to_string())?;
+            match dispute_audit::replay(&events, as_of).map_err(|e| e.to_string())? {
+                Some(replayed) => {
+                    print_json(&replayed.to_json());
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(format!("{order_id} has no events (as of that instant)")),
+            }
+        }
+        AuditCommand::Drift => {
+            let mut bar = Progress::new("rebuilding views aside");
+            let rows = dispute_audit::drift(&store, |done, total| bar.show(done, total))
+                .await
+                .map_err(|e| e.to_string())?;
+            bar.finish();
+            let mut stdout = std::io::stdout().lock();
+            for row in &rows {
+                let _ = writeln!(stdout, "{row}");
+            }
+            if rows.is_empty() {
+                eprintln!("no drift: the live views equal the views rebuilt from the log");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{} rows differ", rows.len());
+                Ok(ExitCode::from(1))
+            }
+        }
+        AuditCommand::Export { order_id } => match dispute_audit::export(&store, &order_id).await {
+            Ok(Some(record)) => {
+                print_json(&record);
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(None) => Err(format!("{order_id} has no events")),
+            Err(e) => Err(e.to_string()),
+        },
+        AuditCommand::Bench { events } => bench(&store, events).await,
+    };
+    store.close().await;
+    result
+}
+
+async fn verify(
+    settings: &Settings,
+    store: &Arc<Store>,
+    order: Option<&str>,
+    heads: Option<PathBuf>,
+    save_heads: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    let record = match &heads {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(HeadsRecord::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let mut bar = Progress::new("verifying");
+    let mut report =
+        dispute_audit::verify(store, order, record.as_ref(), |done, total| bar.show(done, total))
+            .await
+            .map_err(|e| e.to_string())?;
+    bar.finish();
+    let elapsed = started.elapsed();
+    let mut compared = Vec::new();
+    if let Some(path) = &heads {
+        compared.push(format!("{} heads in {}", record.as_ref().map_or(0, HeadsRecord::len), path.display()));
+    }
+    if let Some(urls) = &settings.nats_url {
+        let bus = NatsBus::connect(urls, &settings.stream).await.map_err(|e| e.to_string())?;
+        let check = dispute_audit::compare_with_published(&bus, &report.heads, order.is_none())
+            .await
+            .map_err(|e| e.to_string())?;
+        compared.push(format!(
+            "JetStream stream {}: {} heads match, {} not yet published",
+            settings.stream, check.matching, check.unpublished
+        ));
+        report.breaks.extend(check.breaks);
+    }
+    for problem in &report.breaks {
+        println!("broken: {problem}");
+    }
+    eprintln!(
+        "checked {} events in {} streams in {:.1?} ({:.0} events/s)",
+        report.events,
+        report.streams,
+        elapsed,
+        report.events as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    for line in &compared {
+        eprintln!("compared with {line}");
+    }
+    if compared.is_empty() {
+        eprintln!(
+            "not compared with a published or saved copy: removed last events cannot be detected \
+             (configure NATS_URL or pass --heads)"
+        );
+    }
+    if !report.breaks.is_empty() {
+        eprintln!("the log is broken: {} problems", report.breaks.len());
+        return Ok(ExitCode::from(1));
+    }
+    println!("intact: {} events in {} streams", report.events, report.streams);
+    if let Some(path) = save_heads {
+        let text = HeadsRecord::render(&report.heads);
+        std::fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        println!("heads saved to {} (sha256 {hex})", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(store: &Arc<Store>, events: u64) -> Result<ExitCode, String> {
+    let orders = events.div_ceil(dispute_audit::EVENTS_PER_ORDER);
+    let started = Instant::now();
+    let mut bar = Progress::new("loading");
+    let loaded = dispute_audit::load_synthetic(store, orders, |done, total| bar.show(done, total))
+        .await
+        .map_err(|e| e.to_string())?;
+    bar.finish();
+    eprintln!("loaded {loaded} events ({orders} orders) in {:.1?}", started.elapsed());
+
+    let started = Instant::now();
+    let report = dispute_audit::verify(store, None, None, |_, _| {}).await.map_err(|e| e.to_string())?;
+    let verify_time = started.elapsed();
+    if !report.breaks.is_empty() {
+        return Err(format!("the synthetic log does not verify: {}", report.breaks[0]));
+    }
+
+    let started = Instant::now();
+    let mut replayed = 0u64;
+    let mut failure = None;
+    dispute_audit::for_each_stream(
+        store,
+        |_, _| {},
+        |stream| match dispute_audit::replay(stream, None) {
+            Ok(Some(r)) if r.state.status() == dispute_domain::Status::Refunded => replayed += 1,
+            Ok(_) => failure = Some(format!("{} did not replay to refunded", stream[0].order_id)),
+            Err(e) => failure = Some(e.to_string()),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let replay_time = started.elapsed();
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let rate = |d: Duration| report.events as f64 / d.as_secs_f64();
+    println!(
+        "verify: {} events in {} streams in {:.2?}: {:.0} events/s",
+        report.events,
+        report.streams,
+        verify_time,
+        rate(verify_time)
+    );
+    println!(
+        "replay: {} events in {replayed} streams in {:.2?}: {:.0} events/s",
+        report.events,
+        replay_time,
+        rate(replay_time)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints to stdout, ignoring a closed pipe (`disputes audit export … | head`).
+fn print_json(value: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(value).expect("JSON serializes");
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// A progress line on stderr, redrawn with `\r` at most every 200 ms.
+struct Progress {
+    label: &'static str,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn new(label: &'static str) -> Self {
+        Self { label, last: None }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) && done < total {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
+        let filled = (percent / 5) as usize;
+        eprint!(
+            "\r{}: [{}{}] {done}/{total} events ({percent}%)",
+            self.label,
+            "#".repeat(filled),
+            " ".repeat(20 - filled)
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&self) {
+        if self.last.is_some() {
+            eprintln!();
+        }
+    }
+}

@@ -78,17 +78,32 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value, skip: &[&str]) {
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> =
-                map.iter().filter(|(k, _)| !skip.contains(&k.as_str())).collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
+            let mut first = true;
+            let mut member = |out: &mut Vec<u8>, key: &str, item: &Value| {
+                if skip.contains(&key) {
+                    return;
+                }
+                if !first {
                     out.push(b',');
                 }
+                first = false;
                 write_str(out, key);
                 out.push(b':');
                 write_canonical(out, item, &[]);
+            };
+            // serde_json's map is ordered by key already unless its `preserve_order`
+            // feature is on; sort only when it is not.
+            if map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+                for (key, item) in map {
+                    member(out, key, item);
+                }
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                for (key, item) in entries {
+                    member(out, key, item);
+                }
             }
             out.push(b'}');
         }
@@ -99,6 +114,11 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value, skip: &[&str]) {
 fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    if !needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -125,6 +145,22 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any byte is a control character, `"` or `\`: eight bytes at a time.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `x` is below `n` (n <= 0x80).
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * n as u64) & !x & HIGHS != 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        if below(x, 0x20) || below(x ^ (ONES * b'"' as u64), 1) || below(x ^ (ONES * b'\\' as u64), 1) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -189,38 +225,75 @@ impl std::fmt::Display for ChainBreak {
     }
 }
 
+/// One event reduced to what linking needs, its own hash already checked. Computing links
+/// is the costly part of a check and may run in parallel; [`verify_links`] then runs in
+/// stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub order_id: String,
+    pub sequence: u64,
+    /// The stored `hash` and `prevhash`; `None` when missing.
+    pub hash: Option<String>,
+    pub prevhash: Option<String>,
+    /// The content still hashes to the stored `hash`.
+    pub content_intact: bool,
+}
+
+impl Link {
+    pub fn of(event: &Hashed<'_>) -> Self {
+        let stored = |key: &str| event.metadata.get(key).and_then(Value::as_str);
+        let (hash, prevhash) = (stored(HASH_KEY), stored(PREVHASH_KEY));
+        let content_intact = match (hash, prevhash) {
+            (Some(hash), Some(prevhash)) => event_hash(prevhash, event) == hash,
+            _ => false,
+        };
+        Self {
+            order_id: event.order_id.to_string(),
+            sequence: event.sequence,
+            hash: hash.map(str::to_string),
+            prevhash: prevhash.map(str::to_string),
+            content_intact,
+        }
+    }
+}
+
 /// Checks one stream's events, given in stored sequence order, and returns every break.
 ///
 /// Each event is checked against its own stored hash and linked to the previous event's
 /// stored hash, so one altered event is reported once, at its own sequence, and the events
 /// after it are still checked.
 pub fn verify_stream<'a>(events: impl IntoIterator<Item = Hashed<'a>>) -> Vec<ChainBreak> {
+    let links: Vec<Link> = events.into_iter().map(|e| Link::of(&e)).collect();
+    verify_links(&links)
+}
+
+/// [`verify_stream`] over links computed beforehand.
+pub fn verify_links(links: &[Link]) -> Vec<ChainBreak> {
     let mut breaks = Vec::new();
     let mut expected_sequence = 1u64;
-    let mut previous: Option<String> = Some(GENESIS.to_string());
-    for event in events {
-        let at = |kind| ChainBreak { order_id: event.order_id.to_string(), sequence: event.sequence, kind };
-        if event.sequence != expected_sequence {
-            breaks.push(at(if event.sequence > expected_sequence {
+    let mut previous: Option<&str> = Some(GENESIS);
+    for link in links {
+        let at = |kind| ChainBreak { order_id: link.order_id.clone(), sequence: link.sequence, kind };
+        if link.sequence != expected_sequence {
+            breaks.push(at(if link.sequence > expected_sequence {
                 BreakKind::Missing { from: expected_sequence }
             } else {
                 BreakKind::Altered
             }));
         }
-        expected_sequence = event.sequence.max(expected_sequence) + 1;
-        let stored = |key: &str| event.metadata.get(key).and_then(Value::as_str);
-        let (Some(hash), Some(prevhash)) = (stored(HASH_KEY), stored(PREVHASH_KEY)) else {
+        expected_sequence = link.sequence.max(expected_sequence) + 1;
+        let (Some(hash), Some(prevhash)) = (&link.hash, &link.prevhash) else {
             breaks.push(at(BreakKind::Unhashed));
             previous = None;
             continue;
         };
-        if previous.as_deref().is_some_and(|p| p != prevhash) {
+        if previous.is_some_and(|p| p != prevhash) {
             breaks.push(at(BreakKind::Unlinked));
         }
-        if event_hash(prevhash, &event) != hash {
+        if !link.content_intact {
             breaks.push(at(BreakKind::Altered));
         }
-        previous = Some(hash.to_string());
+        previous = Some(hash);
     }
     breaks
 }
@@ -305,6 +378,25 @@ mod tests {
             let mut out = Vec::new();
             write_str(&mut out, text);
             assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(text).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_escape_check_finds_every_byte_that_needs_one_at_any_position() {
+        for len in 0..20 {
+            assert!(!needs_escape("é𝄞 ~/\u{7f}abcdefghijklmnop".as_bytes().get(..len).unwrap_or(b"")));
+            for at in 0..len {
+                for special in [0x00u8, 0x1f, b'"', b'\\', b'\n'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{bytes:?}");
+                }
+                let mut bytes = vec![b'a'; len];
+                for harmless in [0x20u8, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff] {
+                    bytes[at] = harmless;
+                    assert!(!needs_escape(&bytes), "{bytes:?}");
+                }
+            }
         }
     }
 

@@ -24,7 +24,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use execute::{CommandMetadata, ExecuteError, Outcome};
 pub use idempotency::{Claim, StoredResponse};
-pub use log::{Cursor, StoredEvent};
+pub use log::{Cursor, RawEvent, StoredEvent};
 
 /// The database behind the store.
 #[derive(Debug, Clone)]

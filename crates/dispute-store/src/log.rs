@@ -1,7 +1,12 @@
 //! Reading the log in commit order, for the relay and for rebuilds: every committed event
-//! exactly once, never skipping one whose transaction commits late.
+//! exactly once, never skipping one whose transaction commits late. And in stream order,
+//! for audits.
 
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::{Backend, Store, StoreError, on_pool};
 
@@ -27,6 +32,27 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// This event's link in its stream's chain, its own hash checked. Consumes the event, so
+    /// that the order id and the stored hashes move instead of being copied.
+    pub fn into_link(mut self) -> crate::chain::Link {
+        let content_intact = match (self.hash(), self.prevhash()) {
+            (Some(hash), Some(prevhash)) => crate::chain::event_hash(prevhash, &self.hashed()) == hash,
+            _ => false,
+        };
+        let mut take = |key: &str| match self.metadata.as_object_mut().and_then(|m| m.remove(key)) {
+            Some(Value::String(text)) => Some(text),
+            _ => None,
+        };
+        let (hash, prevhash) = (take(crate::chain::HASH_KEY), take(crate::chain::PREVHASH_KEY));
+        crate::chain::Link {
+            order_id: self.order_id,
+            sequence: self.sequence,
+            hash,
+            prevhash,
+            content_intact,
+        }
+    }
+
     /// The fields its hash covers (see [`crate::chain`]).
     pub fn hashed(&self) -> crate::chain::Hashed<'_> {
         crate::chain::Hashed {
@@ -47,6 +73,33 @@ impl StoredEvent {
     /// The stored `prevhash`, if any.
     pub fn prevhash(&self) -> Option<&str> {
         self.metadata.get(crate::chain::PREVHASH_KEY).and_then(Value::as_str)
+    }
+}
+
+/// One event as read, its JSON still text: [`RawEvent::parse`] makes it a [`StoredEvent`].
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub order_id: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+type RawRow = (String, i64, String, String, String, String);
+
+impl From<RawRow> for RawEvent {
+    fn from((order_id, sequence, event_type, event_version, payload, metadata): RawRow) -> Self {
+        Self { order_id, sequence: sequence as u64, event_type, event_version, payload, metadata }
+    }
+}
+
+impl RawEvent {
+    /// Parses the payload and metadata (the cursor is left at zero).
+    pub fn parse(self) -> Result<StoredEvent, StoreError> {
+        let RawEvent { order_id, sequence, event_type, event_version, payload, metadata } = self;
+        stored_event((order_id, sequence as i64, event_type, event_version, payload, metadata, 0, 0))
     }
 }
 
@@ -116,32 +169,48 @@ impl Store {
         rows.into_iter().map(stored_event).collect()
     }
 
-    /// Up to `limit` events after `(order_id, sequence)` (from the start when `None`), in
-    /// stream order: by order id, then sequence. For reading the whole log stream by stream.
-    /// The events' cursors are not read (left at zero).
-    pub async fn events_in_stream_order(
-        &self,
-        after: Option<(&str, u64)>,
-        limit: i64,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let payload = match &self.backend {
-            Backend::Postgres(_) => "payload::text, metadata::text",
-            Backend::Sqlite(_) => "payload, metadata",
-        };
-        let (after_id, after_sequence) = after.unwrap_or(("", 0));
-        let sql = format!(
-            "SELECT aggregate_id, sequence, event_type, event_version, {payload}, CAST(0 AS bigint), CAST(0 AS bigint) \
-             FROM events WHERE aggregate_type = 'dispute' \
-               AND (aggregate_type, aggregate_id, sequence) > ('dispute', $1, $2) \
-             ORDER BY aggregate_type, aggregate_id, sequence LIMIT $3"
-        );
-        let rows: Vec<Row> = on_pool!(&self.backend, pool => sqlx::query_as(&sql)
-            .bind(after_id)
-            .bind(after_sequence as i64)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?);
-        rows.into_iter().map(stored_event).collect()
+    /// Reads the whole log in stream order (by order id, then sequence) with one query and
+    /// hands the events over in batches of `batch`, unparsed, as they arrive: the database
+    /// turns rows into text while the receiver parses and checks the batch before. On
+    /// PostgreSQL the one query reads one consistent snapshot. An error ends the batches.
+    pub fn scan_in_stream_order(
+        self: &Arc<Self>,
+        batch: usize,
+    ) -> mpsc::Receiver<Result<Vec<RawEvent>, StoreError>> {
+        let (tx, rx) = mpsc::channel(8);
+        let store = self.clone();
+        tokio::spawn(async move {
+            let payload = match &store.backend {
+                Backend::Postgres(_) => "payload::text, metadata::text",
+                Backend::Sqlite(_) => "payload, metadata",
+            };
+            let sql = format!(
+                "SELECT aggregate_id, sequence, event_type, event_version, {payload} FROM events \
+                 WHERE aggregate_type = 'dispute' ORDER BY aggregate_type, aggregate_id, sequence"
+            );
+            let result: Result<(), StoreError> = on_pool!(&store.backend, pool => async {
+                let mut rows = sqlx::query_as::<_, RawRow>(&sql).fetch(pool);
+                let mut events = Vec::with_capacity(batch);
+                while let Some(row) = rows.try_next().await? {
+                    events.push(RawEvent::from(row));
+                    if events.len() == batch {
+                        let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !events.is_empty() {
+                    let _ = tx.send(Ok(events)).await;
+                }
+                Ok(())
+            }
+            .await);
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
     }
 
     /// Every event of one order, in sequence order.

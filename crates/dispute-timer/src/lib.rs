@@ -25,7 +25,7 @@ use std::time::Duration;
 use dispute_domain::{
     Action, Actor, Deadline, DisputeCommand, DisputeError, DisputeEvent, Role, TimerChange,
 };
-use dispute_store::{Backend, CommandMetadata, ExecuteError, Store, StoreError, on_pool};
+use dispute_store::{Backend, CommandMetadata, Cursor, ExecuteError, Store, StoreError, on_pool};
 use futures_util::future::join_all;
 use tokio::sync::{Notify, watch};
 
@@ -84,11 +84,13 @@ pub struct DeadlineTimer {
     store: Arc<Store>,
     /// Signalled when tracking recorded a change, so firing looks at the table again.
     tracked: Notify,
+    /// Where tracking has read up to; loaded from the checkpoint on the first pass.
+    cursor: tokio::sync::Mutex<Option<Cursor>>,
 }
 
 impl DeadlineTimer {
     pub fn new(store: Arc<Store>) -> Arc<Self> {
-        Arc::new(Self { store, tracked: Notify::new() })
+        Arc::new(Self { store, tracked: Notify::new(), cursor: tokio::sync::Mutex::new(None) })
     }
 
     /// Tracks the log and fires deadlines until `shutdown` turns true.
@@ -102,7 +104,12 @@ impl DeadlineTimer {
     /// events were read.
     pub async fn track(&self) -> Result<usize, TimerError> {
         let mut read = 0;
-        let mut cursor = self.store.checkpoint(CHECKPOINT).await?;
+        let mut position = self.cursor.lock().await;
+        let mut cursor = match *position {
+            Some(cursor) => cursor,
+            None => self.store.checkpoint(CHECKPOINT).await?,
+        };
+        *position = Some(cursor);
         loop {
             let batch = self.store.events_after(cursor, BATCH).await?;
             let Some(last) = batch.last() else { return Ok(read) };
@@ -130,6 +137,7 @@ impl DeadlineTimer {
             }
             cursor = last.cursor;
             self.store.save_checkpoint(CHECKPOINT, cursor).await?;
+            *position = Some(cursor);
             read += batch.len();
         }
     }

@@ -4,12 +4,13 @@
 //! sequence arrives first) is filled from the event store before the event is applied, so no
 //! event is ever skipped. A batch of events commits in one transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dispute_domain::DisputeEvent;
 use dispute_store::{Backend, Store, StoredEvent, on_pool};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::{DisputeView, ViewError};
@@ -88,23 +89,56 @@ impl Projector {
         Self::with_tables(store, &ViewTables::live())
     }
 
+    /// The statements take their rows as one JSON array each: a batch is three statements
+    /// whatever its size (read and lock the views, insert the timeline, upsert the views).
     pub fn with_tables(store: Arc<Store>, tables: &ViewTables) -> Self {
         let ViewTables { disputes, timeline } = tables;
-        let lock = match store.backend() {
-            Backend::Postgres(_) => " FOR UPDATE",
-            Backend::Sqlite(_) => "",
+        const TIMELINE: &str = "order_id, sequence, event_type, actor_role, actor_id, time, data";
+        const DISPUTE: &str = "order_id, sequence, buyer_id, merchant_id, status, round, reason, outcome, \
+            assignee, currency, requested_minor, refunded_minor, merchant_due_ms, requested_at_ms, \
+            escalated_at_ms, assignment_due_ms, resolved_at_ms, merchant_wins, merchant_losses, view";
+        let (select, timeline_rows, dispute_rows) = match store.backend() {
+            Backend::Postgres(_) => (
+                // Locked in order-id order, so two projectors never deadlock.
+                format!(
+                    "SELECT order_id, sequence, view FROM {disputes} \
+                     WHERE order_id IN (SELECT json_array_elements_text($1::json)) ORDER BY order_id FOR UPDATE"
+                ),
+                format!(
+                    "SELECT {TIMELINE} FROM json_to_recordset($1::json) AS r(order_id text, sequence bigint, \
+                     event_type text, actor_role text, actor_id text, time text, data text)"
+                ),
+                format!(
+                    "SELECT {DISPUTE} FROM json_to_recordset($1::json) AS r(order_id text, sequence bigint, \
+                     buyer_id text, merchant_id text, status text, round integer, reason text, outcome text, \
+                     assignee text, currency text, requested_minor bigint, refunded_minor bigint, \
+                     merchant_due_ms bigint, requested_at_ms bigint, escalated_at_ms bigint, \
+                     assignment_due_ms bigint, resolved_at_ms bigint, merchant_wins integer, \
+                     merchant_losses integer, view text)"
+                ),
+            ),
+            Backend::Sqlite(_) => {
+                let fields = |columns: &str| {
+                    columns.split(", ").map(|c| format!("value ->> '{c}'")).collect::<Vec<_>>().join(", ")
+                };
+                (
+                    format!(
+                        "SELECT order_id, sequence, view FROM {disputes} \
+                         WHERE order_id IN (SELECT value FROM json_each($1)) ORDER BY order_id"
+                    ),
+                    // `WHERE true` tells SQLite's parser that ON CONFLICT is an upsert clause.
+                    format!("SELECT {} FROM json_each($1) WHERE true", fields(TIMELINE)),
+                    format!("SELECT {} FROM json_each($1) WHERE true", fields(DISPUTE)),
+                )
+            }
         };
         Self {
-            select: format!("SELECT sequence, view FROM {disputes} WHERE order_id = $1{lock}"),
+            select,
             insert_timeline: format!(
-                "INSERT INTO {timeline} (order_id, sequence, event_type, actor_role, actor_id, time, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, sequence) DO NOTHING"
+                "INSERT INTO {timeline} ({TIMELINE}) {timeline_rows} ON CONFLICT (order_id, sequence) DO NOTHING"
             ),
             upsert_dispute: format!(
-                "INSERT INTO {disputes} (order_id, sequence, buyer_id, merchant_id, status, round, reason, outcome, \
-                   assignee, currency, requested_minor, refunded_minor, merchant_due_ms, requested_at_ms, \
-                   escalated_at_ms, assignment_due_ms, resolved_at_ms, merchant_wins, merchant_losses, view) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+                "INSERT INTO {disputes} ({DISPUTE}) {dispute_rows} \
                  ON CONFLICT (order_id) DO UPDATE SET sequence = excluded.sequence, status = excluded.status, \
                    round = excluded.round, reason = excluded.reason, outcome = excluded.outcome, \
                    assignee = excluded.assignee, requested_minor = excluded.requested_minor, \
@@ -126,12 +160,16 @@ impl Projector {
 
     /// Applies events of any orders in one transaction, each order's in sequence order, with
     /// any gap before them filled from the event store. Returns how many were new; duplicates
-    /// change nothing. Orders are locked in order-id order, so two projectors never deadlock.
+    /// change nothing.
     pub async fn apply_batch(&self, batch: &[Incoming]) -> Result<usize, ViewError> {
         let mut orders: BTreeMap<&str, Vec<&Incoming>> = BTreeMap::new();
         for incoming in batch {
             orders.entry(&incoming.order_id).or_default().push(incoming);
         }
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        let order_ids = serde_json::to_string(&orders.keys().collect::<Vec<_>>())?;
         let backend = self.store.backend();
         // SQLite: take the write lock up front; upgrading a read transaction fails at once
         // (SQLITE_BUSY) when another connection wrote in between.
@@ -141,109 +179,171 @@ impl Projector {
         };
         on_pool!(backend, pool => {
             let mut tx = pool.begin_with(begin).await?;
-            let mut applied = 0;
-            for (order_id, mut events) in orders {
-                events.sort_by_key(|e| e.sequence);
-                let row: Option<(i64, String)> =
-                    sqlx::query_as(&self.select).bind(order_id).fetch_optional(&mut *tx).await?;
-                let (mut last, mut view) = match row {
-                    Some((last, view)) => (last as u64, Some(serde_json::from_str::<DisputeView>(&view)?)),
+            let rows: Vec<(String, i64, String)> =
+                sqlx::query_as(&self.select).bind(&order_ids).fetch_all(&mut *tx).await?;
+            let mut current: HashMap<String, (u64, DisputeView)> = HashMap::with_capacity(rows.len());
+            for (order_id, sequence, view) in rows {
+                current.insert(order_id, (sequence as u64, serde_json::from_str(&view)?));
+            }
+            let mut changes = Changes::default();
+            for (order_id, events) in orders {
+                let (last, view) = match current.remove(order_id) {
+                    Some((last, view)) => (last, Some(view)),
                     None => (0, None),
                 };
-                let reflected = last;
-                for incoming in events {
-                    if incoming.sequence <= last {
-                        continue;
-                    }
-                    let mut pending = Vec::new();
-                    if incoming.sequence > last + 1 {
-                        let missing = self.store.stream_events(order_id, last + 1, incoming.sequence - 1).await?;
-                        if missing.len() as u64 != incoming.sequence - 1 - last {
-                            return Err(ViewError::Gap { order_id: order_id.to_string(), sequence: incoming.sequence });
-                        }
-                        pending.extend(missing.iter().map(Incoming::from));
-                    }
-                    pending.push(incoming.clone());
-                    for event in &pending {
-                        let domain_event: DisputeEvent = serde_json::from_value(event.payload.clone())?;
-                        let time = parse_time(&event.time);
-                        match &mut view {
-                            Some(view) => view.apply(event.sequence, time, &domain_event),
-                            None => {
-                                view = DisputeView::registered(&event.order_id, event.sequence, &domain_event);
-                                if view.is_none() {
-                                    return Err(ViewError::NotRegisteredFirst(event.order_id.clone()));
-                                }
-                            }
-                        }
-                        sqlx::query(&self.insert_timeline)
-                        .bind(&event.order_id)
-                        .bind(event.sequence as i64)
-                        .bind(&event.event_type)
-                        .bind(&event.actor_role)
-                        .bind(&event.actor_id)
-                        .bind(&event.time)
-                        .bind(domain_event_data(&event.payload))
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    last = incoming.sequence;
-                    applied += 1;
-                }
-                if last == reflected {
-                    continue;
-                }
-                let view = view.expect("a view exists after applying an event");
-                let row = ViewRow::from(&view);
+                changes.fold(&self.store, order_id, last, view, events).await?;
+            }
+            if !changes.timeline.is_empty() {
+                sqlx::query(&self.insert_timeline)
+                    .bind(serde_json::to_string(&changes.timeline)?)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(&self.upsert_dispute)
-                .bind(&view.dispute_id)
-                .bind(view.sequence as i64)
-                .bind(&view.buyer_id)
-                .bind(&view.merchant_id)
-                .bind(view.status.as_str())
-                .bind(view.round as i32)
-                .bind(row.reason)
-                .bind(row.outcome)
-                .bind(&view.assignee)
-                .bind(&view.paid_amount.currency)
-                .bind(view.requested_total.amount_minor)
-                .bind(view.refunded_total.amount_minor)
-                .bind(row.merchant_due_ms)
-                .bind(view.requested_at.map(|t| t.timestamp_millis()))
-                .bind(view.escalated_at.map(|t| t.timestamp_millis()))
-                .bind(view.deadlines.assignment_due.map(|t| t.timestamp_millis()))
-                .bind(view.resolved_at.map(|t| t.timestamp_millis()))
-                .bind(view.merchant_wins as i32)
-                .bind(view.merchant_losses as i32)
-                .bind(serde_json::to_string(&view)?)
-                .execute(&mut *tx)
-                .await?;
+                    .bind(serde_json::to_string(&changes.disputes)?)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             self.store.projected().notify_waiters();
-            Ok(applied)
+            Ok(changes.applied)
         })
     }
 }
 
-/// The columns derived from a view for filtering and sorting.
-struct ViewRow {
-    reason: Option<String>,
-    outcome: Option<String>,
-    merchant_due_ms: i64,
+/// What a batch writes: the new timeline entries and the changed views.
+#[derive(Default)]
+struct Changes {
+    timeline: Vec<TimelineRow>,
+    disputes: Vec<DisputeRow>,
+    /// Events of the batch that were new.
+    applied: usize,
 }
 
-impl From<&DisputeView> for ViewRow {
-    fn from(view: &DisputeView) -> Self {
+impl Changes {
+    /// Folds one order's incoming events into its view (reflecting `last`), filling gaps from
+    /// the event store.
+    async fn fold(
+        &mut self,
+        store: &Store,
+        order_id: &str,
+        mut last: u64,
+        mut view: Option<DisputeView>,
+        mut events: Vec<&Incoming>,
+    ) -> Result<(), ViewError> {
+        events.sort_by_key(|e| e.sequence);
+        let reflected = last;
+        for incoming in events {
+            if incoming.sequence <= last {
+                continue;
+            }
+            let mut missing = Vec::new();
+            if incoming.sequence > last + 1 {
+                missing = store.stream_events(order_id, last + 1, incoming.sequence - 1).await?;
+                if missing.len() as u64 != incoming.sequence - 1 - last {
+                    return Err(ViewError::Gap {
+                        order_id: order_id.to_string(),
+                        sequence: incoming.sequence,
+                    });
+                }
+            }
+            let missing: Vec<Incoming> = missing.iter().map(Incoming::from).collect();
+            for event in missing.iter().chain([incoming]) {
+                let domain_event: DisputeEvent = serde_json::from_value(event.payload.clone())?;
+                match &mut view {
+                    Some(view) => view.apply(event.sequence, parse_time(&event.time), &domain_event),
+                    None => {
+                        view = DisputeView::registered(&event.order_id, event.sequence, &domain_event);
+                        if view.is_none() {
+                            return Err(ViewError::NotRegisteredFirst(event.order_id.clone()));
+                        }
+                    }
+                }
+                self.timeline.push(TimelineRow {
+                    order_id: event.order_id.clone(),
+                    sequence: event.sequence as i64,
+                    event_type: event.event_type.clone(),
+                    actor_role: event.actor_role.clone(),
+                    actor_id: event.actor_id.clone(),
+                    time: event.time.clone(),
+                    data: domain_event_data(&event.payload),
+                });
+            }
+            last = incoming.sequence;
+            self.applied += 1;
+        }
+        if last > reflected {
+            let view = view.expect("a view exists after applying an event");
+            self.disputes.push(DisputeRow::new(&view)?);
+        }
+        Ok(())
+    }
+}
+
+/// One `view_timeline` row.
+#[derive(Serialize)]
+struct TimelineRow {
+    order_id: String,
+    sequence: i64,
+    event_type: String,
+    actor_role: String,
+    actor_id: String,
+    time: String,
+    data: String,
+}
+
+/// One `view_disputes` row: the view and the columns derived from it for filtering and sorting.
+#[derive(Serialize)]
+struct DisputeRow {
+    order_id: String,
+    sequence: i64,
+    buyer_id: String,
+    merchant_id: String,
+    status: &'static str,
+    round: i32,
+    reason: Option<String>,
+    outcome: Option<String>,
+    assignee: Option<String>,
+    currency: String,
+    requested_minor: i64,
+    refunded_minor: i64,
+    merchant_due_ms: i64,
+    requested_at_ms: Option<i64>,
+    escalated_at_ms: Option<i64>,
+    assignment_due_ms: Option<i64>,
+    resolved_at_ms: Option<i64>,
+    merchant_wins: i32,
+    merchant_losses: i32,
+    view: String,
+}
+
+impl DisputeRow {
+    fn new(view: &DisputeView) -> Result<Self, ViewError> {
         let text = |v: Value| v.as_str().map(str::to_string);
-        Self {
+        Ok(Self {
+            order_id: view.dispute_id.clone(),
+            sequence: view.sequence as i64,
+            buyer_id: view.buyer_id.clone(),
+            merchant_id: view.merchant_id.clone(),
+            status: view.status.as_str(),
+            round: view.round as i32,
             reason: view.reason.and_then(|r| text(serde_json::to_value(r).ok()?)),
             outcome: view.outcome.and_then(|o| text(serde_json::to_value(o).ok()?)),
+            assignee: view.assignee.clone(),
+            currency: view.paid_amount.currency.clone(),
+            requested_minor: view.requested_total.amount_minor,
+            refunded_minor: view.refunded_total.amount_minor,
             merchant_due_ms: view
                 .deadlines
                 .merchant_next(view.status)
                 .map_or(i64::MAX, |t| t.timestamp_millis()),
-        }
+            requested_at_ms: view.requested_at.map(|t| t.timestamp_millis()),
+            escalated_at_ms: view.escalated_at.map(|t| t.timestamp_millis()),
+            assignment_due_ms: view.deadlines.assignment_due.map(|t| t.timestamp_millis()),
+            resolved_at_ms: view.resolved_at.map(|t| t.timestamp_millis()),
+            merchant_wins: view.merchant_wins as i32,
+            merchant_losses: view.merchant_losses as i32,
+            view: serde_json::to_string(view)?,
+        })
     }
 }
 

@@ -596,3 +596,80 @@ async fn two_instances_on_one_database_and_one_nats_give_each_deadline_one_effec
         assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
     }
 }
+
+/// The figures `disputes bench --json` promises on its last stdout line.
+const BENCH_KEYS: [&str; 7] = [
+    "commands_per_s",
+    "command_p50_ms",
+    "command_p99_ms",
+    "command_p999_ms",
+    "lag_p50_ms",
+    "lag_p99_ms",
+    "errors",
+];
+
+/// Runs `disputes bench ARGS --json` and returns its last stdout line, parsed.
+fn bench_figures(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let output = disputes(cwd, env, &[&["bench", "--json"], args].concat())
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "disputes bench failed: {}\n{stderr}", output.status);
+    let last = stdout.lines().last().unwrap_or_else(|| panic!("no stdout; stderr:\n{stderr}"));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"))
+}
+
+fn assert_clean_figures(figures: &Value) {
+    for key in BENCH_KEYS {
+        assert!(figures[key].is_number(), "{key} is a number in {figures}");
+    }
+    assert_eq!(figures["errors"], 0, "{figures}");
+    assert!(figures["commands"].as_u64().unwrap_or_default() >= 2, "whole lifecycles ran: {figures}");
+}
+
+#[tokio::test]
+async fn bench_prints_every_figure_on_the_embedded_default_without_errors() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let env = [("DISPUTES_DATA_DIR", data.path().to_str().expect("a UTF-8 path"))];
+    let figures = bench_figures(cwd.path(), &env, &["--duration", "2s", "--concurrency", "4"]);
+    assert_clean_figures(&figures);
+}
+
+#[tokio::test]
+async fn bench_prints_every_figure_on_postgres_and_nats_without_errors_also_held_to_a_rate() {
+    let db = TestDatabase::create().await;
+    let cwd = TempDir::new();
+    let stream = unique_stream();
+    let nats = nats_url();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("NATS_URL", nats.as_str()),
+        ("DISPUTES_STREAM", stream.as_str()),
+        ("DISPUTES_JWT_SECRET", SECRET),
+    ];
+    let figures = bench_figures(cwd.path(), &env, &["--duration", "2s", "--concurrency", "4"]);
+    assert_clean_figures(&figures);
+    let held = bench_figures(cwd.path(), &env, &["--duration", "2s", "--concurrency", "4", "--rate", "40"]);
+    assert_clean_figures(&held);
+    assert_eq!(held["rate"], 40.0, "{held}");
+}
+
+#[tokio::test]
+async fn bench_refuses_a_rate_that_is_not_positive() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let env = [("DISPUTES_DATA_DIR", data.path().to_str().expect("a UTF-8 path"))];
+    for rate in ["0", "-5"] {
+        let flag = format!("--rate={rate}");
+        let output = disputes(cwd.path(), &env, &["bench", "--duration", "1s", &flag])
+            .stdin(Stdio::null())
+            .output()
+            .expect("disputes bench runs");
+        assert!(!output.status.success(), "--rate {rate} is refused");
+        assert!(output.stdout.is_empty(), "no figures for --rate {rate}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--rate"), "the error names --rate");
+    }
+}

@@ -27,6 +27,10 @@ pub struct BenchOptions {
     /// Lifecycles driven at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Hold the load to this many commands per second in all (spread evenly over the
+    /// lifecycles), instead of as fast as the service answers.
+    #[arg(long, value_name = "COMMANDS_PER_S")]
+    rate: Option<f64>,
     /// Measure projection lag after every Nth lifecycle (0: never).
     #[arg(long, default_value_t = 1)]
     lag_every: u64,
@@ -104,8 +108,16 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
     let duration = options.duration.to_std().map_err(|e| e.to_string())?;
     let started = Instant::now();
     let until = started + duration;
+    if options.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
+        return Err("--rate must be a positive number of commands per second".to_string());
+    }
+    // Each lifecycle sends its commands on a schedule of its own; together they make the rate.
+    let interval = options.rate.map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate));
     let workers: Vec<_> = (0..options.concurrency)
-        .map(|worker| tokio::spawn(drive(load.clone(), worker, until, options.lag_every)))
+        .map(|worker| {
+            let pace = interval.map(|every| Pace::new(started, every, worker, options.concurrency));
+            tokio::spawn(drive(load.clone(), worker, until, options.lag_every, pace))
+        })
         .collect();
     let progress = tokio::spawn(report_progress(load.clone(), started, duration));
     let mut samples = Samples::default();
@@ -136,6 +148,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
         "commands": samples.commands.len(),
         "lag_samples": samples.lags.len(),
         "concurrency": options.concurrency,
+        "rate": options.rate,
         "seconds": (elapsed * 10.0).round() / 10.0,
     });
     eprintln!(
@@ -182,13 +195,38 @@ async fn report_progress(load: Arc<Load>, started: Instant, duration: Duration) 
     }
 }
 
+/// When a worker held to a rate sends its next command: every `every`, its first slot offset
+/// from the other workers' so that the commands spread evenly. A worker that falls behind
+/// sends at once; its latency then counts from the send, not from the missed slot.
+struct Pace {
+    next: Instant,
+    every: Duration,
+}
+
+impl Pace {
+    fn new(started: Instant, every: Duration, worker: usize, workers: usize) -> Self {
+        Self { next: started + every.mul_f64(worker as f64 / workers as f64), every }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep_until(self.next.into()).await;
+        self.next += self.every;
+    }
+}
+
 /// One worker: whole lifecycles, one after another, until `until`.
-async fn drive(load: Arc<Load>, worker: usize, until: Instant, lag_every: u64) -> Samples {
+async fn drive(
+    load: Arc<Load>,
+    worker: usize,
+    until: Instant,
+    lag_every: u64,
+    mut pace: Option<Pace>,
+) -> Samples {
     let mut samples = Samples::default();
     let mut n = 0u64;
     while Instant::now() < until {
         let id = format!("bench-{}-{worker}-{n}", load.run);
-        match lifecycle(&load, &id, n, &mut samples).await {
+        match lifecycle(&load, &id, n, &mut samples, pace.as_mut()).await {
             Ok(sequence) if lag_every > 0 && n % lag_every == 0 => {
                 let started = Instant::now();
                 let url = format!("{}/v1/disputes/{id}", load.base);
@@ -220,7 +258,13 @@ async fn drive(load: Arc<Load>, worker: usize, until: Instant, lag_every: u64) -
 }
 
 /// Register, request, then one of three paths to a paid refund. Returns the last sequence.
-async fn lifecycle(load: &Load, id: &str, n: u64, samples: &mut Samples) -> Result<u64, String> {
+async fn lifecycle(
+    load: &Load,
+    id: &str,
+    n: u64,
+    samples: &mut Samples,
+    mut pace: Option<&mut Pace>,
+) -> Result<u64, String> {
     let now = Utc::now();
     let amount = |minor: i64| json!({ "amount_minor": minor, "currency": "CNY" });
     let order = json!({
@@ -286,6 +330,9 @@ async fn lifecycle(load: &Load, id: &str, n: u64, samples: &mut Samples) -> Resu
         } else {
             format!("{}/v1/disputes/{id}/{command}", load.base)
         };
+        if let Some(pace) = pace.as_deref_mut() {
+            pace.wait().await;
+        }
         let started = Instant::now();
         let response = load
             .client

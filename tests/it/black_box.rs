@@ -673,3 +673,28 @@ async fn bench_refuses_a_rate_that_is_not_positive() {
         assert!(String::from_utf8_lossy(&output.stderr).contains("--rate"), "the error names --rate");
     }
 }
+
+#[tokio::test]
+async fn bench_preload_fills_an_empty_store_with_settled_disputes_that_verify_and_refuses_a_second_time() {
+    let db = TestDatabase::create().await;
+    let cwd = TempDir::new();
+    let env = [("DATABASE_URL", db.url.as_str()), ("DISPUTES_JWT_SECRET", SECRET)];
+    let run = |args: &[&str]| {
+        disputes(cwd.path(), &env, args).stdin(Stdio::null()).output().expect("disputes runs")
+    };
+    let output = run(&["bench", "--preload", "25"]);
+    assert!(output.status.success(), "preload: {}", String::from_utf8_lossy(&output.stderr));
+    let output = run(&["audit", "verify"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "verify: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("intact: 100 events in 25 streams"), "{stdout}");
+
+    let output = run(&["bench", "--preload", "25"]);
+    assert!(!output.status.success(), "a store with events is refused");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("empty store"));
+    let output = run(&["audit", "verify"]);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("intact: 100 events in 25 streams"),
+        "nothing added"
+    );
+}

@@ -94,7 +94,8 @@ impl Relay {
         self.bus.ensure_stream().await?;
         let mut cursor = self.store.checkpoint(&self.name).await?;
         tracing::info!(stream = self.bus.stream_name(), "relay publishing");
-        loop {
+        // A backlog is published batch by batch; a stop is honoured between batches.
+        while !*shutdown.borrow() {
             let committed = self.store.committed().notified();
             tokio::pin!(committed);
             committed.as_mut().enable();
@@ -121,6 +122,7 @@ impl Relay {
                 _ = shutdown.changed() => return Ok(()),
             }
         }
+        Ok(())
     }
 }
 

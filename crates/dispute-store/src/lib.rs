@@ -91,6 +91,9 @@ impl Store {
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(10))
+                    // No ping before each use: a round trip per statement. A broken
+                    // connection fails its statement instead, and the caller retries.
+                    .test_before_acquire(false)
                     .connect(url)
                     .await
                     .map_err(StoreError::Connect)?;

@@ -110,14 +110,16 @@ impl Store {
     ///
     /// PostgreSQL assigns transaction ids at first write and commits them in any order, so
     /// only transactions older than the oldest still running (`pg_snapshot_xmin`) are read:
-    /// a transaction that commits late is read later, never skipped.
+    /// a transaction that commits late is read later, never skipped. The row comparison
+    /// starts the index scan at the cursor (an `OR` of the two columns would scan the index
+    /// from the log's beginning on every call).
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let rows: Vec<Row> = match &self.backend {
             Backend::Postgres(pool) => sqlx::query_as(
                 "SELECT aggregate_id, sequence, event_type, event_version, payload::text, metadata::text, \
                             xid::text::bigint, position \
                      FROM events \
-                     WHERE (xid > $1::text::xid8 OR (xid = $1::text::xid8 AND position > $2)) \
+                     WHERE (xid, position) > ($1::text::xid8, $2) \
                        AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
                      ORDER BY xid, position LIMIT $3",
             )

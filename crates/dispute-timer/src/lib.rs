@@ -325,7 +325,12 @@ impl DeadlineTimer {
             let committed = self.store.committed().notified();
             tokio::pin!(committed);
             committed.as_mut().enable();
-            let pause = match self.track().await {
+            // Cancelling a pass is safe: each batch's records and checkpoint are idempotent.
+            let tracked = tokio::select! {
+                tracked = self.track() => tracked,
+                _ = shutdown.changed() => return,
+            };
+            let pause = match tracked {
                 Ok(_) => Duration::from_millis(250),
                 Err(e) => {
                     tracing::warn!(error = %e, "deadline tracking interrupted; retrying");

@@ -37,7 +37,8 @@ async fn project_log(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ViewError> {
     let mut cursor = store.checkpoint(CHECKPOINT).await?;
-    loop {
+    // A backlog is projected batch by batch; a stop is honoured between batches.
+    while !*shutdown.borrow() {
         let committed = store.committed().notified();
         tokio::pin!(committed);
         committed.as_mut().enable();
@@ -55,6 +56,7 @@ async fn project_log(
             _ = shutdown.changed() => return Ok(()),
         }
     }
+    Ok(())
 }
 
 /// Projects from the JetStream stream with a durable consumer and explicit acks: an event is

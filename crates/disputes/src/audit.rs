@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use dispute_audit::HeadsRecord;
 use dispute_bus::NatsBus;
-use dispute_domain::{DisputeServices, SystemClock};
 use dispute_store::Store;
 
 use crate::config::Settings;
@@ -66,8 +65,7 @@ pub async fn run(settings: Settings, command: AuditCommand) -> ExitCode {
 }
 
 async fn run_command(settings: Settings, command: AuditCommand) -> Result<ExitCode, String> {
-    let services = DisputeServices::new(Arc::new(SystemClock), settings.policy().map_err(|e| e.to_string())?);
-    let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
+    let store = settings.open_store().await?;
     let result = match command {
         AuditCommand::Verify { order, heads, save_heads } => {
             verify(&settings, &store, order.as_deref(), heads, save_heads).await

@@ -37,6 +37,11 @@ pub struct BenchOptions {
     /// End with one JSON line of figures on stdout.
     #[arg(long)]
     json: bool,
+    /// Instead of a run: insert N synthetic settled disputes (four chained events each)
+    /// straight into the configured store, which must hold no events, then exit. For
+    /// measuring the service over a large store (`scripts/bench-memory`).
+    #[arg(long, value_name = "N", conflicts_with_all = ["target", "deadlines"])]
+    preload: Option<u64>,
     /// Instead of lifecycles over HTTP: N disputes whose merchant deadlines are all pending at
     /// once, and how late the deadline timer fires them.
     #[arg(long, value_name = "N")]
@@ -65,6 +70,9 @@ struct Load {
 }
 
 pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String> {
+    if let Some(orders) = options.preload {
+        return preload(settings, orders).await;
+    }
     if let Some(count) = options.deadlines {
         return crate::timer_bench::run(settings, count, options.json).await;
     }
@@ -166,6 +174,24 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
     if options.json {
         println!("{figures}");
     }
+    Ok(())
+}
+
+/// `--preload N`: the synthetic lifecycles of the audit benchmark, without the audit.
+async fn preload(settings: Settings, orders: u64) -> Result<(), String> {
+    let store = settings.open_store().await?;
+    let started = Instant::now();
+    let mut shown = started;
+    let events = dispute_audit::load_synthetic(&store, orders, |done, total| {
+        if shown.elapsed() >= Duration::from_secs(1) || done == total {
+            shown = Instant::now();
+            eprint!("\rpreload: {done}/{total} events");
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    store.close().await;
+    eprintln!("\rpreloaded {orders} disputes ({events} events) in {:.1?}", started.elapsed());
     Ok(())
 }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use dispute_domain::Policy;
-use dispute_store::StoreConfig;
+use dispute_domain::{DisputeServices, Policy, SystemClock};
+use dispute_store::{Store, StoreConfig};
 use serde::Deserialize;
 
 /// Settings shared by every subcommand that touches the store or tokens.
@@ -101,6 +101,12 @@ impl Settings {
         let policy = Policy::from_toml(&text)
             .map_err(|source| ConfigError::Policy { path: path.display().to_string(), source })?;
         Ok(Arc::new(policy))
+    }
+
+    /// Opens the configured store with the configured policy and the system clock.
+    pub async fn open_store(&self) -> Result<Arc<Store>, String> {
+        let services = DisputeServices::new(Arc::new(SystemClock), self.policy().map_err(|e| e.to_string())?);
+        Store::open(&self.store(), services).await.map_err(|e| e.to_string())
     }
 
     /// The token secret: configured, or (embedded default only) generated once into the data dir.

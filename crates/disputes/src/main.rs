@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use dispute_api::{AppState, TokenKeys};
 use dispute_bus::{NatsBus, Relay};
-use dispute_domain::{Actor, DisputeServices, Role, SystemClock, parse_duration};
+use dispute_domain::{Actor, Role, parse_duration};
 use dispute_store::Store;
 use dispute_timer::DeadlineTimer;
 use dispute_views::ViewName;
@@ -138,10 +138,8 @@ pub(crate) async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
-    let policy = settings.policy().map_err(|e| e.to_string())?;
     let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
-    let services = DisputeServices::new(Arc::new(SystemClock), policy);
-    let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
+    let store = settings.open_store().await?;
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let purge = tokio::spawn(purge_idempotency_keys(store.clone()));
@@ -178,8 +176,7 @@ async fn rebuild(settings: Settings, view: Option<String>) -> Result<(), String>
             vec![ViewName::parse(name).ok_or(format!("unknown view {name:?}: use disputes or timeline"))?]
         }
     };
-    let services = DisputeServices::new(Arc::new(SystemClock), settings.policy().map_err(|e| e.to_string())?);
-    let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
+    let store = settings.open_store().await?;
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
     let replayed = dispute_views::rebuild(store.clone(), &views, |done, total| {

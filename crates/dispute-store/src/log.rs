@@ -112,7 +112,8 @@ impl Store {
     /// only transactions older than the oldest still running (`pg_snapshot_xmin`) are read:
     /// a transaction that commits late is read later, never skipped. The row comparison
     /// starts the index scan at the cursor (an `OR` of the two columns would scan the index
-    /// from the log's beginning on every call).
+    /// from the log's beginning on every call). `ORDER BY` names the table's columns: a bare
+    /// `xid` would mean the output column `xid::text::bigint`, which no index is sorted by.
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let rows: Vec<Row> = match &self.backend {
             Backend::Postgres(pool) => sqlx::query_as(
@@ -121,7 +122,7 @@ impl Store {
                      FROM events \
                      WHERE (xid, position) > ($1::text::xid8, $2) \
                        AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY xid, position LIMIT $3",
+                     ORDER BY events.xid, events.position LIMIT $3",
             )
             .bind(after.xid.to_string())
             .bind(after.position)

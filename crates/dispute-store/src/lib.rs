@@ -18,7 +18,7 @@ use std::time::Duration;
 use dispute_domain::DisputeServices;
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
@@ -88,13 +88,19 @@ impl Store {
     pub async fn open(config: &StoreConfig, services: DisputeServices) -> Result<Arc<Self>, StoreError> {
         let backend = match config {
             StoreConfig::Postgres { url, max_connections } => {
+                // Each statement is planned for the table as it is now. A prepared statement's
+                // cached generic plan, made while a table was small, would keep scanning it
+                // whole as it grows until the next ANALYZE (never, with autovacuum off).
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(StoreError::Connect)?
+                    .options([("plan_cache_mode", "force_custom_plan")]);
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(10))
                     // No ping before each use: a round trip per statement. A broken
                     // connection fails its statement instead, and the caller retries.
                     .test_before_acquire(false)
-                    .connect(url)
+                    .connect_with(options)
                     .await
                     .map_err(StoreError::Connect)?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(StoreError::Migrate)?;

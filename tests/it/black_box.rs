@@ -19,6 +19,16 @@ const PATIENCE: StdDuration = StdDuration::from_secs(60);
 
 const SECRET_B: &str = "another-secret-of-at-least-thirty-two-bytes";
 
+/// The configuration of an instance on the test PostgreSQL and NATS, publishing to `stream`.
+fn service_env<'a>(db: &'a TestDatabase, nats: &'a str, stream: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("DATABASE_URL", &db.url),
+        ("NATS_URL", nats),
+        ("DISPUTES_STREAM", stream),
+        ("DISPUTES_JWT_SECRET", SECRET),
+    ]
+}
+
 /// `disputes ARGS` with no configuration but `env`, run in `cwd`.
 fn disputes(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
     let mut command = Command::new(disputes_binary());
@@ -415,12 +425,7 @@ async fn after_sigkill_right_after_commits_every_acknowledged_command_reaches_th
     let dir = TempDir::new();
     let stream = format!("KILL{}", uuid::Uuid::new_v4().simple()).to_uppercase();
     let nats = nats_url();
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("DISPUTES_JWT_SECRET", SECRET),
-        ("NATS_URL", nats.as_str()),
-        ("DISPUTES_STREAM", stream.as_str()),
-    ];
+    let env = service_env(&db, &nats, &stream);
     let system = token(dir.path(), &env, "system", "orders");
     let buyer = token(dir.path(), &env, "buyer", BUYER);
     let client = reqwest::Client::new();
@@ -544,13 +549,7 @@ async fn two_instances_on_one_database_and_one_nats_give_each_deadline_one_effec
     let policy = quick_policy(&cwd);
     let stream = unique_stream();
     let nats = nats_url();
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("NATS_URL", nats.as_str()),
-        ("DISPUTES_STREAM", stream.as_str()),
-        ("DISPUTES_JWT_SECRET", SECRET),
-        ("DISPUTES_POLICY", policy.as_str()),
-    ];
+    let env = [service_env(&db, &nats, &stream).as_slice(), &[("DISPUTES_POLICY", policy.as_str())]].concat();
     let client = reqwest::Client::new();
     let system = token(cwd.path(), &env, "system", "x");
     let buyer = token(cwd.path(), &env, "buyer", BUYER);
@@ -644,12 +643,7 @@ async fn bench_prints_every_figure_on_postgres_and_nats_without_errors_also_held
     let cwd = TempDir::new();
     let stream = unique_stream();
     let nats = nats_url();
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("NATS_URL", nats.as_str()),
-        ("DISPUTES_STREAM", stream.as_str()),
-        ("DISPUTES_JWT_SECRET", SECRET),
-    ];
+    let env = service_env(&db, &nats, &stream);
     let figures = bench_figures(cwd.path(), &env, &["--duration", "2s", "--concurrency", "4"]);
     assert_clean_figures(&figures);
     let held = bench_figures(cwd.path(), &env, &["--duration", "2s", "--concurrency", "4", "--rate", "40"]);
@@ -671,6 +665,8 @@ async fn bench_refuses_a_rate_that_is_not_positive() {
         assert!(!output.status.success(), "--rate {rate} is refused");
         assert!(output.stdout.is_empty(), "no figures for --rate {rate}");
         assert!(String::from_utf8_lossy(&output.stderr).contains("--rate"), "the error names --rate");
+        let written: Vec<_> = std::fs::read_dir(data.path()).expect("the data dir").collect();
+        assert!(written.is_empty(), "nothing written for --rate {rate}: {written:?}");
     }
 }
 

@@ -39,7 +39,7 @@ pub struct BenchOptions {
     json: bool,
     /// Instead of a run: insert N synthetic settled disputes (four chained events each)
     /// straight into the configured store, which must hold no events, then exit. For
-    /// measuring the service over a large store (`scripts/bench-memory`).
+    /// measuring the service over a large store (`scripts/bench --memory`).
     #[arg(long, value_name = "N", conflicts_with_all = ["target", "deadlines"])]
     preload: Option<u64>,
     /// Instead of lifecycles over HTTP: N disputes whose merchant deadlines are all pending at
@@ -75,6 +75,11 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
     }
     if let Some(count) = options.deadlines {
         return crate::timer_bench::run(settings, count, options.json).await;
+    }
+    // Bad flags are refused before the service starts on the store.
+    let duration = options.duration.to_std().map_err(|e| e.to_string())?;
+    if options.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
+        return Err("--rate must be a positive number of commands per second".to_string());
     }
     let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -113,12 +118,8 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
-    let duration = options.duration.to_std().map_err(|e| e.to_string())?;
     let started = Instant::now();
     let until = started + duration;
-    if options.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
-        return Err("--rate must be a positive number of commands per second".to_string());
-    }
     // Each lifecycle sends its commands on a schedule of its own; together they make the rate.
     let interval = options.rate.map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate));
     let workers: Vec<_> = (0..options.concurrency)

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use chrono::{DateTime, Duration, Utc};
 use dispute_api::{AppState, TokenKeys};
 use dispute_domain::{Actor, DisputeServices, ManualClock, Policy, Role};
-use dispute_store::{Store, StoreConfig};
+use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -140,6 +140,7 @@ pub struct TestApp {
     pub store: Arc<Store>,
     pub backing: Backing,
     policy: Arc<Policy>,
+    idempotency: ClaimTimes,
     tokens: TokenKeys,
     client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -191,7 +192,16 @@ impl TestApp {
 
     pub async fn postgres_with_policy(policy: Policy) -> Self {
         let db = TestDatabase::create().await;
-        Self::start(Backing::Postgres(db), Arc::new(policy), Arc::new(ManualClock::new(epoch()))).await
+        let clock = Arc::new(ManualClock::new(epoch()));
+        Self::start(Backing::Postgres(db), Arc::new(policy), clock, ClaimTimes::default()).await
+    }
+
+    /// The service on a fresh PostgreSQL database whose idempotency claims wait and lapse as
+    /// `times` says (the lapse measured on the test's clock).
+    pub async fn postgres_with_idempotency(times: ClaimTimes) -> Self {
+        let db = TestDatabase::create().await;
+        let clock = Arc::new(ManualClock::new(epoch()));
+        Self::start(Backing::Postgres(db), Arc::new(Policy::builtin()), clock, times).await
     }
 
     /// The service on the embedded SQLite store in a fresh directory.
@@ -200,6 +210,7 @@ impl TestApp {
             Backing::Sqlite(tempdir::TempDir::new()),
             Arc::new(Policy::builtin()),
             Arc::new(ManualClock::new(epoch())),
+            ClaimTimes::default(),
         )
         .await
     }
@@ -211,13 +222,18 @@ impl TestApp {
         }
     }
 
-    async fn start(backing: Backing, policy: Arc<Policy>, clock: Arc<ManualClock>) -> Self {
+    async fn start(
+        backing: Backing,
+        policy: Arc<Policy>,
+        clock: Arc<ManualClock>,
+        idempotency: ClaimTimes,
+    ) -> Self {
         let services = DisputeServices::new(clock.clone(), policy.clone());
         let store = Store::open(&Self::store_config(&backing), services).await.expect("the store opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let tokens = TokenKeys::new(SECRET);
-        let state = AppState::new(store.clone(), tokens.clone());
+        let state = AppState::new(store.clone(), tokens.clone()).with_idempotency(idempotency);
         let (tx, rx) = oneshot::channel::<()>();
         let (stop_views, views_stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(dispute_views::run_local(store.clone(), views_stopped));
@@ -231,6 +247,7 @@ impl TestApp {
             store,
             backing,
             policy,
+            idempotency,
             tokens,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
@@ -242,7 +259,7 @@ impl TestApp {
     pub async fn restart(mut self) -> Self {
         self.stop().await;
         let backing = std::mem::replace(&mut self.backing, Backing::Sqlite(tempdir::TempDir::new()));
-        Self::start(backing, self.policy.clone(), self.clock.clone()).await
+        Self::start(backing, self.policy.clone(), self.clock.clone(), self.idempotency).await
     }
 
     async fn stop(&mut self) {

@@ -694,3 +694,181 @@ async fn bench_preload_fills_an_empty_store_with_settled_disputes_that_verify_an
         "nothing added"
     );
 }
+
+/// One keyed command of the crash test's script, sent with the same key and body until it has
+/// a definite answer.
+struct KeyedStep {
+    key: String,
+    method: reqwest::Method,
+    path: String,
+    token: String,
+    body: Value,
+}
+
+/// The definite answer a keyed step got in the end, and how many attempts had no definite one.
+struct Settled {
+    status: u16,
+    body: Value,
+    unknown: usize,
+}
+
+/// Sends `step` until the answer is definite: no connection (the service is down or was
+/// killed mid-request), a 5xx, or a 409 `concurrent_modification` (the key's claim is still
+/// held) leave the outcome unknown and are retried with the same key and body. Each attempt
+/// has a correlation id of its own, so the log shows which attempt an event came from.
+async fn settle(
+    client: &reqwest::Client,
+    addr: &tokio::sync::watch::Receiver<SocketAddr>,
+    step: &KeyedStep,
+) -> Settled {
+    for attempt in 1.. {
+        let url = format!("http://{}{}", *addr.borrow(), step.path);
+        let sent = client
+            .request(step.method.clone(), url)
+            .bearer_auth(&step.token)
+            .header("idempotency-key", &step.key)
+            .header("x-correlation-id", format!("{}#{attempt}", step.key))
+            .json(&step.body)
+            .timeout(StdDuration::from_secs(20))
+            .send()
+            .await;
+        let mut pause = StdDuration::from_millis(100);
+        if let Ok(response) = sent {
+            let status = response.status().as_u16();
+            let retry_after =
+                response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+            if let Ok(bytes) = response.bytes().await {
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let held = status == 409 && body["code"] == "concurrent_modification";
+                if status < 500 && !held {
+                    return Settled { status, body, unknown: attempt - 1 };
+                }
+                if let Some(seconds) = retry_after {
+                    pause = StdDuration::from_secs(seconds);
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+    unreachable!("the attempts never end")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_keyed_load_leaves_every_key_one_effect_and_its_true_answer() {
+    const ORDERS: usize = 48;
+    const WORKERS: usize = 8;
+    const KILLS: usize = 3;
+    let db = TestDatabase::create().await;
+    let dir = TempDir::new();
+    let stream = unique_stream();
+    let nats = nats_url();
+    let env = [
+        service_env(&db, &nats, &stream).as_slice(),
+        &[("DISPUTES_IDEMPOTENCY_TAKEOVER", "2s"), ("DISPUTES_IDEMPOTENCY_WAIT", "1s")],
+    ]
+    .concat();
+    let tokens = [
+        token(dir.path(), &env, "system", "orders"),
+        token(dir.path(), &env, "buyer", BUYER),
+        token(dir.path(), &env, "merchant", MERCHANT),
+        token(dir.path(), &env, "system", "payments"),
+    ];
+    let [system, buyer, merchant, payments] = &tokens;
+    // Each order's script: every step valid in turn, so every step must end accepted.
+    let mut scripts: Vec<Vec<KeyedStep>> = Vec::new();
+    for n in 0..ORDERS {
+        let id = format!("crash-{n}");
+        let step = |name: &str, token: &str, path: String, body: Value| KeyedStep {
+            key: format!("{id}-{name}"),
+            method: if name == "register" { reqwest::Method::PUT } else { reqwest::Method::POST },
+            path,
+            token: token.to_string(),
+            body,
+        };
+        let command = |name: &str| format!("/v1/disputes/{id}/{name}");
+        let evidence_of = |kind: &str| json!({ "evidence": [evidence(kind)] });
+        scripts.push(vec![
+            step("register", system, format!("/v1/orders/{id}"), recent_order(&id)),
+            step("request", buyer, command("request"), request_body()),
+            step("evidence-1", buyer, command("evidence"), evidence_of("video")),
+            step("evidence-2", merchant, command("evidence"), evidence_of("receipt")),
+            step("evidence-3", buyer, command("evidence"), evidence_of("shipping")),
+            step("accept", merchant, command("merchant-accept"), json!({})),
+            step(
+                "paid",
+                payments,
+                command("refund-paid"),
+                json!({ "amount": cny(6_000), "channel": "alipay", "payment_ref": format!("ali-{id}"), "paid_at": Utc::now() }),
+            ),
+        ]);
+    }
+
+    let spawn = || Process::spawn(disputes(dir.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let mut server = spawn();
+    let (addr_tx, addr_rx) = tokio::sync::watch::channel(server.listening());
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(scripts));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        let (queue, addr) = (queue.clone(), addr_rx.clone());
+        workers.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut settled = Vec::new();
+            loop {
+                let Some(script) = queue.lock().expect("the queue").pop() else { return settled };
+                for step in script {
+                    let answer = settle(&client, &addr, &step).await;
+                    settled.push((step, answer));
+                }
+            }
+        });
+    }
+    for pause_ms in [300, 700, 500].into_iter().take(KILLS) {
+        tokio::time::sleep(StdDuration::from_millis(pause_ms)).await;
+        server.child.kill().expect("SIGKILL");
+        tokio::task::block_in_place(|| server.wait());
+        server = spawn();
+        addr_tx.send(tokio::task::block_in_place(|| server.listening())).expect("the workers listen");
+    }
+    let settled: Vec<(KeyedStep, Settled)> = workers.join_all().await.into_iter().flatten().collect();
+    assert_eq!(settled.len(), ORDERS * 7);
+
+    // What the log says each key did: the attempts its events came from, and its last sequence.
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
+    let effects: Vec<(String, Vec<String>, i64)> = sqlx::query_as(
+        "SELECT metadata->>'idempotency_key', array_agg(DISTINCT metadata->>'correlation_id'), max(sequence) \
+         FROM events GROUP BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("the events are read");
+    let effects: std::collections::HashMap<String, (Vec<String>, i64)> =
+        effects.into_iter().map(|(key, attempts, last)| (key, (attempts, last))).collect();
+    let mut unknown = 0;
+    for (step, answer) in &settled {
+        unknown += answer.unknown;
+        let Some((attempts, last)) = effects.get(&step.key) else {
+            panic!("{}: no event in the log, answered {} {}", step.key, answer.status, answer.body)
+        };
+        assert_eq!(attempts.len(), 1, "{}: took effect more than once, from attempts {attempts:?}", step.key);
+        assert_eq!(
+            answer.status, 200,
+            "{}: committed (by attempt {attempts:?}) but answered {} {}",
+            step.key, answer.status, answer.body
+        );
+        assert_eq!(
+            answer.body["sequence"],
+            json!(last),
+            "{}: answered another state: {}",
+            step.key,
+            answer.body
+        );
+    }
+    assert!(unknown > 0, "no attempt had an unknown outcome: the kills tested nothing");
+    eprintln!("{} keyed commands, {KILLS} kills, {unknown} attempts with an unknown outcome", settled.len());
+
+    assert!(server.terminate().success());
+    if let Ok(client) = async_nats::connect(&nats).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+    }
+}

@@ -3,8 +3,10 @@
 //! the command once.
 
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use dispute_domain::Role;
+use dispute_store::ClaimTimes;
 use disputes_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -178,4 +180,171 @@ async fn twenty_concurrent_retries_execute_once() {
     let (dispute, sequence) = app.store.load("o-1").await.expect("the stream loads");
     assert_eq!(sequence, 3, "exactly one new event");
     assert_eq!(dispute.status().as_str(), "offer_pending");
+}
+
+// A crash between the commit and the recorded answer. The database refuses to store the answer
+// (a trigger: the failpoint), as a process killed right after its commit would never store it.
+
+/// Claims that wait briefly, and lapse after 30 s of the test's clock.
+fn quick_claims() -> ClaimTimes {
+    ClaimTimes { wait: StdDuration::from_millis(200), takeover_after: StdDuration::from_secs(30) }
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    use sqlx::Connection;
+    let Backing::Postgres(db) = &app.backing else { panic!("these tests run on PostgreSQL") };
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
+    sqlx::raw_sql(statement).execute(&mut conn).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+/// From now on the answer to a key is never stored (the failure a crash causes).
+async fn answers_fail(app: &TestApp) {
+    sql(
+        app,
+        "CREATE FUNCTION failpoint() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'failpoint'; END $$; \
+         CREATE TRIGGER answers_fail BEFORE UPDATE ON idempotency_keys FOR EACH ROW \
+         WHEN (NEW.response_status IS NOT NULL) EXECUTE FUNCTION failpoint();",
+    )
+    .await;
+}
+
+/// From now on no event commits (the failure a crash before the commit causes).
+async fn commits_fail(app: &TestApp) {
+    sql(
+        app,
+        "CREATE FUNCTION failpoint() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'failpoint'; END $$; \
+         CREATE TRIGGER commits_fail BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION failpoint();",
+    )
+    .await;
+}
+
+async fn failpoints_off(app: &TestApp) {
+    sql(app, "DROP FUNCTION failpoint() CASCADE").await;
+}
+
+/// The events of `order` that carry `key`, as (sequence, event type).
+async fn events_with_key(app: &TestApp, order: &str, key: &str) -> Vec<(i64, String)> {
+    use sqlx::Connection;
+    let Backing::Postgres(db) = &app.backing else { panic!("these tests run on PostgreSQL") };
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
+    sqlx::query_as(
+        "SELECT sequence, event_type FROM events \
+         WHERE aggregate_id = $1 AND metadata->>'idempotency_key' = $2 ORDER BY sequence",
+    )
+    .bind(order)
+    .bind(key)
+    .fetch_all(&mut conn)
+    .await
+    .expect("the events are read")
+}
+
+#[tokio::test]
+async fn a_payment_committed_before_its_answer_was_recorded_is_answered_as_committed_and_paid_once() {
+    let app = TestApp::postgres_with_idempotency(quick_claims()).await;
+    app.register(&order("o-1")).await.assert_ok();
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    app.merchant_accept("o-1").await.assert_ok();
+    let paid = json!({
+        "amount": cny(6_000), "channel": "alipay", "payment_ref": "ali-77", "paid_at": app.now(),
+    });
+    let path = "/v1/disputes/o-1/refund-paid";
+
+    answers_fail(&app).await;
+    let first = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+    assert_eq!((first.assert_ok().sequence(), first.status_text()), (4, "refunded"));
+    failpoints_off(&app).await;
+
+    // The claim has no answer and has not lapsed: a retry is told when to come back.
+    let early = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+    early.assert_problem(409, "concurrent_modification");
+    let retry_after: u64 = early.headers["retry-after"].to_str().unwrap().parse().expect("seconds");
+    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
+
+    // Once the claim lapses, the retry finds the payment in the log: the first answer, once.
+    app.advance(chrono::Duration::seconds(31));
+    let retried = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+    assert_eq!(retried.status, 200, "a committed payment is answered as committed: {}", retried.body);
+    assert_eq!(retried.body, first.body);
+    assert!(replayed(&retried));
+    assert_eq!(events_with_key(&app, "o-1", "pay-1").await, vec![(4, "RefundPaid".to_string())]);
+    assert_eq!(stream_sequence(&app, "o-1").await, 4);
+
+    // The answer is recorded now: later retries replay it without waiting.
+    let again = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+    assert_eq!((again.status, &again.body), (200, &first.body));
+}
+
+#[tokio::test]
+async fn evidence_committed_before_its_answer_was_recorded_takes_effect_once() {
+    let app = TestApp::postgres_with_idempotency(quick_claims()).await;
+    app.register(&order("o-1")).await.assert_ok();
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    let path = "/v1/disputes/o-1/evidence";
+
+    answers_fail(&app).await;
+    let first = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
+    assert_eq!(first.assert_ok().sequence(), 3);
+    failpoints_off(&app).await;
+    // The dispute moves on before the retry arrives.
+    let merchant = app.command("o-1", "evidence", Role::Merchant, MERCHANT, evidence_body("receipt")).await;
+    assert_eq!(merchant.assert_ok().sequence(), 4);
+
+    app.advance(chrono::Duration::seconds(31));
+    let retried = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.body, first.body, "the answer is the state right after the evidence");
+    assert_eq!(
+        events_with_key(&app, "o-1", "ev-1").await,
+        vec![(3, "EvidenceSubmitted".to_string())],
+        "the evidence is stored once"
+    );
+    assert_eq!(stream_sequence(&app, "o-1").await, 4);
+}
+
+#[tokio::test]
+async fn a_command_that_failed_before_its_commit_runs_once_on_the_retry() {
+    let app = TestApp::postgres_with_idempotency(quick_claims()).await;
+    app.register(&order("o-1")).await.assert_ok();
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    let path = "/v1/disputes/o-1/evidence";
+
+    commits_fail(&app).await;
+    let failed = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
+    failed.assert_problem(500, "internal");
+    failpoints_off(&app).await;
+
+    // The outcome was unknown to the service too: the retry resolves it from the log at once.
+    let retried = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
+    assert_eq!(retried.assert_ok().sequence(), 3);
+    assert!(!replayed(&retried), "it ran now");
+    let again = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
+    assert_eq!((again.body.clone(), replayed(&again)), (retried.body.clone(), true));
+    assert_eq!(events_with_key(&app, "o-1", "ev-1").await, vec![(3, "EvidenceSubmitted".to_string())]);
+}
+
+#[tokio::test]
+async fn a_key_reused_after_its_answer_was_purged_is_a_new_request_even_when_resumed() {
+    let app = TestApp::postgres_with_idempotency(quick_claims()).await;
+    app.register(&order("o-1")).await.assert_ok();
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    let path = "/v1/disputes/o-1/evidence";
+    let old = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
+    assert_eq!(old.assert_ok().sequence(), 3);
+    app.advance(chrono::Duration::hours(49));
+    assert_eq!(app.store.purge_idempotency(chrono::Duration::hours(48)).await.expect("purge"), 1);
+
+    commits_fail(&app).await;
+    keyed(&app, path, Role::Buyer, BUYER, &evidence_body("photo"), "ev-1")
+        .await
+        .assert_problem(500, "internal");
+    failpoints_off(&app).await;
+    // The log holds the key's old evidence, from before this request first claimed it.
+    let retried = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("photo"), "ev-1").await;
+    assert_eq!(retried.assert_ok().sequence(), 4, "the new request ran: {}", retried.body);
+    assert_eq!(
+        events_with_key(&app, "o-1", "ev-1").await,
+        vec![(3, "EvidenceSubmitted".to_string()), (4, "EvidenceSubmitted".to_string())]
+    );
 }

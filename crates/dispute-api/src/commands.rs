@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispute_domain::{Action, CloseReason, DisputeCommand, DisputeError, Money, Role, Status};
-use dispute_store::{Claim, CommandMetadata, Outcome, StoredResponse};
+use dispute_store::{Claim, CommandMetadata, Executed, Outcome, StoredResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -19,8 +19,6 @@ use crate::auth::Caller;
 use crate::error::PROBLEM_JSON;
 use crate::{ApiError, AppState};
 
-/// How long a request waits for a concurrent request with the same `Idempotency-Key`.
-const IDEMPOTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// One command route.
@@ -197,32 +195,53 @@ pub(crate) async fn handle(
     // Keys are scoped to the caller; the fingerprint ties a key to one request.
     let subject = format!("{}:{}", caller.0.role.as_str(), caller.0.id);
     let fingerprint = fingerprint(route, &order_id, &headers, &body);
-    match state.store.claim_idempotency(&subject, &key, &fingerprint, IDEMPOTENCY_WAIT).await? {
+    let since = match state.store.claim_idempotency(&subject, &key, &fingerprint, state.idempotency).await? {
         Claim::Replay(stored) => return Ok(replay(stored)),
         Claim::Mismatch => return Err(ApiError::IdempotencyKeyReused),
-        Claim::InFlight => return Err(ApiError::ConcurrentModification),
-        Claim::Acquired => {}
-    }
-    let result =
-        state.store.execute(&order_id, command, expected_sequence, &metadata).await.map_err(ApiError::from);
-    // A rule's answer is final for this request and is kept; a lost race or a failure is
-    // not, so that a retry with the same key executes again.
-    let stored = match &result {
-        Ok(outcome) => Some(StoredResponse {
-            status: 200,
-            body: serde_json::to_string(&CommandAnswer::from(outcome.clone())).expect("answers serialize"),
-        }),
-        Err(err @ ApiError::Refused(_)) => Some(StoredResponse {
-            status: err.status_code().as_u16(),
-            body: serde_json::to_string(&err.problem()).expect("problems serialize"),
-        }),
-        Err(_) => None,
+        Claim::InFlight { retry_after } => return Err(ApiError::IdempotencyKeyInFlight { retry_after }),
+        Claim::Acquired => None,
+        Claim::Resumed { since } => Some(since),
     };
-    match stored {
-        Some(stored) => state.store.complete_idempotency(&subject, &key, &stored).await?,
-        None => state.store.release_idempotency(&subject, &key).await?,
+    let result = match since {
+        None => {
+            state.store.execute(&order_id, command, expected_sequence, &metadata).await.map(Executed::Now)
+        }
+        // The claim was left without an answer: the command may have committed already.
+        Some(since) => {
+            state.store.execute_resumed(&order_id, command, expected_sequence, &metadata, since).await
+        }
     }
-    result.map(answer)
+    .map_err(ApiError::from);
+    // A rule's answer is final for this request and is kept. A lost race wrote nothing and
+    // releases the key, so that a retry executes afresh. After a store failure the command may
+    // or may not have committed: the claim is left for the next retry to resolve from the log.
+    // If the record cannot be written, the answer still goes out: the claim stays unfinished
+    // and a retry after the take-over resolves it from the log.
+    let recorded = match &result {
+        Ok(Executed::Now(outcome) | Executed::Before(outcome)) => {
+            let body =
+                serde_json::to_string(&CommandAnswer::from(outcome.clone())).expect("answers serialize");
+            state.store.complete_idempotency(&subject, &key, &StoredResponse { status: 200, body }).await
+        }
+        Err(err @ ApiError::Refused(_)) => {
+            let body = serde_json::to_string(&err.problem()).expect("problems serialize");
+            let stored = StoredResponse { status: err.status_code().as_u16(), body };
+            state.store.complete_idempotency(&subject, &key, &stored).await
+        }
+        Err(ApiError::ConcurrentModification) => state.store.release_idempotency(&subject, &key).await,
+        Err(_) => state.store.abandon_idempotency(&subject, &key).await,
+    };
+    if let Err(error) = recorded {
+        tracing::warn!(%error, key, "the idempotency record was not updated; a retry resolves it from the log");
+    }
+    match result? {
+        Executed::Now(outcome) => Ok(answer(outcome)),
+        Executed::Before(outcome) => {
+            let mut response = answer(outcome);
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+    }
 }
 
 fn answer(outcome: Outcome) -> Response {

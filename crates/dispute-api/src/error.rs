@@ -17,6 +17,10 @@ pub enum ApiError {
     Refused(#[from] DisputeError),
     #[error("the dispute changed since it was read, or another request won a race; reload and retry")]
     ConcurrentModification,
+    /// Another request with the same `Idempotency-Key` is still executing (or died, and its
+    /// claim has not lapsed yet).
+    #[error("a request with this Idempotency-Key is in progress; retry after the time given")]
+    IdempotencyKeyInFlight { retry_after: std::time::Duration },
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     #[error("the request body is larger than the limit")]
@@ -56,9 +60,10 @@ impl ApiError {
                 RefusalKind::Conflict => StatusCode::CONFLICT,
                 RefusalKind::RuleViolation => StatusCode::UNPROCESSABLE_ENTITY,
             },
-            ApiError::ConcurrentModification | ApiError::IdempotencyKeyReused | ApiError::ViewBehind => {
-                StatusCode::CONFLICT
-            }
+            ApiError::ConcurrentModification
+            | ApiError::IdempotencyKeyInFlight { .. }
+            | ApiError::IdempotencyKeyReused
+            | ApiError::ViewBehind => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -72,7 +77,9 @@ impl ApiError {
             ApiError::Malformed(_) => "malformed_request",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Refused(e) => e.code(),
-            ApiError::ConcurrentModification => "concurrent_modification",
+            ApiError::ConcurrentModification | ApiError::IdempotencyKeyInFlight { .. } => {
+                "concurrent_modification"
+            }
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::ViewBehind => "view_behind",
@@ -133,7 +140,13 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         let body = serde_json::to_vec(&self.problem()).expect("a problem serializes");
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let ApiError::IdempotencyKeyInFlight { retry_after } = &self {
+            // Whole seconds, rounded up (RFC 9110 §10.2.3).
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
         response
     }
 }

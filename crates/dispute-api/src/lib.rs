@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, on};
 use axum::{Json, Router};
-use dispute_store::Store;
+use dispute_store::{ClaimTimes, Store};
 use tokio::net::TcpListener;
 
 pub use auth::{Caller, TokenKeys};
@@ -36,11 +36,22 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub views: dispute_views::Views,
     pub tokens: Arc<TokenKeys>,
+    /// How long a keyed request waits for a concurrent one, and when a dead one's claim lapses.
+    pub idempotency: ClaimTimes,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, tokens: TokenKeys) -> Self {
-        Self { views: dispute_views::Views::new(store.clone()), store, tokens: Arc::new(tokens) }
+        Self {
+            views: dispute_views::Views::new(store.clone()),
+            store,
+            tokens: Arc::new(tokens),
+            idempotency: ClaimTimes::default(),
+        }
+    }
+
+    pub fn with_idempotency(self, idempotency: ClaimTimes) -> Self {
+        Self { idempotency, ..self }
     }
 }
 

@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
-use dispute_domain::{CloseReason, Dispute, DisputeCommand, DisputeError, DisputeServices, Money, Status};
+use dispute_domain::{
+    Actor, CloseReason, Dispute, DisputeCommand, DisputeError, DisputeServices, Money, Status,
+};
 use serde_json::Value;
 
 use crate::chain::{self, GENESIS, Hashed};
@@ -89,24 +91,79 @@ impl Store {
         expected_sequence: Option<u64>,
         metadata: &CommandMetadata,
     ) -> Result<Outcome, ExecuteError> {
+        match self.execute_once(order_id, command, expected_sequence, metadata, None).await? {
+            Executed::Now(outcome) | Executed::Before(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Executes a keyed command whose claim was taken over ([`crate::Claim::Resumed`]): an
+    /// earlier request with the key may have committed it before its answer was recorded.
+    ///
+    /// The stream is searched first for events the same actor committed with the same
+    /// `Idempotency-Key` since `since`: if there are any, the command took effect then and is
+    /// not run again; the answer is the state right after those events, as the first request
+    /// would have answered ([`Executed::Before`]). Otherwise it runs as [`Store::execute`].
+    pub async fn execute_resumed(
+        &self,
+        order_id: &str,
+        command: DisputeCommand,
+        expected_sequence: Option<u64>,
+        metadata: &CommandMetadata,
+        since: DateTime<Utc>,
+    ) -> Result<Executed, ExecuteError> {
+        let Some(key) = metadata.idempotency_key.clone() else {
+            return self.execute_once(order_id, command, expected_sequence, metadata, None).await;
+        };
+        let earlier = EarlierRequest { key, actor: command.actor.clone(), since };
+        self.execute_once(order_id, command, expected_sequence, metadata, Some(&earlier)).await
+    }
+
+    async fn execute_once(
+        &self,
+        order_id: &str,
+        command: DisputeCommand,
+        expected_sequence: Option<u64>,
+        metadata: &CommandMetadata,
+        earlier: Option<&EarlierRequest>,
+    ) -> Result<Executed, ExecuteError> {
         let event_metadata = self.event_metadata(&command, metadata);
-        let outcome = match &self.events {
+        let executed = match &self.events {
             EventStore::Postgres(repo) => {
-                execute_on(repo, &self.services, order_id, command, expected_sequence, event_metadata).await
+                execute_on(
+                    repo,
+                    &self.services,
+                    order_id,
+                    command,
+                    expected_sequence,
+                    event_metadata,
+                    earlier,
+                )
+                .await
             }
             EventStore::Sqlite(repo) => {
-                execute_on(repo, &self.services, order_id, command, expected_sequence, event_metadata).await
+                execute_on(
+                    repo,
+                    &self.services,
+                    order_id,
+                    command,
+                    expected_sequence,
+                    event_metadata,
+                    earlier,
+                )
+                .await
             }
         }?;
-        self.committed.notify_waiters();
-        Ok(outcome)
+        if let Executed::Now(_) = executed {
+            self.committed.notify_waiters();
+        }
+        Ok(executed)
     }
 
     /// Loads the current state of a dispute and the sequence it reflects.
     pub async fn load(&self, order_id: &str) -> Result<(Dispute, u64), ExecuteError> {
         let loaded = match &self.events {
-            EventStore::Postgres(repo) => load(repo, order_id).await?,
-            EventStore::Sqlite(repo) => load(repo, order_id).await?,
+            EventStore::Postgres(repo) => load(repo, order_id, None).await?,
+            EventStore::Sqlite(repo) => load(repo, order_id, None).await?,
         };
         Ok((loaded.dispute, loaded.sequence))
     }
@@ -132,17 +189,69 @@ impl Store {
     }
 }
 
+/// What [`Store::execute_resumed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executed {
+    /// The command ran now; this is the state after its events (if it caused any).
+    Now(Outcome),
+    /// An earlier request with the same key had committed the command; this is the state right
+    /// after its events, and nothing was written now.
+    Before(Outcome),
+}
+
+/// The request whose claim was taken over: its events carry its key and actor.
+struct EarlierRequest {
+    key: String,
+    actor: Actor,
+    since: DateTime<Utc>,
+}
+
+impl EarlierRequest {
+    fn committed(&self, metadata: &Value) -> bool {
+        let text = |name: &str| metadata.get(name).and_then(Value::as_str);
+        text("idempotency_key") == Some(self.key.as_str())
+            && text("actor_role") == Some(self.actor.role.as_str())
+            && text("actor_id") == Some(self.actor.id.as_str())
+            && text("time")
+                .and_then(|time| DateTime::parse_from_rfc3339(time).ok())
+                .is_some_and(|time| time >= self.since)
+    }
+}
+
 /// A stream as loaded for a command: the folded state, its last sequence and last hash.
 struct Loaded {
     dispute: Dispute,
     sequence: u64,
     /// The `hash` of the last event ([`GENESIS`] for an empty stream) that the next links to.
     hash: String,
+    /// The state right after the last event of the earlier request looked for, if any.
+    earlier: Option<Outcome>,
 }
 
-async fn load<R: PersistedEventRepository>(repo: &R, order_id: &str) -> Result<Loaded, ExecuteError> {
+impl Loaded {
+    fn outcome(&self, order_id: &str) -> Outcome {
+        let dispute = &self.dispute;
+        Outcome {
+            dispute_id: order_id.to_string(),
+            sequence: self.sequence,
+            status: dispute.status(),
+            close_reason: dispute.close_reason(),
+            round: dispute.round(),
+            refunded_total: dispute
+                .refunded_total()
+                .expect("a committed or accepted command leaves a registered order"),
+        }
+    }
+}
+
+async fn load<R: PersistedEventRepository>(
+    repo: &R,
+    order_id: &str,
+    earlier: Option<&EarlierRequest>,
+) -> Result<Loaded, ExecuteError> {
     let stored = repo.get_events::<Dispute>(order_id).await?;
-    let mut loaded = Loaded { dispute: Dispute::default(), sequence: 0, hash: GENESIS.to_string() };
+    let mut loaded =
+        Loaded { dispute: Dispute::default(), sequence: 0, hash: GENESIS.to_string(), earlier: None };
     for event in stored {
         let payload =
             serde_json::from_value(event.payload).map_err(|e| ExecuteError::Store(e.to_string()))?;
@@ -151,6 +260,9 @@ async fn load<R: PersistedEventRepository>(repo: &R, order_id: &str) -> Result<L
         // An event without a hash (written before the chain existed) links as an empty hash;
         // `disputes audit verify` reports it.
         loaded.hash = event.metadata.get(chain::HASH_KEY).and_then(Value::as_str).unwrap_or("").to_string();
+        if earlier.is_some_and(|earlier| earlier.committed(&event.metadata)) {
+            loaded.earlier = Some(loaded.outcome(order_id));
+        }
     }
     Ok(loaded)
 }
@@ -162,8 +274,12 @@ async fn execute_on<R: PersistedEventRepository>(
     command: DisputeCommand,
     expected_sequence: Option<u64>,
     metadata: HashMap<String, String>,
-) -> Result<Outcome, ExecuteError> {
-    let mut loaded = load(repo, order_id).await?;
+    earlier: Option<&EarlierRequest>,
+) -> Result<Executed, ExecuteError> {
+    let mut loaded = load(repo, order_id, earlier).await?;
+    if let Some(outcome) = loaded.earlier.take() {
+        return Ok(Executed::Before(outcome));
+    }
     let loaded_sequence = loaded.sequence;
     if expected_sequence.is_some_and(|expected| expected != loaded_sequence) {
         return Err(ExecuteError::Conflict);
@@ -171,21 +287,14 @@ async fn execute_on<R: PersistedEventRepository>(
     let sink = EventSink::default();
     loaded.dispute.handle(command, services, &sink).await.map_err(AggregateError::UserError)?;
     let events = sink.collect().await;
-    let dispute = &loaded.dispute;
-    let outcome = Outcome {
-        dispute_id: order_id.to_string(),
-        sequence: loaded_sequence + events.len() as u64,
-        status: dispute.status(),
-        close_reason: dispute.close_reason(),
-        round: dispute.round(),
-        refunded_total: dispute.refunded_total().expect("an accepted command leaves a registered order"),
-    };
+    loaded.sequence += events.len() as u64;
+    let outcome = loaded.outcome(order_id);
     if !events.is_empty() {
         let serialized = chained(order_id, loaded_sequence, &loaded.hash, &events, &metadata)?;
         // A duplicate (order, sequence) is the optimistic lock: another command committed first.
         repo.persist::<Dispute>(&serialized, None).await?;
     }
-    Ok(outcome)
+    Ok(Executed::Now(outcome))
 }
 
 /// The events to commit, each with the command's metadata plus its `prevhash` and `hash`.

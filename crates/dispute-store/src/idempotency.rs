@@ -2,16 +2,32 @@
 //!
 //! Semantics follow Stripe's: the same key and request replay the first answer and write
 //! nothing; the same key with another request is refused; the same key sent concurrently runs
-//! once — the first request claims the key, the others wait for its answer.
+//! once — the first request claims the key, the others wait for its answer. A command takes
+//! effect at most once whatever crashes in between: a claim left without an answer is taken
+//! over ([`Claim::Resumed`]), and the taker looks in the log for the command's events before
+//! running anything ([`Store::execute_resumed`]).
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::{Store, StoreError, on_pool};
 
-/// A claim older than this whose request never answered (its process died) may be taken over.
-const ABANDONED_AFTER_MS: i64 = 30_000;
+/// How long the claims of a key last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimTimes {
+    /// How long a request waits for a concurrent request with the same key to answer.
+    pub wait: Duration,
+    /// After how long without an answer a claim counts as abandoned (its request's process
+    /// died) and may be taken over.
+    pub takeover_after: Duration,
+}
+
+impl Default for ClaimTimes {
+    fn default() -> Self {
+        Self { wait: Duration::from_secs(10), takeover_after: Duration::from_secs(30) }
+    }
+}
 
 /// The answer recorded for a key: opaque to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,35 +36,49 @@ pub struct StoredResponse {
     pub body: String,
 }
 
+/// fingerprint, claimed_at_ms, created_at_ms, response_status, response_body
+type ClaimRow = (String, i64, i64, Option<i32>, Option<String>);
+
 /// What claiming a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is ours: execute, then [`Store::complete_idempotency`] or [`Store::release_idempotency`].
+    /// The key is new and ours: execute, then [`Store::complete_idempotency`],
+    /// [`Store::release_idempotency`] or [`Store::abandon_idempotency`].
     Acquired,
+    /// The key was claimed before by a request that never recorded its answer: its command may
+    /// have committed. It is ours now: run it with [`Store::execute_resumed`], then as above.
+    Resumed {
+        /// When the key was first claimed: only events committed since then can be its command's.
+        since: DateTime<Utc>,
+    },
     /// The key was used for this request before: answer this again.
     Replay(StoredResponse),
     /// The key was used for a different request.
     Mismatch,
     /// Another request with this key is executing now and did not answer in time.
-    InFlight,
+    InFlight {
+        /// When a retry may find an answer, or take the claim over.
+        retry_after: Duration,
+    },
 }
 
 impl Store {
-    /// Claims `key` for `subject`'s request with `fingerprint`, waiting up to `wait` for a
+    /// Claims `key` for `subject`'s request with `fingerprint`, waiting up to `times.wait` for a
     /// concurrent request with the same key to answer.
     pub async fn claim_idempotency(
         &self,
         subject: &str,
         key: &str,
         fingerprint: &str,
-        wait: Duration,
+        times: ClaimTimes,
     ) -> Result<Claim, StoreError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let takeover_ms = i64::try_from(times.takeover_after.as_millis()).unwrap_or(i64::MAX);
+        let deadline = tokio::time::Instant::now() + times.wait;
         loop {
-            let now_ms = Utc::now().timestamp_millis();
+            let now_ms = self.services.clock.now().timestamp_millis();
             let inserted = on_pool!(&self.backend, pool => sqlx::query(
-                "INSERT INTO idempotency_keys (subject, key, fingerprint, claimed_at_ms) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (subject, key) DO NOTHING",
+                "INSERT INTO idempotency_keys (subject, key, fingerprint, claimed_at_ms, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (subject, key) DO NOTHING",
             )
             .bind(subject)
             .bind(key)
@@ -60,15 +90,15 @@ impl Store {
             if inserted == 1 {
                 return Ok(Claim::Acquired);
             }
-            let row: Option<(String, i64, Option<i32>, Option<String>)> = on_pool!(&self.backend, pool => sqlx::query_as(
-                "SELECT fingerprint, claimed_at_ms, response_status, response_body FROM idempotency_keys \
-                 WHERE subject = $1 AND key = $2",
+            let row: Option<ClaimRow> = on_pool!(&self.backend, pool => sqlx::query_as(
+                "SELECT fingerprint, claimed_at_ms, created_at_ms, response_status, response_body \
+                 FROM idempotency_keys WHERE subject = $1 AND key = $2",
             )
             .bind(subject)
             .bind(key)
             .fetch_optional(pool)
             .await?);
-            let Some((stored_fingerprint, claimed_at_ms, status, body)) = row else {
+            let Some((stored_fingerprint, claimed_at_ms, created_at_ms, status, body)) = row else {
                 continue; // released between our insert and select: try again
             };
             if stored_fingerprint != fingerprint {
@@ -77,7 +107,8 @@ impl Store {
             if let (Some(status), Some(body)) = (status, body) {
                 return Ok(Claim::Replay(StoredResponse { status: status as u16, body }));
             }
-            if now_ms - claimed_at_ms > ABANDONED_AFTER_MS {
+            let takeover_at_ms = claimed_at_ms.saturating_add(takeover_ms);
+            if now_ms >= takeover_at_ms {
                 let taken = on_pool!(&self.backend, pool => sqlx::query(
                     "UPDATE idempotency_keys SET claimed_at_ms = $3 \
                      WHERE subject = $1 AND key = $2 AND claimed_at_ms = $4 AND response_status IS NULL",
@@ -90,11 +121,13 @@ impl Store {
                 .await?
                 .rows_affected());
                 if taken == 1 {
-                    return Ok(Claim::Acquired);
+                    let since = DateTime::from_timestamp_millis(created_at_ms).unwrap_or_default();
+                    return Ok(Claim::Resumed { since });
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Ok(Claim::InFlight);
+                let wait_ms = u64::try_from(takeover_at_ms.saturating_sub(now_ms)).unwrap_or(0);
+                return Ok(Claim::InFlight { retry_after: Duration::from_millis(wait_ms.max(1_000)) });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -120,7 +153,8 @@ impl Store {
         Ok(())
     }
 
-    /// Gives a claimed key up without an answer (the request failed in a way worth retrying).
+    /// Gives a claimed key up without an answer, when its command certainly wrote nothing (a
+    /// lost race): a retry with the key, or another request with it, starts afresh.
     pub async fn release_idempotency(&self, subject: &str, key: &str) -> Result<(), StoreError> {
         on_pool!(&self.backend, pool => sqlx::query(
             "DELETE FROM idempotency_keys WHERE subject = $1 AND key = $2 AND response_status IS NULL",
@@ -133,11 +167,28 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets answers older than `older_than` (kept at least 24 hours by the caller's choice).
+    /// Leaves a claimed key without an answer when its command may or may not have committed
+    /// (the store failed): the next retry takes the claim over at once, as [`Claim::Resumed`],
+    /// and finds out from the log.
+    pub async fn abandon_idempotency(&self, subject: &str, key: &str) -> Result<(), StoreError> {
+        on_pool!(&self.backend, pool => sqlx::query(
+            "UPDATE idempotency_keys SET claimed_at_ms = 0 \
+             WHERE subject = $1 AND key = $2 AND response_status IS NULL",
+        )
+        .bind(subject)
+        .bind(key)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Forgets answers first claimed longer than `older_than` ago (kept at least 24 hours by
+    /// the caller's choice). Unfinished claims stay until a retry resolves them.
     pub async fn purge_idempotency(&self, older_than: chrono::Duration) -> Result<u64, StoreError> {
-        let cutoff = (Utc::now() - older_than).timestamp_millis();
+        let cutoff = (self.services.clock.now() - older_than).timestamp_millis();
         let purged = on_pool!(&self.backend, pool => sqlx::query(
-            "DELETE FROM idempotency_keys WHERE claimed_at_ms < $1 AND response_status IS NOT NULL",
+            "DELETE FROM idempotency_keys WHERE created_at_ms < $1 AND response_status IS NOT NULL",
         )
         .bind(cutoff)
         .execute(pool)

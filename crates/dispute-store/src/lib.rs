@@ -22,8 +22,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use execute::{CommandMetadata, ExecuteError, Outcome};
-pub use idempotency::{Claim, StoredResponse};
+pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome};
+pub use idempotency::{Claim, ClaimTimes, StoredResponse};
 pub use log::{Cursor, RawEvent, StoredEvent};
 
 /// The database behind the store.

@@ -254,7 +254,7 @@ async fn drive(
     while Instant::now() < until {
         let id = format!("bench-{}-{worker}-{n}", load.run);
         match lifecycle(&load, &id, n, &mut samples, pace.as_mut()).await {
-            Ok(sequence) if lag_every > 0 && n % lag_every == 0 => {
+            Ok(sequence) if lag_every > 0 && n.is_multiple_of(lag_every) => {
                 let started = Instant::now();
                 let url = format!("{}/v1/disputes/{id}", load.base);
                 let seen = load

@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use dispute_domain::{DisputeServices, Policy, SystemClock};
-use dispute_store::{Store, StoreConfig};
+use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
+use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
 
 /// Settings shared by every subcommand that touches the store or tokens.
 #[derive(Debug, Args)]
 pub struct Settings {
-    /// A TOML file with any of: database_url, nats_url, data_dir, jwt_secret, policy.
+    /// A TOML file with any of: database_url, nats_url, data_dir, jwt_secret, policy,
+    /// idempotency_wait, idempotency_takeover.
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
@@ -38,6 +39,15 @@ pub struct Settings {
     /// A policy file (TOML). Unset: the built-in defaults.
     #[arg(long, env = "DISPUTES_POLICY", global = true)]
     pub policy: Option<PathBuf>,
+    /// How long a request waits for a concurrent request with the same Idempotency-Key before
+    /// answering 409 with Retry-After, e.g. `10s`. Default 10s.
+    #[arg(long, env = "DISPUTES_IDEMPOTENCY_WAIT", global = true, value_parser = parse_duration)]
+    pub idempotency_wait: Option<chrono::Duration>,
+    /// After how long a claim on an Idempotency-Key whose request never answered (its process
+    /// died) is taken over by a retry, which first looks in the log for the command's events.
+    /// Default 30s.
+    #[arg(long, env = "DISPUTES_IDEMPOTENCY_TAKEOVER", global = true, value_parser = parse_duration)]
+    pub idempotency_takeover: Option<chrono::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +58,8 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     jwt_secret: Option<String>,
     policy: Option<PathBuf>,
+    idempotency_wait: Option<String>,
+    idempotency_takeover: Option<String>,
 }
 
 /// A fatal configuration problem, printed as is before exiting.
@@ -79,7 +91,27 @@ impl Settings {
         self.data_dir = self.data_dir.or(file.data_dir);
         self.jwt_secret = self.jwt_secret.or(file.jwt_secret);
         self.policy = self.policy.or(file.policy);
+        let duration = |key: &str, text: Option<String>| {
+            text.map(|text| parse_duration(&text)).transpose().map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: format!("{key}: {e}"),
+            })
+        };
+        self.idempotency_wait =
+            self.idempotency_wait.or(duration("idempotency_wait", file.idempotency_wait)?);
+        self.idempotency_takeover =
+            self.idempotency_takeover.or(duration("idempotency_takeover", file.idempotency_takeover)?);
         Ok(self)
+    }
+
+    /// How long idempotency claims wait and last.
+    pub fn idempotency(&self) -> ClaimTimes {
+        let defaults = ClaimTimes::default();
+        let std = |d: Option<chrono::Duration>, default| d.and_then(|d| d.to_std().ok()).unwrap_or(default);
+        ClaimTimes {
+            wait: std(self.idempotency_wait, defaults.wait),
+            takeover_after: std(self.idempotency_takeover, defaults.takeover_after),
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -157,7 +157,8 @@ pub(crate) async fn serve(
         None => vec![tokio::spawn(dispute_views::run_local(store.clone(), stopping.clone()))],
     };
     background.push(tokio::spawn(DeadlineTimer::new(store.clone()).run(stopping)));
-    let state = AppState::new(store.clone(), TokenKeys::new(&secret));
+    let state =
+        AppState::new(store.clone(), TokenKeys::new(&secret)).with_idempotency(settings.idempotency());
     ready(local);
     let result = dispute_api::serve(listener, state, shutdown).await;
     purge.abort();

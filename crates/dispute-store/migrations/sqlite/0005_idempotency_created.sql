@@ -1,0 +1,7 @@
+-- When a key was first claimed. `claimed_at_ms` moves forward when an unfinished claim is taken
+-- over; `created_at_ms` stays, so that a resumed claim looks in the log only for events committed
+-- since its own first request (a key reused after its record was purged is a new request).
+ALTER TABLE idempotency_keys ADD COLUMN created_at_ms integer NOT NULL DEFAULT 0;
+UPDATE idempotency_keys SET created_at_ms = claimed_at_ms;
+DROP INDEX idempotency_keys_age;
+CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at_ms);

@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
-use dispute_api::{AppState, TokenKeys};
+use dispute_api::TokenKeys;
 use dispute_domain::{Actor, DisputeServices, ManualClock, Policy, Role};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
+use disputes::{App, Parts};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const SECRET: &str = "integration-test-secret-at-least-32-bytes";
 
@@ -143,8 +142,7 @@ pub struct TestApp {
     idempotency: ClaimTimes,
     tokens: TokenKeys,
     client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
+    app: Option<App>,
 }
 
 /// An HTTP answer: status, headers and the JSON body (Null when empty or not JSON).
@@ -222,36 +220,36 @@ impl TestApp {
         }
     }
 
+    /// The API and the projections (no timer: timer tests step it by hand), started as
+    /// `disputes serve` starts them, with the test's clock and policy.
     async fn start(
         backing: Backing,
         policy: Arc<Policy>,
         clock: Arc<ManualClock>,
         idempotency: ClaimTimes,
     ) -> Self {
-        let services = DisputeServices::new(clock.clone(), policy.clone());
-        let store = Store::open(&Self::store_config(&backing), services).await.expect("the store opens");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let addr = listener.local_addr().expect("local addr");
         let tokens = TokenKeys::new(SECRET);
-        let state = AppState::new(store.clone(), tokens.clone()).with_idempotency(idempotency);
-        let (tx, rx) = oneshot::channel::<()>();
-        let (stop_views, views_stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(dispute_views::run_local(store.clone(), views_stopped));
-        let server = tokio::spawn(dispute_api::serve(listener, state, async move {
-            let _ = rx.await;
-            let _ = stop_views.send(true);
-        }));
+        let app = App::start(disputes::Config {
+            store: Self::store_config(&backing),
+            services: DisputeServices::new(clock.clone(), policy.clone()),
+            bus: None,
+            tokens: tokens.clone(),
+            idempotency,
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            parts: Parts { projections: true, timer: false },
+        })
+        .await
+        .expect("the service starts");
         Self {
-            addr,
+            addr: app.addr(),
             clock,
-            store,
+            store: app.store().clone(),
             backing,
             policy,
             idempotency,
             tokens,
             client: reqwest::Client::new(),
-            shutdown: Some(tx),
-            server: Some(server),
+            app: Some(app),
         }
     }
 
@@ -263,13 +261,9 @@ impl TestApp {
     }
 
     async fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(app) = self.app.take() {
+            app.stop().await.expect("the service stops cleanly");
         }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stops cleanly");
-        }
-        self.store.close().await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -419,8 +413,8 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(app) = self.app.take() {
+            app.stop_token().cancel();
         }
     }
 }

@@ -14,7 +14,7 @@ use dispute_audit::HeadsRecord;
 use dispute_bus::NatsBus;
 use dispute_store::Store;
 
-use crate::config::Settings;
+use disputes::config::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {

@@ -2,7 +2,6 @@
 //! given concurrency and reports command rate, command latency and projection lag
 //! (command answered → visible in the dispute's view).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,8 @@ use dispute_api::TokenKeys;
 use dispute_domain::{Actor, Role, parse_duration};
 use serde_json::{Value, json};
 
-use crate::config::Settings;
+use disputes::App;
+use disputes::config::Settings;
 
 #[derive(Debug, Args)]
 pub struct BenchOptions {
@@ -82,24 +82,13 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
         return Err("--rate must be a positive number of commands per second".to_string());
     }
     let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (base, server) = match &options.target {
+    let (base, app) = match &options.target {
         Some(target) => (target.trim_end_matches('/').to_string(), None),
         None => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
-            let server = tokio::spawn(crate::serve(
-                settings,
-                addr,
-                async move {
-                    let _ = stopped.await;
-                },
-                move |local| {
-                    let _ = tx.send(local);
-                },
-            ));
-            let local = rx.await.map_err(|_| "the service did not start".to_string())?;
-            (format!("http://{local}"), Some(server))
+            let config =
+                settings.app_config("127.0.0.1:0".parse().expect("an address")).map_err(|e| e.to_string())?;
+            let app = App::start(config).await.map_err(|e| e.to_string())?;
+            (format!("http://{}", app.addr()), Some(app))
         }
     };
     let keys = TokenKeys::new(&secret);
@@ -139,9 +128,8 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
     progress.abort();
     eprintln!();
     let elapsed = started.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    if let Some(server) = server {
-        server.await.map_err(|e| e.to_string())??;
+    if let Some(app) = app {
+        app.stop().await.map_err(|e| e.to_string())?;
     }
     samples.commands.sort_unstable();
     samples.lags.sort_unstable();

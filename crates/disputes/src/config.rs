@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use dispute_api::TokenKeys;
 use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
@@ -133,6 +134,24 @@ impl Settings {
         let policy = Policy::from_toml(&text)
             .map_err(|source| ConfigError::Policy { path: path.display().to_string(), source })?;
         Ok(Arc::new(policy))
+    }
+
+    /// What `App::start` needs to run the service on `listen` with every part, on the system
+    /// clock.
+    pub fn app_config(&self, listen: SocketAddr) -> Result<crate::Config, ConfigError> {
+        let secret = self.jwt_secret()?;
+        Ok(crate::Config {
+            store: self.store(),
+            services: DisputeServices::new(Arc::new(SystemClock), self.policy()?),
+            bus: self
+                .nats_url
+                .as_ref()
+                .map(|urls| crate::BusConfig { urls: urls.clone(), stream: self.stream.clone() }),
+            tokens: TokenKeys::new(&secret),
+            idempotency: self.idempotency(),
+            listen,
+            parts: crate::Parts::ALL,
+        })
     }
 
     /// Opens the configured store with the configured policy and the system clock.

@@ -3,23 +3,17 @@
 
 mod audit;
 mod bench;
-mod config;
 mod timer_bench;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dispute_api::{AppState, TokenKeys};
-use dispute_bus::{NatsBus, Relay};
+use dispute_api::TokenKeys;
 use dispute_domain::{Actor, Role, parse_duration};
-use dispute_store::Store;
-use dispute_timer::DeadlineTimer;
 use dispute_views::ViewName;
-use tokio::net::TcpListener;
-
-use crate::config::Settings;
+use disputes::App;
+use disputes::config::{self, Settings};
 
 #[derive(Debug, Parser)]
 #[command(name = "disputes", version, about = "Event-sourced refund-dispute arbitration service")]
@@ -119,10 +113,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{}", TokenKeys::new(&secret).issue(&Actor::new(role, sub), ttl));
             Ok(())
         }
-        Command::Serve { addr } => {
-            serve(settings, addr, shutdown_signal(), |local| println!("disputes listening on http://{local}"))
-                .await
-        }
+        Command::Serve { addr } => serve(settings, addr).await,
         Command::Bench(options) => bench::run(settings, options).await,
         Command::Projections { command: ProjectionsCommand::Rebuild { view } } => {
             rebuild(settings, view).await
@@ -131,43 +122,17 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// Runs the service until `shutdown`; `ready` receives the address once it listens.
-pub(crate) async fn serve(
-    settings: Settings,
-    addr: SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr),
-) -> Result<(), String> {
-    let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
-    let store = settings.open_store().await?;
-    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let purge = tokio::spawn(purge_idempotency_keys(store.clone()));
-    let (stop_background, stopping) = tokio::sync::watch::channel(false);
-    // With NATS: the relay publishes and the projector consumes the stream. Without: the
-    // projector reads the log directly (the in-process bus).
-    let mut background = match &settings.nats_url {
-        Some(urls) => {
-            let bus = NatsBus::connect(urls, &settings.stream).await.map_err(|e| e.to_string())?;
-            vec![
-                tokio::spawn(Relay::new(store.clone(), bus.clone()).run(stopping.clone())),
-                tokio::spawn(dispute_views::run_nats(store.clone(), bus, stopping.clone())),
-            ]
-        }
-        None => vec![tokio::spawn(dispute_views::run_local(store.clone(), stopping.clone()))],
-    };
-    background.push(tokio::spawn(DeadlineTimer::new(store.clone()).run(stopping)));
-    let state =
-        AppState::new(store.clone(), TokenKeys::new(&secret)).with_idempotency(settings.idempotency());
-    ready(local);
-    let result = dispute_api::serve(listener, state, shutdown).await;
-    purge.abort();
-    let _ = stop_background.send(true);
-    for task in background {
-        let _ = task.await;
-    }
-    store.close().await;
-    result.map_err(|e| format!("server error: {e}"))
+/// Runs the service until SIGINT or SIGTERM.
+async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
+    let config = settings.app_config(addr).map_err(|e| e.to_string())?;
+    let app = App::start(config).await.map_err(|e| e.to_string())?;
+    println!("disputes listening on http://{}", app.addr());
+    let stop = app.stop_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    app.stopped().await.map_err(|e| e.to_string())
 }
 
 async fn rebuild(settings: Settings, view: Option<String>) -> Result<(), String> {
@@ -193,17 +158,6 @@ async fn rebuild(settings: Settings, view: Option<String>) -> Result<(), String>
     println!("rebuilt {views:?} from {replayed} events in {:.1?}", started.elapsed());
     store.close().await;
     Ok(())
-}
-
-/// Forgets idempotency answers after two days (the contract keeps them at least one).
-async fn purge_idempotency_keys(store: Arc<Store>) {
-    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        every_hour.tick().await;
-        if let Err(e) = store.purge_idempotency(chrono::Duration::hours(48)).await {
-            tracing::warn!(error = %e, "purging old idempotency keys failed");
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -17,7 +17,7 @@ use dispute_timer::DeadlineTimer;
 use serde_json::json;
 
 use crate::bench::percentile;
-use crate::config::Settings;
+use disputes::config::Settings;
 
 /// The merchant deadline of every request: long enough for all of them to be pending at once.
 const WINDOW: &str = "30s";

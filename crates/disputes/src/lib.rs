@@ -1,0 +1,8 @@
+//! The disputes service as a library: its composition root ([`app::App`]) and its
+//! configuration ([`config::Settings`]). The `disputes` binary, the load generator and the
+//! tests start the service through it.
+
+pub mod app;
+pub mod config;
+
+pub use app::{App, AppError, BusConfig, Config, Parts};

@@ -447,9 +447,18 @@ pub fn order(id: &str) -> Value {
 
 /// The path of the built `disputes` binary, next to the test executable's directory.
 pub fn disputes_binary() -> PathBuf {
+    built_binary("disputes")
+}
+
+/// The path of the built `disputes-bench` binary (the load generators).
+pub fn bench_binary() -> PathBuf {
+    built_binary("disputes-bench")
+}
+
+fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    let path = dir.join("disputes");
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: build it first (`cargo build --bins`; scripts/test does)",

@@ -31,7 +31,16 @@ fn service_env<'a>(db: &'a TestDatabase, nats: &'a str, stream: &'a str) -> [(&'
 
 /// `disputes ARGS` with no configuration but `env`, run in `cwd`.
 fn disputes(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut command = Command::new(disputes_binary());
+    run_built(&disputes_binary(), cwd, env, args)
+}
+
+/// `disputes-bench ARGS` (the load generators), like [`disputes`].
+fn disputes_bench(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    run_built(&bench_binary(), cwd, env, args)
+}
+
+fn run_built(binary: &Path, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
     command.env_clear().current_dir(cwd).args(args);
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
@@ -596,7 +605,7 @@ async fn two_instances_on_one_database_and_one_nats_give_each_deadline_one_effec
     }
 }
 
-/// The figures `disputes bench --json` promises on its last stdout line.
+/// The figures `disputes-bench --json` promises on its last stdout line.
 const BENCH_KEYS: [&str; 7] = [
     "commands_per_s",
     "command_p50_ms",
@@ -607,15 +616,15 @@ const BENCH_KEYS: [&str; 7] = [
     "errors",
 ];
 
-/// Runs `disputes bench ARGS --json` and returns its last stdout line, parsed.
+/// Runs `disputes-bench ARGS --json` and returns its last stdout line, parsed.
 fn bench_figures(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Value {
-    let output = disputes(cwd, env, &[&["bench", "--json"], args].concat())
+    let output = disputes_bench(cwd, env, &[&["--json"], args].concat())
         .stdin(Stdio::null())
         .output()
-        .expect("disputes bench runs");
+        .expect("disputes-bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "disputes bench failed: {}\n{stderr}", output.status);
+    assert!(output.status.success(), "disputes-bench failed: {}\n{stderr}", output.status);
     let last = stdout.lines().last().unwrap_or_else(|| panic!("no stdout; stderr:\n{stderr}"));
     serde_json::from_str(last).unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"))
 }
@@ -658,10 +667,10 @@ async fn bench_refuses_a_rate_that_is_not_positive() {
     let env = [("DISPUTES_DATA_DIR", data.path().to_str().expect("a UTF-8 path"))];
     for rate in ["0", "-5"] {
         let flag = format!("--rate={rate}");
-        let output = disputes(cwd.path(), &env, &["bench", "--duration", "1s", &flag])
+        let output = disputes_bench(cwd.path(), &env, &["--duration", "1s", &flag])
             .stdin(Stdio::null())
             .output()
-            .expect("disputes bench runs");
+            .expect("disputes-bench runs");
         assert!(!output.status.success(), "--rate {rate} is refused");
         assert!(output.stdout.is_empty(), "no figures for --rate {rate}");
         assert!(String::from_utf8_lossy(&output.stderr).contains("--rate"), "the error names --rate");
@@ -678,14 +687,20 @@ async fn bench_preload_fills_an_empty_store_with_settled_disputes_that_verify_an
     let run = |args: &[&str]| {
         disputes(cwd.path(), &env, args).stdin(Stdio::null()).output().expect("disputes runs")
     };
-    let output = run(&["bench", "--preload", "25"]);
+    let preload = || {
+        disputes_bench(cwd.path(), &env, &["--preload", "25"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("disputes-bench runs")
+    };
+    let output = preload();
     assert!(output.status.success(), "preload: {}", String::from_utf8_lossy(&output.stderr));
     let output = run(&["audit", "verify"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "verify: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("intact: 100 events in 25 streams"), "{stdout}");
 
-    let output = run(&["bench", "--preload", "25"]);
+    let output = preload();
     assert!(!output.status.success(), "a store with events is refused");
     assert!(String::from_utf8_lossy(&output.stderr).contains("empty store"));
     let output = run(&["audit", "verify"]);
@@ -693,6 +708,32 @@ async fn bench_preload_fills_an_empty_store_with_settled_disputes_that_verify_an
         String::from_utf8_lossy(&output.stdout).contains("intact: 100 events in 25 streams"),
         "nothing added"
     );
+}
+
+#[tokio::test]
+async fn bench_audit_loads_a_synthetic_log_and_times_verify_and_replay_over_it() {
+    let db = TestDatabase::create().await;
+    let cwd = TempDir::new();
+    let env = [("DATABASE_URL", db.url.as_str()), ("DISPUTES_JWT_SECRET", SECRET)];
+    let output = disputes_bench(cwd.path(), &env, &["--audit", "40"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("verify: 40 events in 10 streams"), "{stdout}");
+    assert!(stdout.contains("replay: 40 events in 10 streams"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_service_binary_has_no_load_generator() {
+    let cwd = TempDir::new();
+    let output = disputes(cwd.path(), &[], &["bench", "--duration", "1s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes runs");
+    assert!(!output.status.success(), "`disputes bench` is not a command of the service binary");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unrecognized subcommand 'bench'"));
 }
 
 /// One keyed command of the crash test's script, sent with the same key and body until it has

@@ -1,12 +1,12 @@
 //! `disputes audit …`: verify the hash chains, replay a dispute as of an instant, report view
-//! drift, export a dispute's record, and the audit benchmark. Exit codes: 0 intact / no
+//! drift, and export a dispute's record. Exit codes: 0 intact / no
 //! drift, 1 broken / drift found, 2 the audit itself could not run.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -15,6 +15,7 @@ use dispute_bus::NatsBus;
 use dispute_store::Store;
 
 use disputes::config::Settings;
+use disputes::progress::Progress;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -46,12 +47,6 @@ pub enum AuditCommand {
     Drift,
     /// Print the dispute's full record (events, hashes, state, views) as one JSON document.
     Export { order_id: String },
-    /// Load N synthetic events into an EMPTY store, then time verify and replay over them.
-    Bench {
-        /// Events to load (four per order).
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-    },
 }
 
 pub async fn run(settings: Settings, command: AuditCommand) -> ExitCode {
@@ -106,7 +101,6 @@ async fn run_command(settings: Settings, command: AuditCommand) -> Result<ExitCo
             Ok(None) => Err(format!("{order_id} has no events")),
             Err(e) => Err(e.to_string()),
         },
-        AuditCommand::Bench { events } => bench(&store, events).await,
     };
     store.close().await;
     result
@@ -185,94 +179,8 @@ async fn verify(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bench(store: &Arc<Store>, events: u64) -> Result<ExitCode, String> {
-    let orders = events.div_ceil(dispute_audit::EVENTS_PER_ORDER);
-    let started = Instant::now();
-    let mut bar = Progress::new("loading");
-    let loaded = dispute_audit::load_synthetic(store, orders, |done, total| bar.show(done, total))
-        .await
-        .map_err(|e| e.to_string())?;
-    bar.finish();
-    eprintln!("loaded {loaded} events ({orders} orders) in {:.1?}", started.elapsed());
-
-    let started = Instant::now();
-    let report = dispute_audit::verify(store, None, None, |_, _| {}).await.map_err(|e| e.to_string())?;
-    let verify_time = started.elapsed();
-    if !report.breaks.is_empty() {
-        return Err(format!("the synthetic log does not verify: {}", report.breaks[0]));
-    }
-
-    let started = Instant::now();
-    let mut replayed = 0u64;
-    let mut failure = None;
-    dispute_audit::for_each_stream(
-        store,
-        |_, _| {},
-        |stream| match dispute_audit::replay(stream, None) {
-            Ok(Some(r)) if r.state.status() == dispute_domain::Status::Refunded => replayed += 1,
-            Ok(_) => failure = Some(format!("{} did not replay to refunded", stream[0].order_id)),
-            Err(e) => failure = Some(e.to_string()),
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let replay_time = started.elapsed();
-    if let Some(failure) = failure {
-        return Err(failure);
-    }
-    let rate = |d: Duration| report.events as f64 / d.as_secs_f64();
-    println!(
-        "verify: {} events in {} streams in {:.2?}: {:.0} events/s",
-        report.events,
-        report.streams,
-        verify_time,
-        rate(verify_time)
-    );
-    println!(
-        "replay: {} events in {replayed} streams in {:.2?}: {:.0} events/s",
-        report.events,
-        replay_time,
-        rate(replay_time)
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Prints to stdout, ignoring a closed pipe (`disputes audit export … | head`).
 fn print_json(value: &serde_json::Value) {
     let text = serde_json::to_string_pretty(value).expect("JSON serializes");
     let _ = writeln!(std::io::stdout().lock(), "{text}");
-}
-
-/// A progress line on stderr, redrawn with `\r` at most every 200 ms.
-struct Progress {
-    label: &'static str,
-    last: Option<Instant>,
-}
-
-impl Progress {
-    fn new(label: &'static str) -> Self {
-        Self { label, last: None }
-    }
-
-    fn show(&mut self, done: u64, total: u64) {
-        if self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) && done < total {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
-        let filled = (percent / 5) as usize;
-        eprint!(
-            "\r{}: [{}{}] {done}/{total} events ({percent}%)",
-            self.label,
-            "#".repeat(filled),
-            " ".repeat(20 - filled)
-        );
-        let _ = std::io::stderr().flush();
-    }
-
-    fn finish(&self) {
-        if self.last.is_some() {
-            eprintln!();
-        }
-    }
 }

@@ -4,5 +4,6 @@
 
 pub mod app;
 pub mod config;
+pub mod progress;
 
 pub use app::{App, AppError, BusConfig, Config, Parts};

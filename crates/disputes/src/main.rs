@@ -2,8 +2,6 @@
 //! hands over to the library crates; nothing here decides a rule or an HTTP answer.
 
 mod audit;
-mod bench;
-mod timer_bench;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -32,8 +30,6 @@ enum Command {
         #[arg(long, env = "DISPUTES_ADDR", default_value_t = config::default_addr())]
         addr: SocketAddr,
     },
-    /// Drive realistic dispute lifecycles over HTTP and report rates, latencies and lag.
-    Bench(bench::BenchOptions),
     /// Audit the log: verify hash chains, replay as of an instant, view drift, export.
     Audit {
         #[command(subcommand)]
@@ -114,7 +110,6 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Serve { addr } => serve(settings, addr).await,
-        Command::Bench(options) => bench::run(settings, options).await,
         Command::Projections { command: ProjectionsCommand::Rebuild { view } } => {
             rebuild(settings, view).await
         }

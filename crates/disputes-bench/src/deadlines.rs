@@ -1,4 +1,4 @@
-//! `disputes bench --deadlines N`: how late the deadline timer fires with N deadlines pending.
+//! `disputes-bench --deadlines N`: how late the deadline timer fires with N deadlines pending.
 //!
 //! N orders are registered and refunds requested straight through the store (no HTTP), with a
 //! merchant deadline of [`WINDOW`] so that all N are pending at once; the timer runs in this
@@ -16,7 +16,7 @@ use dispute_store::{CommandMetadata, Store, on_pool};
 use dispute_timer::DeadlineTimer;
 use serde_json::json;
 
-use crate::bench::percentile;
+use crate::lifecycles::percentile;
 use disputes::config::Settings;
 
 /// The merchant deadline of every request: long enough for all of them to be pending at once.

@@ -1,4 +1,4 @@
-//! `disputes bench`: a load generator that drives whole dispute lifecycles over HTTP at a
+//! `disputes-bench`: a load generator that drives whole dispute lifecycles over HTTP at a
 //! given concurrency and reports command rate, command latency and projection lag
 //! (command answered → visible in the dispute's view).
 
@@ -40,12 +40,16 @@ pub struct BenchOptions {
     /// Instead of a run: insert N synthetic settled disputes (four chained events each)
     /// straight into the configured store, which must hold no events, then exit. For
     /// measuring the service over a large store (`scripts/bench --memory`).
-    #[arg(long, value_name = "N", conflicts_with_all = ["target", "deadlines"])]
+    #[arg(long, value_name = "N", conflicts_with_all = ["target", "deadlines", "audit"])]
     preload: Option<u64>,
     /// Instead of lifecycles over HTTP: N disputes whose merchant deadlines are all pending at
     /// once, and how late the deadline timer fires them.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["target", "audit"])]
     deadlines: Option<usize>,
+    /// Instead of a run: load N synthetic chained events (four per order) into the configured
+    /// store, which must hold no events, then time `audit verify` and a replay of every stream.
+    #[arg(long, value_name = "N", conflicts_with = "target")]
+    audit: Option<u64>,
 }
 
 #[derive(Default)]
@@ -74,7 +78,13 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
         return preload(settings, orders).await;
     }
     if let Some(count) = options.deadlines {
-        return crate::timer_bench::run(settings, count, options.json).await;
+        return crate::deadlines::run(settings, count, options.json).await;
+    }
+    if let Some(events) = options.audit {
+        let store = settings.open_store().await?;
+        let result = crate::audit::run(&store, events).await;
+        store.close().await;
+        return result;
     }
     // Bad flags are refused before the service starts on the store.
     let duration = options.duration.to_std().map_err(|e| e.to_string())?;

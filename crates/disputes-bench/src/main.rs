@@ -1,0 +1,44 @@
+//! `disputes-bench`: the load generators, kept out of the service binary. It starts the
+//! service through the same composition root as `disputes serve` (or loads a running one with
+//! `--target`), and reads the same configuration (flags, environment, `--config`).
+
+mod audit;
+mod deadlines;
+mod lifecycles;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use disputes::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "disputes-bench", version, about = "Load generators for the disputes service")]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(flatten)]
+    options: lifecycles::BenchOptions,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let result = runtime.block_on(async {
+        let settings = cli.settings.resolve().map_err(|e| e.to_string())?;
+        lifecycles::run(settings, cli.options).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("disputes-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -7,21 +7,19 @@ use std::time::{Duration, Instant};
 use dispute_store::Store;
 use disputes::progress::Progress;
 
-pub async fn run(store: &Arc<Store>, events: u64) -> Result<(), String> {
+pub async fn run(store: &Arc<Store>, events: u64) -> anyhow::Result<()> {
     let orders = events.div_ceil(dispute_audit::EVENTS_PER_ORDER);
     let started = Instant::now();
     let mut bar = Progress::new("loading");
-    let loaded = dispute_audit::load_synthetic(store, orders, |done, total| bar.show(done, total))
-        .await
-        .map_err(|e| e.to_string())?;
+    let loaded = dispute_audit::load_synthetic(store, orders, |done, total| bar.show(done, total)).await?;
     bar.finish();
     eprintln!("loaded {loaded} events ({orders} orders) in {:.1?}", started.elapsed());
 
     let started = Instant::now();
-    let report = dispute_audit::verify(store, None, None, |_, _| {}).await.map_err(|e| e.to_string())?;
+    let report = dispute_audit::verify(store, None, None, |_, _| {}).await?;
     let verify_time = started.elapsed();
     if !report.breaks.is_empty() {
-        return Err(format!("the synthetic log does not verify: {}", report.breaks[0]));
+        anyhow::bail!("the synthetic log does not verify: {}", report.breaks[0]);
     }
 
     let started = Instant::now();
@@ -36,11 +34,10 @@ pub async fn run(store: &Arc<Store>, events: u64) -> Result<(), String> {
             Err(e) => failure = Some(e.to_string()),
         },
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let replay_time = started.elapsed();
     if let Some(failure) = failure {
-        return Err(failure);
+        anyhow::bail!(failure);
     }
     let rate = |d: Duration| report.events as f64 / d.as_secs_f64();
     println!(

@@ -73,12 +73,12 @@ struct Load {
     failed: AtomicU64,
 }
 
-pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String> {
+pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()> {
     if let Some(orders) = options.preload {
         return preload(settings, orders).await;
     }
     if let Some(count) = options.deadlines {
-        return crate::deadlines::run(settings, count, options.json).await;
+        return crate::deadlines::run(settings, count, options.json).await.map_err(anyhow::Error::msg);
     }
     if let Some(events) = options.audit {
         let store = settings.open_store().await?;
@@ -87,17 +87,16 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
         return result;
     }
     // Bad flags are refused before the service starts on the store.
-    let duration = options.duration.to_std().map_err(|e| e.to_string())?;
+    let duration = options.duration.to_std()?;
     if options.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
-        return Err("--rate must be a positive number of commands per second".to_string());
+        anyhow::bail!("--rate must be a positive number of commands per second");
     }
-    let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
+    let secret = settings.jwt_secret()?;
     let (base, app) = match &options.target {
         Some(target) => (target.trim_end_matches('/').to_string(), None),
         None => {
-            let config =
-                settings.app_config("127.0.0.1:0".parse().expect("an address")).map_err(|e| e.to_string())?;
-            let app = App::start(config).await.map_err(|e| e.to_string())?;
+            let config = settings.app_config("127.0.0.1:0".parse().expect("an address"))?;
+            let app = App::start(config).await?;
             (format!("http://{}", app.addr()), Some(app))
         }
     };
@@ -130,7 +129,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
     let progress = tokio::spawn(report_progress(load.clone(), started, duration));
     let mut samples = Samples::default();
     for worker in workers {
-        let s = worker.await.map_err(|e| e.to_string())?;
+        let s = worker.await?;
         samples.commands.extend(s.commands);
         samples.lags.extend(s.lags);
         samples.errors += s.errors;
@@ -139,7 +138,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
     eprintln!();
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(app) = app {
-        app.stop().await.map_err(|e| e.to_string())?;
+        app.stop().await?;
     }
     samples.commands.sort_unstable();
     samples.lags.sort_unstable();
@@ -177,7 +176,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> Result<(), String
 }
 
 /// `--preload N`: the synthetic lifecycles of the audit benchmark, without the audit.
-async fn preload(settings: Settings, orders: u64) -> Result<(), String> {
+async fn preload(settings: Settings, orders: u64) -> anyhow::Result<()> {
     let store = settings.open_store().await?;
     let started = Instant::now();
     let mut shown = started;
@@ -187,8 +186,7 @@ async fn preload(settings: Settings, orders: u64) -> Result<(), String> {
             eprint!("\rpreload: {done}/{total} events");
         }
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     store.close().await;
     eprintln!("\rpreloaded {orders} disputes ({events} events) in {:.1?}", started.elapsed());
     Ok(())

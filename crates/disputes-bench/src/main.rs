@@ -31,13 +31,13 @@ fn main() -> ExitCode {
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let result = runtime.block_on(async {
-        let settings = cli.settings.resolve().map_err(|e| e.to_string())?;
+        let settings = cli.settings.resolve()?;
         lifecycles::run(settings, cli.options).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("disputes-bench: {message}");
+        Err(error) => {
+            eprintln!("disputes-bench: {error:#}");
             ExitCode::FAILURE
         }
     }

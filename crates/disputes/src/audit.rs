@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::{Context as _, anyhow};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use dispute_audit::HeadsRecord;
@@ -52,34 +53,32 @@ pub enum AuditCommand {
 pub async fn run(settings: Settings, command: AuditCommand) -> ExitCode {
     match run_command(settings, command).await {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("disputes audit: {message}");
+        Err(error) => {
+            eprintln!("disputes audit: {error:#}");
             ExitCode::from(2)
         }
     }
 }
 
-async fn run_command(settings: Settings, command: AuditCommand) -> Result<ExitCode, String> {
+async fn run_command(settings: Settings, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let store = settings.open_store().await?;
     let result = match command {
         AuditCommand::Verify { order, heads, save_heads } => {
             verify(&settings, &store, order.as_deref(), heads, save_heads).await
         }
         AuditCommand::Replay { order_id, as_of } => {
-            let events = store.whole_stream(&order_id).await.map_err(|e| e.to_string())?;
-            match dispute_audit::replay(&events, as_of).map_err(|e| e.to_string())? {
+            let events = store.whole_stream(&order_id).await?;
+            match dispute_audit::replay(&events, as_of)? {
                 Some(replayed) => {
                     print_json(&replayed.to_json());
                     Ok(ExitCode::SUCCESS)
                 }
-                None => Err(format!("{order_id} has no events (as of that instant)")),
+                None => Err(anyhow!("{order_id} has no events (as of that instant)")),
             }
         }
         AuditCommand::Drift => {
             let mut bar = Progress::new("rebuilding views aside");
-            let rows = dispute_audit::drift(&store, |done, total| bar.show(done, total))
-                .await
-                .map_err(|e| e.to_string())?;
+            let rows = dispute_audit::drift(&store, |done, total| bar.show(done, total)).await?;
             bar.finish();
             let mut stdout = std::io::stdout().lock();
             for row in &rows {
@@ -98,8 +97,8 @@ async fn run_command(settings: Settings, command: AuditCommand) -> Result<ExitCo
                 print_json(&record);
                 Ok(ExitCode::SUCCESS)
             }
-            Ok(None) => Err(format!("{order_id} has no events")),
-            Err(e) => Err(e.to_string()),
+            Ok(None) => Err(anyhow!("{order_id} has no events")),
+            Err(e) => Err(e.into()),
         },
     };
     store.close().await;
@@ -112,21 +111,19 @@ async fn verify(
     order: Option<&str>,
     heads: Option<PathBuf>,
     save_heads: Option<PathBuf>,
-) -> Result<ExitCode, String> {
+) -> anyhow::Result<ExitCode> {
     let record = match &heads {
         Some(path) => {
             let text =
-                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Some(HeadsRecord::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(HeadsRecord::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?)
         }
         None => None,
     };
     let started = Instant::now();
     let mut bar = Progress::new("verifying");
     let mut report =
-        dispute_audit::verify(store, order, record.as_ref(), |done, total| bar.show(done, total))
-            .await
-            .map_err(|e| e.to_string())?;
+        dispute_audit::verify(store, order, record.as_ref(), |done, total| bar.show(done, total)).await?;
     bar.finish();
     let elapsed = started.elapsed();
     let mut compared = Vec::new();
@@ -134,10 +131,8 @@ async fn verify(
         compared.push(format!("{} heads in {}", record.as_ref().map_or(0, HeadsRecord::len), path.display()));
     }
     if let Some(urls) = &settings.nats_url {
-        let bus = NatsBus::connect(urls, &settings.stream).await.map_err(|e| e.to_string())?;
-        let check = dispute_audit::compare_with_published(&bus, &report.heads, order.is_none())
-            .await
-            .map_err(|e| e.to_string())?;
+        let bus = NatsBus::connect(urls, &settings.stream).await?;
+        let check = dispute_audit::compare_with_published(&bus, &report.heads, order.is_none()).await?;
         compared.push(format!(
             "JetStream stream {}: {} heads match, {} not yet published",
             settings.stream, check.matching, check.unpublished
@@ -170,7 +165,7 @@ async fn verify(
     println!("intact: {} events in {} streams", report.events, report.streams);
     if let Some(path) = save_heads {
         let text = HeadsRecord::render(&report.heads);
-        std::fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         use sha2::Digest;
         let digest = sha2::Sha256::digest(text.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();

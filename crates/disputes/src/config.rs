@@ -78,6 +78,8 @@ pub enum ConfigError {
     SecretTooShort,
     #[error("cannot keep the token secret in {path}: {source}")]
     SecretFile { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] dispute_store::StoreError),
 }
 
 impl Settings {
@@ -155,9 +157,9 @@ impl Settings {
     }
 
     /// Opens the configured store with the configured policy and the system clock.
-    pub async fn open_store(&self) -> Result<Arc<Store>, String> {
-        let services = DisputeServices::new(Arc::new(SystemClock), self.policy().map_err(|e| e.to_string())?);
-        Store::open(&self.store(), services).await.map_err(|e| e.to_string())
+    pub async fn open_store(&self) -> Result<Arc<Store>, ConfigError> {
+        let services = DisputeServices::new(Arc::new(SystemClock), self.policy()?);
+        Ok(Store::open(&self.store(), services).await?)
     }
 
     /// The token secret: configured, or (embedded default only) generated once into the data dir.

@@ -6,6 +6,7 @@ mod audit;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dispute_api::TokenKeys;
 use dispute_domain::{Actor, Role, parse_duration};
@@ -94,18 +95,18 @@ fn main() -> ExitCode {
     }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("disputes: {message}");
+        Err(error) => {
+            eprintln!("disputes: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let settings = cli.settings.resolve().map_err(|e| e.to_string())?;
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings.resolve()?;
     match cli.command {
         Command::Token { role, sub, ttl } => {
-            let secret = settings.jwt_secret().map_err(|e| e.to_string())?;
+            let secret = settings.jwt_secret()?;
             println!("{}", TokenKeys::new(&secret).issue(&Actor::new(role, sub), ttl));
             Ok(())
         }
@@ -118,24 +119,24 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Runs the service until SIGINT or SIGTERM.
-async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), String> {
-    let config = settings.app_config(addr).map_err(|e| e.to_string())?;
-    let app = App::start(config).await.map_err(|e| e.to_string())?;
+async fn serve(settings: Settings, addr: SocketAddr) -> anyhow::Result<()> {
+    let app = App::start(settings.app_config(addr)?).await?;
     println!("disputes listening on http://{}", app.addr());
     let stop = app.stop_token();
     tokio::spawn(async move {
         shutdown_signal().await;
         stop.cancel();
     });
-    app.stopped().await.map_err(|e| e.to_string())
+    Ok(app.stopped().await?)
 }
 
-async fn rebuild(settings: Settings, view: Option<String>) -> Result<(), String> {
+async fn rebuild(settings: Settings, view: Option<String>) -> anyhow::Result<()> {
     let views = match view.as_deref() {
         None => ViewName::ALL.to_vec(),
-        Some(name) => {
-            vec![ViewName::parse(name).ok_or(format!("unknown view {name:?}: use disputes or timeline"))?]
-        }
+        Some(name) => vec![
+            ViewName::parse(name)
+                .with_context(|| format!("unknown view {name:?}: use disputes or timeline"))?,
+        ],
     };
     let store = settings.open_store().await?;
     let started = std::time::Instant::now();
@@ -148,7 +149,7 @@ async fn rebuild(settings: Settings, view: Option<String>) -> Result<(), String>
         }
     })
     .await
-    .map_err(|e| format!("rebuild failed: {e}"))?;
+    .context("rebuild failed")?;
     eprintln!();
     println!("rebuilt {views:?} from {replayed} events in {:.1?}", started.elapsed());
     store.close().await;

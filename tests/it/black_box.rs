@@ -913,3 +913,81 @@ async fn sigkill_under_keyed_load_leaves_every_key_one_effect_and_its_true_answe
         let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
     }
 }
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("an address").port()
+}
+
+#[tokio::test]
+async fn the_config_file_takes_every_setting_and_serve_logs_what_it_runs_on() {
+    let db = TestDatabase::create().await;
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let stream = unique_stream();
+    let port = free_port();
+    let policy = quick_policy(&cwd);
+    let file = cwd.path().join("disputes.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "database_url = {url:?}\ndatabase_max_connections = 4\nnats_url = {nats:?}\nstream = {stream:?}\n\
+             data_dir = {data:?}\njwt_secret = {SECRET:?}\npolicy = {policy:?}\naddr = \"127.0.0.1:{port}\"\n\
+             idempotency_wait = \"2s\"\nidempotency_takeover = \"5s\"\nlog_format = \"json\"\n",
+            url = db.url,
+            nats = nats_url(),
+            data = data.path().to_str().expect("a UTF-8 path"),
+        ),
+    )
+    .expect("the config file is written");
+    let config = file.to_str().expect("a UTF-8 path");
+    let mut server = Process::spawn(disputes(cwd.path(), &[], &["--config", config, "serve"]));
+    let addr = server.listening();
+    assert_eq!(addr.port(), port, "addr comes from the file");
+    let system = token(cwd.path(), &[("DISPUTES_CONFIG", config)], "system", "orders");
+    let (status, body) = register(&reqwest::Client::new(), addr, &system, &recent_order("cf-1")).await;
+    assert_eq!(status, 200, "the secret comes from the file: {body}");
+    let exit = server.terminate();
+    let stderr = server.stderr();
+    assert!(exit.success(), "{exit}; stderr:\n{stderr}");
+
+    // JSON logs: every line one object; the start names the store, the bus, the stream and the policy.
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let setup = lines
+        .iter()
+        .find_map(|line| line["fields"]["setup"].as_str())
+        .unwrap_or_else(|| panic!("no start line naming the setup in:\n{stderr}"));
+    for part in ["PostgreSQL", &db.name, &stream, &policy] {
+        assert!(setup.contains(part), "{part:?} missing from {setup:?}");
+    }
+    assert!(!setup.contains("postgres@"), "no credentials in the log: {setup}");
+    if let Ok(client) = async_nats::connect(&nats_url()).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+    }
+}
+
+#[tokio::test]
+async fn text_logs_into_a_pipe_carry_no_colours_and_a_misspelt_config_key_is_refused() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let env = [("DISPUTES_DATA_DIR", data.path().to_str().expect("a UTF-8 path"))];
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    server.listening();
+    assert!(server.terminate().success());
+    let stderr = server.stderr();
+    assert!(stderr.contains("starting"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no ANSI escapes when stderr is not a terminal:\n{stderr:?}");
+
+    let file = cwd.path().join("bad.toml");
+    std::fs::write(&file, "adress = \"127.0.0.1:1\"\n").expect("written");
+    let output = disputes(cwd.path(), &env, &["--config", file.to_str().expect("UTF-8"), "serve"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "an unknown key stops the start");
+    assert!(stderr.contains("bad.toml") && stderr.contains("adress"), "{stderr}");
+}

@@ -22,18 +22,16 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let settings = match cli.settings.resolve() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("disputes-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    disputes::logging::init(settings.log_format(), "info,sqlx=error");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let result = runtime.block_on(async {
-        let settings = cli.settings.resolve()?;
-        lifecycles::run(settings, cli.options).await
-    });
+    let result = runtime.block_on(lifecycles::run(settings, cli.options));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

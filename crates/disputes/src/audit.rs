@@ -131,11 +131,13 @@ async fn verify(
         compared.push(format!("{} heads in {}", record.as_ref().map_or(0, HeadsRecord::len), path.display()));
     }
     if let Some(urls) = &settings.nats_url {
-        let bus = NatsBus::connect(urls, &settings.stream).await?;
+        let bus = NatsBus::connect(urls, &settings.stream()).await?;
         let check = dispute_audit::compare_with_published(&bus, &report.heads, order.is_none()).await?;
         compared.push(format!(
             "JetStream stream {}: {} heads match, {} not yet published",
-            settings.stream, check.matching, check.unpublished
+            settings.stream(),
+            check.matching,
+            check.unpublished
         ));
         report.breaks.extend(check.breaks);
     }

@@ -11,26 +11,31 @@ use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
 
-/// Settings shared by every subcommand that touches the store or tokens.
-#[derive(Debug, Args)]
+/// Settings shared by every subcommand. Each can come from a flag, an environment variable or
+/// the `--config` file (the key is the flag's name with `_`), in that order of precedence;
+/// [`Settings::resolve`] merges the file in.
+#[derive(Debug, Default, Args)]
 pub struct Settings {
-    /// A TOML file with any of: database_url, nats_url, data_dir, jwt_secret, policy,
-    /// idempotency_wait, idempotency_takeover.
+    /// A TOML file with any of the settings below, keyed by their flag's name with `_`
+    /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret, policy,
+    /// addr, idempotency_wait, idempotency_takeover, log_format).
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
-    /// PostgreSQL connections in the pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", global = true, default_value_t = 16)]
-    pub database_max_connections: u32,
+    /// PostgreSQL connections in the pool [default: 16].
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", global = true)]
+    pub database_max_connections: Option<u32>,
     /// NATS server(s), comma-separated. Unset: the in-process bus.
     #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
-    /// The JetStream stream events are published to; subjects are `<lowercase name>.events.<order_id>`.
-    #[arg(long, env = "DISPUTES_STREAM", global = true, default_value = "DISPUTES")]
-    pub stream: String,
-    /// Where the embedded default keeps its files (SQLite database, generated token secret).
+    /// The JetStream stream events are published to; subjects are
+    /// `<lowercase name>.events.<order_id>` [default: DISPUTES].
+    #[arg(long, env = "DISPUTES_STREAM", global = true)]
+    pub stream: Option<String>,
+    /// Where the embedded default keeps its files (SQLite database, generated token secret)
+    /// [default: ./data].
     #[arg(long, env = "DISPUTES_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// The token secret (HMAC key). Embedded default: generated once into the data dir.
@@ -40,27 +45,48 @@ pub struct Settings {
     /// A policy file (TOML). Unset: the built-in defaults.
     #[arg(long, env = "DISPUTES_POLICY", global = true)]
     pub policy: Option<PathBuf>,
+    /// The address `serve` listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "DISPUTES_ADDR", global = true)]
+    pub addr: Option<SocketAddr>,
     /// How long a request waits for a concurrent request with the same Idempotency-Key before
-    /// answering 409 with Retry-After, e.g. `10s`. Default 10s.
+    /// answering 409 with Retry-After, e.g. `10s` [default: 10s].
     #[arg(long, env = "DISPUTES_IDEMPOTENCY_WAIT", global = true, value_parser = parse_duration)]
     pub idempotency_wait: Option<chrono::Duration>,
     /// After how long a claim on an Idempotency-Key whose request never answered (its process
-    /// died) is taken over by a retry, which first looks in the log for the command's events.
-    /// Default 30s.
+    /// died) is taken over by a retry, which first looks in the log for the command's events
+    /// [default: 30s].
     #[arg(long, env = "DISPUTES_IDEMPOTENCY_TAKEOVER", global = true, value_parser = parse_duration)]
     pub idempotency_takeover: Option<chrono::Duration>,
+    /// Log lines as `text` or `json` (one object per line) [default: text].
+    #[arg(long, env = "DISPUTES_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     database_url: Option<String>,
+    database_max_connections: Option<u32>,
     nats_url: Option<String>,
+    stream: Option<String>,
     data_dir: Option<PathBuf>,
     jwt_secret: Option<String>,
     policy: Option<PathBuf>,
+    addr: Option<SocketAddr>,
     idempotency_wait: Option<String>,
     idempotency_takeover: Option<String>,
+    log_format: Option<LogFormat>,
 }
 
 /// A fatal configuration problem, printed as is before exiting.
@@ -89,11 +115,6 @@ impl Settings {
         let text = read(path)?;
         let file: FileSettings = toml::from_str(&text)
             .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })?;
-        self.database_url = self.database_url.or(file.database_url);
-        self.nats_url = self.nats_url.or(file.nats_url);
-        self.data_dir = self.data_dir.or(file.data_dir);
-        self.jwt_secret = self.jwt_secret.or(file.jwt_secret);
-        self.policy = self.policy.or(file.policy);
         let duration = |key: &str, text: Option<String>| {
             text.map(|text| parse_duration(&text)).transpose().map_err(|e| ConfigError::File {
                 path: path.display().to_string(),
@@ -104,7 +125,51 @@ impl Settings {
             self.idempotency_wait.or(duration("idempotency_wait", file.idempotency_wait)?);
         self.idempotency_takeover =
             self.idempotency_takeover.or(duration("idempotency_takeover", file.idempotency_takeover)?);
+        self.database_url = self.database_url.or(file.database_url);
+        self.database_max_connections = self.database_max_connections.or(file.database_max_connections);
+        self.nats_url = self.nats_url.or(file.nats_url);
+        self.stream = self.stream.or(file.stream);
+        self.data_dir = self.data_dir.or(file.data_dir);
+        self.jwt_secret = self.jwt_secret.or(file.jwt_secret);
+        self.policy = self.policy.or(file.policy);
+        self.addr = self.addr.or(file.addr);
+        self.log_format = self.log_format.or(file.log_format);
         Ok(self)
+    }
+
+    /// The JetStream stream name.
+    pub fn stream(&self) -> String {
+        self.stream.clone().unwrap_or_else(|| "DISPUTES".to_string())
+    }
+
+    /// Where `serve` listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or_default()
+    }
+
+    /// One line naming what `serve` runs on: the store, the bus and stream, the policy.
+    pub fn describe(&self) -> String {
+        let store = match &self.database_url {
+            // Credentials stay out of the logs.
+            Some(url) => match (url.split_once("://"), url.rsplit_once('@')) {
+                (Some((scheme, _)), Some((_, rest))) => format!("PostgreSQL {scheme}://…@{rest}"),
+                _ => format!("PostgreSQL {url}"),
+            },
+            None => format!("SQLite in {}", self.data_dir().display()),
+        };
+        let bus = match &self.nats_url {
+            Some(urls) => format!("NATS {urls}, stream {}", self.stream()),
+            None => "in-process (views from the log)".to_string(),
+        };
+        let policy = match &self.policy {
+            Some(path) => path.display().to_string(),
+            None => "built-in".to_string(),
+        };
+        format!("store: {store}; bus: {bus}; policy: {policy}")
     }
 
     /// How long idempotency claims wait and last.
@@ -123,9 +188,10 @@ impl Settings {
 
     pub fn store(&self) -> StoreConfig {
         match &self.database_url {
-            Some(url) => {
-                StoreConfig::Postgres { url: url.clone(), max_connections: self.database_max_connections }
-            }
+            Some(url) => StoreConfig::Postgres {
+                url: url.clone(),
+                max_connections: self.database_max_connections.unwrap_or(16),
+            },
             None => StoreConfig::Sqlite { path: self.data_dir().join("disputes.db") },
         }
     }
@@ -148,7 +214,7 @@ impl Settings {
             bus: self
                 .nats_url
                 .as_ref()
-                .map(|urls| crate::BusConfig { urls: urls.clone(), stream: self.stream.clone() }),
+                .map(|urls| crate::BusConfig { urls: urls.clone(), stream: self.stream() }),
             tokens: TokenKeys::new(&secret),
             idempotency: self.idempotency(),
             listen,
@@ -206,9 +272,4 @@ fn write_new_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
-}
-
-/// The address `serve` listens on.
-pub fn default_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
 }

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod config;
+pub mod logging;
 pub mod progress;
 
 pub use app::{App, AppError, BusConfig, Config, Parts};

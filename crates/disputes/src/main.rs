@@ -3,7 +3,6 @@
 
 mod audit;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -12,7 +11,7 @@ use dispute_api::TokenKeys;
 use dispute_domain::{Actor, Role, parse_duration};
 use dispute_views::ViewName;
 use disputes::App;
-use disputes::config::{self, Settings};
+use disputes::config::Settings;
 
 #[derive(Debug, Parser)]
 #[command(name = "disputes", version, about = "Event-sourced refund-dispute arbitration service")]
@@ -25,12 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API. Applies pending schema migrations on start.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "DISPUTES_ADDR", default_value_t = config::default_addr())]
-        addr: SocketAddr,
-    },
+    /// Serve the HTTP API, the projections and the deadline timer (on `--addr`). Applies
+    /// pending schema migrations on start.
+    Serve,
     /// Audit the log: verify hash chains, replay as of an instant, view drift, export.
     Audit {
         #[command(subcommand)]
@@ -71,46 +67,43 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Audit commands exit 2 when the audit itself cannot run.
+    let failure =
+        if matches!(cli.command, Command::Audit { .. }) { ExitCode::from(2) } else { ExitCode::FAILURE };
+    let settings = match cli.settings.resolve() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("disputes: {e}");
+            return failure;
+        }
+    };
     // An audit reads the whole log in one statement: sqlx's slow-statement warning is noise there.
     let default_filter = match cli.command {
         Command::Audit { .. } => "info,sqlx=error",
         _ => "info,sqlx=warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    disputes::logging::init(settings.log_format(), default_filter);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     if let Command::Audit { command } = cli.command {
-        let settings = match cli.settings.resolve() {
-            Ok(settings) => settings,
-            Err(e) => {
-                eprintln!("disputes: {e}");
-                return ExitCode::from(2);
-            }
-        };
         return runtime.block_on(audit::run(settings, command));
     }
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(settings, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("disputes: {error:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings.resolve()?;
-    match cli.command {
+async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Token { role, sub, ttl } => {
             let secret = settings.jwt_secret()?;
             println!("{}", TokenKeys::new(&secret).issue(&Actor::new(role, sub), ttl));
             Ok(())
         }
-        Command::Serve { addr } => serve(settings, addr).await,
+        Command::Serve => serve(settings).await,
         Command::Projections { command: ProjectionsCommand::Rebuild { view } } => {
             rebuild(settings, view).await
         }
@@ -119,8 +112,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs the service until SIGINT or SIGTERM.
-async fn serve(settings: Settings, addr: SocketAddr) -> anyhow::Result<()> {
-    let app = App::start(settings.app_config(addr)?).await?;
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    tracing::info!(setup = %settings.describe(), "starting");
+    let app = App::start(settings.app_config(settings.addr())?).await?;
     println!("disputes listening on http://{}", app.addr());
     let stop = app.stop_token();
     tokio::spawn(async move {

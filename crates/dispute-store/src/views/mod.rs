@@ -11,6 +11,9 @@ mod read;
 mod rebuild;
 mod write;
 
+#[cfg(test)]
+mod tests;
+
 pub use columns::{Column, DISPUTES, DisputeRow, SqlType, TIMELINE, TimelineRow, ViewShape};
 pub use read::{MerchantRow, QueueRow, StatsRow, SummaryRow};
 pub use write::{LockedView, ViewBatch, ViewWriter};

@@ -1,5 +1,6 @@
 //! The read side: projections that build the buyer, merchant and platform views from the
-//! event log, and the queries that read them.
+//! event log, and the queries that read them. The logic is here; every statement is the
+//! store's (its view tables, their columns and the queries on them).
 //!
 //! Invariant: views are eventually consistent and disposable. They are written only by the
 //! [`Projector`], idempotently on (order, sequence), and can be rebuilt from the log.

@@ -92,9 +92,9 @@ impl Projector {
         // A batch is three statements whatever its size: read and lock the views, insert the
         // timeline, upsert the views.
         let order_ids: Vec<&str> = orders.keys().copied().collect();
-        let (batch, rows) = self.writer.lock(&order_ids).await?;
-        let mut current: HashMap<String, (u64, DisputeView)> = HashMap::with_capacity(rows.len());
-        for row in rows {
+        let (writes, stored) = self.writer.lock(&order_ids).await?;
+        let mut current: HashMap<String, (u64, DisputeView)> = HashMap::with_capacity(stored.len());
+        for row in stored {
             current.insert(row.order_id, (row.sequence as u64, serde_json::from_str(&row.view)?));
         }
         let mut changes = Changes::default();
@@ -105,7 +105,7 @@ impl Projector {
             };
             changes.fold(&self.store, order_id, last, view, events).await?;
         }
-        batch.commit(&changes.timeline, &changes.disputes).await?;
+        writes.commit(&changes.timeline, &changes.disputes).await?;
         self.store.projected().notify_waiters();
         Ok(changes.applied)
     }

@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dispute_store::{Store, on_pool};
-use dispute_views::ViewTables;
-use sqlx::Row;
+use dispute_store::{Store, ViewShape, ViewTables};
 
 use crate::AuditError;
 
@@ -33,46 +31,6 @@ impl std::fmt::Display for DriftRow {
     }
 }
 
-struct ViewShape {
-    name: &'static str,
-    /// The key columns first.
-    key: usize,
-    columns: &'static [&'static str],
-}
-
-const DISPUTES: ViewShape = ViewShape {
-    name: "disputes",
-    key: 1,
-    columns: &[
-        "order_id",
-        "sequence",
-        "buyer_id",
-        "merchant_id",
-        "status",
-        "round",
-        "reason",
-        "outcome",
-        "assignee",
-        "currency",
-        "requested_minor",
-        "refunded_minor",
-        "merchant_due_ms",
-        "requested_at_ms",
-        "escalated_at_ms",
-        "assignment_due_ms",
-        "resolved_at_ms",
-        "merchant_wins",
-        "merchant_losses",
-        "view",
-    ],
-};
-
-const TIMELINE: ViewShape = ViewShape {
-    name: "timeline",
-    key: 2,
-    columns: &["order_id", "sequence", "event_type", "actor_role", "actor_id", "time", "data"],
-};
-
 /// The tables drift builds aside (not those of `disputes projections rebuild`, so both may run).
 fn audit_tables() -> ViewTables {
     ViewTables { disputes: "view_disputes_audit".to_string(), timeline: "view_timeline_audit".to_string() }
@@ -83,9 +41,11 @@ pub async fn drift(store: &Arc<Store>, progress: impl FnMut(u64, u64)) -> Result
     let aside = audit_tables();
     let result = async {
         dispute_views::build_aside(store, &aside, progress).await?;
-        let live = ViewTables::live();
-        let mut rows = compare(store, &DISPUTES, &live.disputes, &aside.disputes).await?;
-        rows.extend(compare(store, &TIMELINE, &live.timeline, &aside.timeline).await?);
+        let mut rows = Vec::new();
+        // Every declared column of every view table: a new column is compared without an edit here.
+        for ((shape, live), (_, rebuilt)) in ViewTables::live().shaped().into_iter().zip(aside.shaped()) {
+            rows.extend(compare(store, shape, live, rebuilt).await?);
+        }
         Ok(rows)
     }
     .await;
@@ -119,7 +79,7 @@ async fn compare(
             .enumerate()
             .filter_map(|(i, column)| {
                 let (a, b) = (a.map(|r| r[i].clone()), b.map(|r| r[i].clone()));
-                (a != b).then(|| (column.to_string(), a.flatten(), b.flatten()))
+                (a != b).then(|| (column.name.to_string(), a.flatten(), b.flatten()))
             })
             .collect();
         if !columns.is_empty() {
@@ -131,17 +91,10 @@ async fn compare(
 
 /// Every row of `table` as text, by key.
 async fn read(store: &Store, shape: &ViewShape, table: &str) -> Result<Rows, AuditError> {
-    let select = shape.columns.iter().map(|c| format!("CAST({c} AS text)")).collect::<Vec<_>>().join(", ");
-    let sql = format!("SELECT {select} FROM {table}");
     let mut rows = Rows::new();
-    on_pool!(store.backend(), pool => {
-        for row in sqlx::query(&sql).fetch_all(pool).await? {
-            let values = (0..shape.columns.len())
-                .map(|i| row.try_get::<Option<String>, _>(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            let key = values[..shape.key].iter().map(|v| v.clone().unwrap_or_default()).collect();
-            rows.insert(key, values);
-        }
-    });
+    for values in store.view_rows_as_text(shape, table).await? {
+        let key = values[..shape.key].iter().map(|v| v.clone().unwrap_or_default()).collect();
+        rows.insert(key, values);
+    }
     Ok(rows)
 }

@@ -1,5 +1,6 @@
 //! The read side: projections that build the buyer, merchant and platform views from the
-//! event log, and the queries that read them.
+//! event log, and the queries that read them. The logic is here; every statement is the
+//! store's (its view tables, their columns and the queries on them).
 //!
 //! Invariant: views are eventually consistent and disposable. They are written only by the
 //! [`Projector`], idempotently on (order, sequence), and can be rebuilt from the log.
@@ -10,16 +11,15 @@ mod queries;
 mod rebuild;
 mod runner;
 
+pub use dispute_store::ViewTables;
 pub use model::{Deadlines, DisputeView};
-pub use projector::{Incoming, Projector, ViewTables};
+pub use projector::{Incoming, Projector};
 pub use queries::{MerchantPage, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry, Views};
 pub use rebuild::{ViewName, build_aside, drop_aside, rebuild};
 pub use runner::{run_local, run_nats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
     #[error("event store: {0}")]
     Store(#[from] dispute_store::StoreError),
     #[error("stored JSON does not parse: {0}")]

@@ -9,35 +9,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dispute_domain::DisputeEvent;
-use dispute_store::{Backend, Store, StoredEvent, on_pool};
-use serde::Serialize;
+use dispute_store::{DisputeRow, Store, StoredEvent, TimelineRow, ViewTables, ViewWriter};
 use serde_json::Value;
 
 use crate::{DisputeView, ViewError};
 
 pub struct Projector {
     store: Arc<Store>,
-    select: String,
-    insert_timeline: String,
-    upsert_dispute: String,
-}
-
-/// The tables a projector writes: the live ones, or a set being rebuilt aside.
-#[derive(Debug, Clone)]
-pub struct ViewTables {
-    pub disputes: String,
-    pub timeline: String,
-}
-
-impl ViewTables {
-    pub fn live() -> Self {
-        Self { disputes: "view_disputes".to_string(), timeline: "view_timeline".to_string() }
-    }
-
-    /// The tables a rebuild fills before swapping them in.
-    pub fn next() -> Self {
-        Self { disputes: "view_disputes_next".to_string(), timeline: "view_timeline_next".to_string() }
-    }
+    writer: ViewWriter,
 }
 
 /// One event as the projector needs it, from the log or from the bus.
@@ -89,68 +68,9 @@ impl Projector {
         Self::with_tables(store, &ViewTables::live())
     }
 
-    /// The statements take their rows as one JSON array each: a batch is three statements
-    /// whatever its size (read and lock the views, insert the timeline, upsert the views).
+    /// A projector writing into `tables`: the live views, or a set being rebuilt aside.
     pub fn with_tables(store: Arc<Store>, tables: &ViewTables) -> Self {
-        let ViewTables { disputes, timeline } = tables;
-        const TIMELINE: &str = "order_id, sequence, event_type, actor_role, actor_id, time, data";
-        const DISPUTE: &str = "order_id, sequence, buyer_id, merchant_id, status, round, reason, outcome, \
-            assignee, currency, requested_minor, refunded_minor, merchant_due_ms, requested_at_ms, \
-            escalated_at_ms, assignment_due_ms, resolved_at_ms, merchant_wins, merchant_losses, view";
-        let (select, timeline_rows, dispute_rows) = match store.backend() {
-            Backend::Postgres(_) => (
-                // Locked in order-id order, so two projectors never deadlock.
-                format!(
-                    "SELECT order_id, sequence, view FROM {disputes} \
-                     WHERE order_id IN (SELECT json_array_elements_text($1::json)) ORDER BY order_id FOR UPDATE"
-                ),
-                format!(
-                    "SELECT {TIMELINE} FROM json_to_recordset($1::json) AS r(order_id text, sequence bigint, \
-                     event_type text, actor_role text, actor_id text, time text, data text)"
-                ),
-                format!(
-                    "SELECT {DISPUTE} FROM json_to_recordset($1::json) AS r(order_id text, sequence bigint, \
-                     buyer_id text, merchant_id text, status text, round integer, reason text, outcome text, \
-                     assignee text, currency text, requested_minor bigint, refunded_minor bigint, \
-                     merchant_due_ms bigint, requested_at_ms bigint, escalated_at_ms bigint, \
-                     assignment_due_ms bigint, resolved_at_ms bigint, merchant_wins integer, \
-                     merchant_losses integer, view text)"
-                ),
-            ),
-            Backend::Sqlite(_) => {
-                let fields = |columns: &str| {
-                    columns.split(", ").map(|c| format!("value ->> '{c}'")).collect::<Vec<_>>().join(", ")
-                };
-                (
-                    format!(
-                        "SELECT order_id, sequence, view FROM {disputes} \
-                         WHERE order_id IN (SELECT value FROM json_each($1)) ORDER BY order_id"
-                    ),
-                    // `WHERE true` tells SQLite's parser that ON CONFLICT is an upsert clause.
-                    format!("SELECT {} FROM json_each($1) WHERE true", fields(TIMELINE)),
-                    format!("SELECT {} FROM json_each($1) WHERE true", fields(DISPUTE)),
-                )
-            }
-        };
-        Self {
-            select,
-            insert_timeline: format!(
-                "INSERT INTO {timeline} ({TIMELINE}) {timeline_rows} ON CONFLICT (order_id, sequence) DO NOTHING"
-            ),
-            upsert_dispute: format!(
-                "INSERT INTO {disputes} ({DISPUTE}) {dispute_rows} \
-                 ON CONFLICT (order_id) DO UPDATE SET sequence = excluded.sequence, status = excluded.status, \
-                   round = excluded.round, reason = excluded.reason, outcome = excluded.outcome, \
-                   assignee = excluded.assignee, requested_minor = excluded.requested_minor, \
-                   refunded_minor = excluded.refunded_minor, merchant_due_ms = excluded.merchant_due_ms, \
-                   requested_at_ms = excluded.requested_at_ms, escalated_at_ms = excluded.escalated_at_ms, \
-                   assignment_due_ms = excluded.assignment_due_ms, resolved_at_ms = excluded.resolved_at_ms, \
-                   merchant_wins = excluded.merchant_wins, merchant_losses = excluded.merchant_losses, \
-                   view = excluded.view \
-                 WHERE {disputes}.sequence < excluded.sequence"
-            ),
-            store,
-        }
+        Self { writer: ViewWriter::new(&store, tables), store }
     }
 
     /// Applies one event (and any missing before it). Returns false for a duplicate.
@@ -169,44 +89,25 @@ impl Projector {
         if orders.is_empty() {
             return Ok(0);
         }
-        let order_ids = serde_json::to_string(&orders.keys().collect::<Vec<_>>())?;
-        let backend = self.store.backend();
-        // SQLite: take the write lock up front; upgrading a read transaction fails at once
-        // (SQLITE_BUSY) when another connection wrote in between.
-        let begin = match backend {
-            Backend::Postgres(_) => "BEGIN",
-            Backend::Sqlite(_) => "BEGIN IMMEDIATE",
-        };
-        on_pool!(backend, pool => {
-            let mut tx = pool.begin_with(begin).await?;
-            let rows: Vec<(String, i64, String)> =
-                sqlx::query_as(&self.select).bind(&order_ids).fetch_all(&mut *tx).await?;
-            let mut current: HashMap<String, (u64, DisputeView)> = HashMap::with_capacity(rows.len());
-            for (order_id, sequence, view) in rows {
-                current.insert(order_id, (sequence as u64, serde_json::from_str(&view)?));
-            }
-            let mut changes = Changes::default();
-            for (order_id, events) in orders {
-                let (last, view) = match current.remove(order_id) {
-                    Some((last, view)) => (last, Some(view)),
-                    None => (0, None),
-                };
-                changes.fold(&self.store, order_id, last, view, events).await?;
-            }
-            if !changes.timeline.is_empty() {
-                sqlx::query(&self.insert_timeline)
-                    .bind(serde_json::to_string(&changes.timeline)?)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(&self.upsert_dispute)
-                    .bind(serde_json::to_string(&changes.disputes)?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            self.store.projected().notify_waiters();
-            Ok(changes.applied)
-        })
+        // A batch is three statements whatever its size: read and lock the views, insert the
+        // timeline, upsert the views.
+        let order_ids: Vec<&str> = orders.keys().copied().collect();
+        let (writes, stored) = self.writer.lock(&order_ids).await?;
+        let mut current: HashMap<String, (u64, DisputeView)> = HashMap::with_capacity(stored.len());
+        for row in stored {
+            current.insert(row.order_id, (row.sequence as u64, serde_json::from_str(&row.view)?));
+        }
+        let mut changes = Changes::default();
+        for (order_id, events) in orders {
+            let (last, view) = match current.remove(order_id) {
+                Some((last, view)) => (last, Some(view)),
+                None => (0, None),
+            };
+            changes.fold(&self.store, order_id, last, view, events).await?;
+        }
+        writes.commit(&changes.timeline, &changes.disputes).await?;
+        self.store.projected().notify_waiters();
+        Ok(changes.applied)
     }
 }
 
@@ -273,78 +174,38 @@ impl Changes {
         }
         if last > reflected {
             let view = view.expect("a view exists after applying an event");
-            self.disputes.push(DisputeRow::new(&view)?);
+            self.disputes.push(dispute_row(&view)?);
         }
         Ok(())
     }
 }
 
-/// One `view_timeline` row.
-#[derive(Serialize)]
-struct TimelineRow {
-    order_id: String,
-    sequence: i64,
-    event_type: String,
-    actor_role: String,
-    actor_id: String,
-    time: String,
-    data: String,
-}
-
-/// One `view_disputes` row: the view and the columns derived from it for filtering and sorting.
-#[derive(Serialize)]
-struct DisputeRow {
-    order_id: String,
-    sequence: i64,
-    buyer_id: String,
-    merchant_id: String,
-    status: &'static str,
-    round: i32,
-    reason: Option<String>,
-    outcome: Option<String>,
-    assignee: Option<String>,
-    currency: String,
-    requested_minor: i64,
-    refunded_minor: i64,
-    merchant_due_ms: i64,
-    requested_at_ms: Option<i64>,
-    escalated_at_ms: Option<i64>,
-    assignment_due_ms: Option<i64>,
-    resolved_at_ms: Option<i64>,
-    merchant_wins: i32,
-    merchant_losses: i32,
-    view: String,
-}
-
-impl DisputeRow {
-    fn new(view: &DisputeView) -> Result<Self, ViewError> {
-        let text = |v: Value| v.as_str().map(str::to_string);
-        Ok(Self {
-            order_id: view.dispute_id.clone(),
-            sequence: view.sequence as i64,
-            buyer_id: view.buyer_id.clone(),
-            merchant_id: view.merchant_id.clone(),
-            status: view.status.as_str(),
-            round: view.round as i32,
-            reason: view.reason.and_then(|r| text(serde_json::to_value(r).ok()?)),
-            outcome: view.outcome.and_then(|o| text(serde_json::to_value(o).ok()?)),
-            assignee: view.assignee.clone(),
-            currency: view.paid_amount.currency.clone(),
-            requested_minor: view.requested_total.amount_minor,
-            refunded_minor: view.refunded_total.amount_minor,
-            merchant_due_ms: view
-                .deadlines
-                .merchant_next(view.status)
-                .map_or(i64::MAX, |t| t.timestamp_millis()),
-            requested_at_ms: view.requested_at.map(|t| t.timestamp_millis()),
-            escalated_at_ms: view.escalated_at.map(|t| t.timestamp_millis()),
-            assignment_due_ms: view.deadlines.assignment_due.map(|t| t.timestamp_millis()),
-            resolved_at_ms: view.resolved_at.map(|t| t.timestamp_millis()),
-            merchant_wins: view.merchant_wins as i32,
-            merchant_losses: view.merchant_losses as i32,
-            view: serde_json::to_string(view)?,
-        })
-    }
+/// The `view_disputes` row of a view: the view and the columns derived from it for filtering
+/// and sorting.
+fn dispute_row(view: &DisputeView) -> Result<DisputeRow, ViewError> {
+    let text = |v: Value| v.as_str().map(str::to_string);
+    Ok(DisputeRow {
+        order_id: view.dispute_id.clone(),
+        sequence: view.sequence as i64,
+        buyer_id: view.buyer_id.clone(),
+        merchant_id: view.merchant_id.clone(),
+        status: view.status.as_str().to_string(),
+        round: view.round as i32,
+        reason: view.reason.and_then(|r| text(serde_json::to_value(r).ok()?)),
+        outcome: view.outcome.and_then(|o| text(serde_json::to_value(o).ok()?)),
+        assignee: view.assignee.clone(),
+        currency: view.paid_amount.currency.clone(),
+        requested_minor: view.requested_total.amount_minor,
+        refunded_minor: view.refunded_total.amount_minor,
+        merchant_due_ms: view.deadlines.merchant_next(view.status).map_or(i64::MAX, |t| t.timestamp_millis()),
+        requested_at_ms: view.requested_at.map(|t| t.timestamp_millis()),
+        escalated_at_ms: view.escalated_at.map(|t| t.timestamp_millis()),
+        assignment_due_ms: view.deadlines.assignment_due.map(|t| t.timestamp_millis()),
+        resolved_at_ms: view.resolved_at.map(|t| t.timestamp_millis()),
+        merchant_wins: view.merchant_wins as i32,
+        merchant_losses: view.merchant_losses as i32,
+        view: serde_json::to_string(view)?,
+    })
 }
 
 fn parse_time(text: &str) -> DateTime<Utc> {

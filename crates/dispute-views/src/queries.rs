@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dispute_domain::Money;
-use dispute_store::{Store, on_pool};
+use dispute_store::{QueueRow, StatsRow, Store, SummaryRow, TimelineRow};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -78,11 +78,6 @@ pub struct PlatformStats {
     pub workload: BTreeMap<String, u64>,
 }
 
-/// order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms
-type QueueRow = (String, i64, String, Option<i64>, Option<String>, Option<i64>);
-/// status, reason, outcome, assignee, requested_at_ms, resolved_at_ms
-type StatsRow = (String, Option<String>, Option<String>, Option<String>, Option<i64>, Option<i64>);
-
 fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.and_then(DateTime::from_timestamp_millis)
 }
@@ -93,25 +88,14 @@ impl Views {
     }
 
     pub async fn dispute(&self, order_id: &str) -> Result<Option<DisputeView>, ViewError> {
-        let row: Option<(String,)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
-            "SELECT view FROM view_disputes WHERE order_id = $1",
-        )
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await?);
-        row.map(|(view,)| serde_json::from_str(&view).map_err(ViewError::from)).transpose()
+        let view = self.store.dispute_view(order_id).await?;
+        view.map(|view| serde_json::from_str(&view).map_err(ViewError::from)).transpose()
     }
 
     pub async fn timeline(&self, order_id: &str) -> Result<Vec<TimelineEntry>, ViewError> {
-        let rows: Vec<(i64, String, String, String, String, String)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
-            "SELECT sequence, event_type, actor_role, actor_id, time, data FROM view_timeline \
-             WHERE order_id = $1 ORDER BY sequence",
-        )
-        .bind(order_id)
-        .fetch_all(pool)
-        .await?);
+        let rows = self.store.timeline_rows(order_id).await?;
         rows.into_iter()
-            .map(|(sequence, event_type, actor_role, actor_id, time, data)| {
+            .map(|TimelineRow { sequence, event_type, actor_role, actor_id, time, data, .. }| {
                 Ok(TimelineEntry {
                     sequence: sequence as u64,
                     event_type,
@@ -126,14 +110,8 @@ impl Views {
 
     /// A buyer's disputes (orders with at least one request), newest request first.
     pub async fn buyer_disputes(&self, buyer_id: &str) -> Result<Vec<DisputeView>, ViewError> {
-        let rows: Vec<(String,)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
-            "SELECT view FROM view_disputes WHERE buyer_id = $1 AND round > 0 \
-             ORDER BY requested_at_ms DESC, order_id",
-        )
-        .bind(buyer_id)
-        .fetch_all(pool)
-        .await?);
-        rows.into_iter().map(|(v,)| serde_json::from_str(&v).map_err(ViewError::from)).collect()
+        let views = self.store.buyer_views(buyer_id).await?;
+        views.iter().map(|v| serde_json::from_str(v).map_err(ViewError::from)).collect()
     }
 
     /// A merchant's disputes, soonest merchant deadline first, `limit` at a time.
@@ -148,38 +126,34 @@ impl Views {
             .and_then(|c| c.split_once(':'))
             .and_then(|(due, id)| Some((due.parse::<i64>().ok()?, id.to_string())))
             .unwrap_or((i64::MIN, String::new()));
-        let rows: Vec<(String, i64, String)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
-            "SELECT order_id, merchant_due_ms, view FROM view_disputes \
-             WHERE merchant_id = $1 AND round > 0 AND ($2 IS NULL OR status = $2) \
-               AND (merchant_due_ms > $3 OR (merchant_due_ms = $3 AND order_id > $4)) \
-             ORDER BY merchant_due_ms, order_id LIMIT $5",
-        )
-        .bind(merchant_id)
-        .bind(status)
-        .bind(after_due)
-        .bind(&after_id)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(pool)
-        .await?);
+        let rows = self
+            .store
+            .merchant_rows(merchant_id, status, (after_due, &after_id), i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         let rows = &rows[..rows.len().min(limit as usize)];
-        let next_cursor = more.then(|| rows.last().map(|(id, due, _)| format!("{due}:{id}"))).flatten();
-        let disputes = rows.iter().map(|(_, _, v)| serde_json::from_str(v)).collect::<Result<_, _>>()?;
+        let next_cursor = more
+            .then(|| rows.last().map(|row| format!("{}:{}", row.merchant_due_ms, row.order_id)))
+            .flatten();
+        let disputes = rows.iter().map(|row| serde_json::from_str(&row.view)).collect::<Result<_, _>>()?;
         Ok(MerchantPage { disputes, next_cursor })
     }
 
     pub async fn merchant_summary(&self, merchant_id: &str) -> Result<MerchantSummary, ViewError> {
-        let rows: Vec<(String, i32, String, i64, i64, i32, i32)> = on_pool!(self.store.backend(), pool => sqlx::query_as(
-            "SELECT status, round, currency, requested_minor, refunded_minor, merchant_wins, merchant_losses \
-             FROM view_disputes WHERE merchant_id = $1",
-        )
-        .bind(merchant_id)
-        .fetch_all(pool)
-        .await?);
+        let rows = self.store.merchant_summary_rows(merchant_id).await?;
         let mut summary = MerchantSummary { merchant_id: merchant_id.to_string(), ..Default::default() };
         let mut requested: BTreeMap<String, i64> = BTreeMap::new();
         let mut refunded: BTreeMap<String, i64> = BTreeMap::new();
-        for (status, round, currency, requested_minor, refunded_minor, wins, losses) in rows {
+        for SummaryRow {
+            status,
+            round,
+            currency,
+            requested_minor,
+            refunded_minor,
+            merchant_wins,
+            merchant_losses,
+        } in rows
+        {
             summary.orders += 1;
             if round == 0 {
                 continue;
@@ -188,8 +162,8 @@ impl Views {
             *summary.by_status.entry(status).or_default() += 1;
             *requested.entry(currency.clone()).or_default() += requested_minor;
             *refunded.entry(currency).or_default() += refunded_minor;
-            summary.arbitration_wins += wins as u64;
-            summary.arbitration_losses += losses as u64;
+            summary.arbitration_wins += merchant_wins as u64;
+            summary.arbitration_losses += merchant_losses as u64;
         }
         if summary.orders > 0 {
             summary.dispute_rate = summary.disputes as f64 / summary.orders as f64;
@@ -201,44 +175,36 @@ impl Views {
 
     /// Disputes with the platform (escalated, under review, appealed), longest waiting first.
     pub async fn platform_queue(&self, now: DateTime<Utc>) -> Result<Vec<QueueEntry>, ViewError> {
-        let rows: Vec<QueueRow> = on_pool!(self.store.backend(), pool => sqlx::query_as(
-                "SELECT order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms FROM view_disputes \
-                 WHERE status IN ('escalated', 'under_review', 'appealed') ORDER BY escalated_at_ms, order_id",
-            )
-            .fetch_all(pool)
-            .await?);
+        let rows = self.store.platform_queue_rows().await?;
         Ok(rows
             .into_iter()
-            .map(|(dispute_id, sequence, status, escalated_at, assignee, assignment_due)| QueueEntry {
-                sla_breached: assignee.is_none()
-                    && assignment_due.is_some_and(|due| due < now.timestamp_millis()),
-                dispute_id,
-                sequence: sequence as u64,
-                status,
-                escalated_at: time(escalated_at),
-                assignee,
-                assignment_due: time(assignment_due),
+            .map(|QueueRow { order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms }| {
+                QueueEntry {
+                    sla_breached: assignee.is_none()
+                        && assignment_due_ms.is_some_and(|due| due < now.timestamp_millis()),
+                    dispute_id: order_id,
+                    sequence: sequence as u64,
+                    status,
+                    escalated_at: time(escalated_at_ms),
+                    assignee,
+                    assignment_due: time(assignment_due_ms),
+                }
             })
             .collect())
     }
 
     pub async fn platform_stats(&self) -> Result<PlatformStats, ViewError> {
-        let rows: Vec<StatsRow> = on_pool!(self.store.backend(), pool => sqlx::query_as(
-                "SELECT status, reason, outcome, assignee, requested_at_ms, resolved_at_ms FROM view_disputes \
-                 WHERE round > 0",
-            )
-            .fetch_all(pool)
-            .await?);
+        let rows = self.store.platform_stats_rows().await?;
         let mut stats = PlatformStats::default();
         let mut total_ms = 0i64;
-        for (status, reason, outcome, assignee, requested_at, resolved_at) in rows {
+        for StatsRow { status, reason, outcome, assignee, requested_at_ms, resolved_at_ms } in rows {
             if let Some(reason) = reason {
                 *stats.by_reason.entry(reason).or_default() += 1;
             }
             if let Some(outcome) = outcome {
                 *stats.by_outcome.entry(outcome).or_default() += 1;
             }
-            if let (Some(start), Some(end)) = (requested_at, resolved_at) {
+            if let (Some(start), Some(end)) = (requested_at_ms, resolved_at_ms) {
                 stats.resolved += 1;
                 total_ms += end - start;
             }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use dispute_store::{Backend, Cursor, Store, on_pool};
+use dispute_store::{Cursor, Store};
 
 use crate::{Incoming, Projector, ViewError, ViewTables};
 
@@ -62,7 +62,7 @@ pub async fn build_aside(
     aside: &ViewTables,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(u64, Cursor), ViewError> {
-    create_next_tables(store, &ViewTables::live(), aside).await?;
+    store.create_aside_views(&ViewTables::live(), aside).await?;
     let total = store.count_events().await?;
     let projector = Projector::with_tables(store.clone(), aside);
     replay(store, &projector, Cursor::default(), |done| progress(done, total)).await
@@ -70,13 +70,7 @@ pub async fn build_aside(
 
 /// Drops tables made by [`build_aside`].
 pub async fn drop_aside(store: &Store, aside: &ViewTables) -> Result<(), ViewError> {
-    for table in [&aside.disputes, &aside.timeline] {
-        on_pool!(store.backend(), pool => sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
-    }
-    Ok(())
+    Ok(store.drop_view_tables(aside).await?)
 }
 
 async fn replay(
@@ -98,40 +92,6 @@ async fn replay(
     }
 }
 
-/// Empty `*_next` tables with the live tables' columns, keys and indexes.
-async fn create_next_tables(store: &Store, live: &ViewTables, next: &ViewTables) -> Result<(), ViewError> {
-    for (live, next) in [(&live.disputes, &next.disputes), (&live.timeline, &next.timeline)] {
-        match store.backend() {
-            Backend::Postgres(pool) => {
-                sqlx::query(&format!("DROP TABLE IF EXISTS {next}")).execute(pool).await?;
-                sqlx::query(&format!("CREATE TABLE {next} (LIKE {live} INCLUDING ALL)"))
-                    .execute(pool)
-                    .await?;
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query(&format!("DROP TABLE IF EXISTS {next}")).execute(pool).await?;
-                // The live table's own DDL, renamed: one definition of each view's shape.
-                let ddl: Vec<(String,)> = sqlx::query_as(
-                    "SELECT sql FROM sqlite_master WHERE tbl_name = $1 AND sql IS NOT NULL \
-                     ORDER BY type = 'index'",
-                )
-                .bind(live)
-                .fetch_all(pool)
-                .await?;
-                for (sql,) in ddl {
-                    // A renamed table's DDL names it in quotes.
-                    let sql = sql.replace(&format!("\"{live}\""), live);
-                    let sql = sql.replacen(&format!("TABLE {live}"), &format!("TABLE {next}"), 1);
-                    let sql = sql.replace(&format!("ON {live} "), &format!("ON {next} "));
-                    let sql = sql.replacen("INDEX ", "INDEX IF NOT EXISTS rebuilt_", 1);
-                    sqlx::query(&sql).execute(pool).await?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Replaces the live tables of `views` with the rebuilt ones in one transaction.
 async fn swap(
     store: &Store,
@@ -139,17 +99,8 @@ async fn swap(
     live: &ViewTables,
     next: &ViewTables,
 ) -> Result<(), ViewError> {
-    on_pool!(store.backend(), pool => {
-        let mut tx = pool.begin().await?;
-        for view in views {
-            let (live, next) = (view.tables(live), view.tables(next));
-            sqlx::query(&format!("DROP TABLE {live}")).execute(&mut *tx).await?;
-            sqlx::query(&format!("ALTER TABLE {next} RENAME TO {live}")).execute(&mut *tx).await?;
-        }
-        for view in ViewName::ALL.iter().filter(|v| !views.contains(v)) {
-            sqlx::query(&format!("DROP TABLE {}", view.tables(next))).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-    });
-    Ok(())
+    let swaps: Vec<(&str, &str)> = views.iter().map(|view| (view.tables(live), view.tables(next))).collect();
+    let discard: Vec<&str> =
+        ViewName::ALL.iter().filter(|v| !views.contains(v)).map(|view| view.tables(next)).collect();
+    Ok(store.swap_view_tables(&swaps, &discard).await?)
 }

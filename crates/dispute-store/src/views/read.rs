@@ -1,0 +1,133 @@
+//! The queries behind the view routes. Both dialects read them alike, so each is one text.
+
+use super::{TIMELINE, TimelineRow, ViewShape};
+use crate::{Store, StoreError, on_pool};
+
+const DISPUTE: &str = "SELECT view FROM view_disputes WHERE order_id = $1";
+
+/// Newest request first.
+const BUYER: &str = "SELECT view FROM view_disputes WHERE buyer_id = $1 AND round > 0 \
+     ORDER BY requested_at_ms DESC, order_id";
+
+/// Soonest merchant deadline first, from a keyset cursor `($3, $4)`, `$5` rows at most.
+const MERCHANT: &str = "SELECT order_id, merchant_due_ms, view FROM view_disputes \
+     WHERE merchant_id = $1 AND round > 0 AND ($2 IS NULL OR status = $2) \
+       AND (merchant_due_ms > $3 OR (merchant_due_ms = $3 AND order_id > $4)) \
+     ORDER BY merchant_due_ms, order_id LIMIT $5";
+
+const MERCHANT_SUMMARY: &str = "SELECT status, round, currency, requested_minor, refunded_minor, \
+       merchant_wins, merchant_losses \
+     FROM view_disputes WHERE merchant_id = $1";
+
+/// Longest waiting first.
+const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms \
+     FROM view_disputes WHERE status IN ('escalated', 'under_review', 'appealed') \
+     ORDER BY escalated_at_ms, order_id";
+
+const PLATFORM_STATS: &str = "SELECT status, reason, outcome, assignee, requested_at_ms, resolved_at_ms \
+     FROM view_disputes WHERE round > 0";
+
+/// One dispute of a merchant's list.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MerchantRow {
+    pub order_id: String,
+    pub merchant_due_ms: i64,
+    /// The `DisputeView` as JSON text.
+    pub view: String,
+}
+
+/// What a merchant's summary counts of one order.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SummaryRow {
+    pub status: String,
+    pub round: i32,
+    pub currency: String,
+    pub requested_minor: i64,
+    pub refunded_minor: i64,
+    pub merchant_wins: i32,
+    pub merchant_losses: i32,
+}
+
+/// One dispute waiting for the platform.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueueRow {
+    pub order_id: String,
+    pub sequence: i64,
+    pub status: String,
+    pub escalated_at_ms: Option<i64>,
+    pub assignee: Option<String>,
+    pub assignment_due_ms: Option<i64>,
+}
+
+/// What the platform's statistics count of one dispute.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StatsRow {
+    pub status: String,
+    pub reason: Option<String>,
+    pub outcome: Option<String>,
+    pub assignee: Option<String>,
+    pub requested_at_ms: Option<i64>,
+    pub resolved_at_ms: Option<i64>,
+}
+
+impl Store {
+    /// A dispute's view as JSON text, if projected.
+    pub async fn dispute_view(&self, order_id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = on_pool!(&self.backend, pool => sqlx::query_as(DISPUTE).bind(order_id).fetch_optional(pool).await?);
+        Ok(row.map(|(view,)| view))
+    }
+
+    /// A dispute's timeline, in sequence order.
+    pub async fn timeline_rows(&self, order_id: &str) -> Result<Vec<TimelineRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM view_timeline WHERE order_id = $1 ORDER BY sequence",
+            ViewShape::names(TIMELINE.columns)
+        );
+        Ok(on_pool!(&self.backend, pool => sqlx::query_as(&sql).bind(order_id).fetch_all(pool).await?))
+    }
+
+    /// The views (JSON text) of a buyer's disputes: orders with at least one request, newest
+    /// request first.
+    pub async fn buyer_views(&self, buyer_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            on_pool!(&self.backend, pool => sqlx::query_as(BUYER).bind(buyer_id).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|(view,)| view).collect())
+    }
+
+    /// Up to `limit` of a merchant's disputes (with `status` if given), soonest merchant
+    /// deadline first, after the keyset cursor `after` (merchant_due_ms, order_id).
+    pub async fn merchant_rows(
+        &self,
+        merchant_id: &str,
+        status: Option<&str>,
+        after: (i64, &str),
+        limit: i64,
+    ) -> Result<Vec<MerchantRow>, StoreError> {
+        Ok(on_pool!(&self.backend, pool => sqlx::query_as(MERCHANT)
+            .bind(merchant_id)
+            .bind(status)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Every order of a merchant, as its summary counts it.
+    pub async fn merchant_summary_rows(&self, merchant_id: &str) -> Result<Vec<SummaryRow>, StoreError> {
+        Ok(on_pool!(&self.backend, pool => sqlx::query_as(MERCHANT_SUMMARY)
+            .bind(merchant_id)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Disputes with the platform (escalated, under review, appealed), longest waiting first.
+    pub async fn platform_queue_rows(&self) -> Result<Vec<QueueRow>, StoreError> {
+        Ok(on_pool!(&self.backend, pool => sqlx::query_as(PLATFORM_QUEUE).fetch_all(pool).await?))
+    }
+
+    /// Every dispute (order with at least one request), as the statistics count it.
+    pub async fn platform_stats_rows(&self) -> Result<Vec<StatsRow>, StoreError> {
+        Ok(on_pool!(&self.backend, pool => sqlx::query_as(PLATFORM_STATS).fetch_all(pool).await?))
+    }
+}

@@ -1,0 +1,151 @@
+//! The projector's writes: a batch is three statements whatever its size (read and lock the
+//! batch's views, insert the timeline entries, upsert the changed views), each taking its
+//! rows as one JSON array, in one transaction.
+
+use sqlx::{Postgres, Sqlite, Transaction};
+
+use super::{DISPUTES, Dialect, DisputeRow, TIMELINE, TimelineRow, ViewShape, ViewTables, json_array};
+use crate::{Backend, Store, StoreError};
+
+/// The statements that write one set of view tables, built once for the store's dialect.
+#[derive(Debug, Clone)]
+struct WriteStatements {
+    begin: &'static str,
+    lock: String,
+    insert_timeline: String,
+    upsert_disputes: String,
+}
+
+impl WriteStatements {
+    fn new(dialect: Dialect, tables: &ViewTables) -> Self {
+        let ViewTables { disputes, timeline } = tables;
+        let insert = |shape: &ViewShape, table: &str| {
+            format!(
+                "INSERT INTO {table} ({}) {} ON CONFLICT ({}) ",
+                ViewShape::names(shape.columns),
+                dialect.json_rows(shape.columns),
+                ViewShape::names(shape.key_columns()),
+            )
+        };
+        let set = DISPUTES
+            .value_columns()
+            .iter()
+            .map(|c| format!("{0} = excluded.{0}", c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            begin: dialect.begin_write(),
+            // In order-id order, so two projectors never deadlock.
+            lock: format!(
+                "SELECT order_id, sequence, view FROM {disputes} WHERE order_id IN ({}) ORDER BY order_id{}",
+                dialect.json_strings(),
+                dialect.for_update()
+            ),
+            insert_timeline: insert(&TIMELINE, timeline) + "DO NOTHING",
+            upsert_disputes: insert(&DISPUTES, disputes)
+                + &format!("DO UPDATE SET {set} WHERE {disputes}.sequence < excluded.sequence"),
+        }
+    }
+}
+
+/// Writes one set of view tables: the projector's only way to the database.
+#[derive(Debug, Clone)]
+pub struct ViewWriter {
+    backend: Backend,
+    statements: WriteStatements,
+}
+
+/// A view as stored before the batch, read under the batch's lock.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedView {
+    pub order_id: String,
+    pub sequence: i64,
+    /// The `DisputeView` as JSON text.
+    pub view: String,
+}
+
+/// An open batch: its transaction holds the locks on the views it read.
+pub struct ViewBatch<'a> {
+    tx: Tx,
+    statements: &'a WriteStatements,
+}
+
+enum Tx {
+    Postgres(Transaction<'static, Postgres>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// Runs the same sqlx expression on whichever transaction the batch holds.
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            Tx::Postgres($conn) => $body,
+            Tx::Sqlite($conn) => $body,
+        }
+    };
+}
+
+impl ViewWriter {
+    pub fn new(store: &Store, tables: &ViewTables) -> Self {
+        let backend = store.backend.clone();
+        let statements = WriteStatements::new(Dialect::of(&backend), tables);
+        Self { backend, statements }
+    }
+
+    /// Opens a batch: begins its transaction and reads and locks the stored views of
+    /// `order_ids` (those that exist), in order-id order.
+    pub async fn lock(&self, order_ids: &[&str]) -> Result<(ViewBatch<'_>, Vec<LockedView>), StoreError> {
+        let ids = json_array(&order_ids)?;
+        let begin = self.statements.begin;
+        let mut tx = match &self.backend {
+            Backend::Postgres(pool) => Tx::Postgres(pool.begin_with(begin).await?),
+            Backend::Sqlite(pool) => Tx::Sqlite(pool.begin_with(begin).await?),
+        };
+        let views = on_tx!(&mut tx, tx => {
+            sqlx::query_as(&self.statements.lock).bind(&ids).fetch_all(&mut **tx).await?
+        });
+        Ok((ViewBatch { tx, statements: &self.statements }, views))
+    }
+}
+
+impl ViewBatch<'_> {
+    /// Inserts the new timeline entries, upserts the changed views (a stored view already
+    /// ahead is left alone) and commits.
+    pub async fn commit(
+        mut self,
+        timeline: &[TimelineRow],
+        disputes: &[DisputeRow],
+    ) -> Result<(), StoreError> {
+        if !timeline.is_empty() {
+            let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
+            on_tx!(&mut self.tx, tx => {
+                sqlx::query(&self.statements.insert_timeline).bind(timeline).execute(&mut **tx).await?;
+                sqlx::query(&self.statements.upsert_disputes).bind(disputes).execute(&mut **tx).await?;
+            });
+        }
+        on_tx!(self.tx, tx => tx.commit().await?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statements_name_every_declared_column() {
+        let statements = WriteStatements::new(Dialect::Postgres, &ViewTables::live());
+        for column in DISPUTES.columns {
+            assert!(statements.upsert_disputes.contains(&format!("{} {}", column.name, column.postgres)));
+        }
+        for column in DISPUTES.value_columns() {
+            assert!(statements.upsert_disputes.contains(&format!("{0} = excluded.{0}", column.name)));
+        }
+        assert!(statements.upsert_disputes.ends_with("WHERE view_disputes.sequence < excluded.sequence"));
+        let statements = WriteStatements::new(Dialect::Sqlite, &ViewTables::live());
+        for column in TIMELINE.columns {
+            assert!(statements.insert_timeline.contains(&format!("value ->> '{}'", column.name)));
+        }
+        assert!(statements.insert_timeline.ends_with("ON CONFLICT (order_id, sequence) DO NOTHING"));
+    }
+}

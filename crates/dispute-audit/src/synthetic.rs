@@ -6,15 +6,14 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, Utc};
 use cqrs_es::DomainEvent;
 use dispute_domain::{
     ApprovedBy, DisputeEvent, Evidence, EvidenceKind, Money, OrderFacts, PaymentChannel, RefundKind,
-    RefundReason, expected_arrival,
+    RefundReason, Role, expected_arrival,
 };
-use dispute_store::chain::{self, GENESIS, Hashed};
-use dispute_store::{Backend, Store};
-use serde_json::{Value, json};
+use dispute_store::chain::{self, GENESIS, Unlinked};
+use dispute_store::{Backend, EventMetadata, Store};
 
 use crate::AuditError;
 
@@ -51,9 +50,9 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
     };
     let paid_at = t0 + Duration::hours(3);
     let events = [
-        ("system", "order-service", "register_order", t0, DisputeEvent::OrderRegistered { facts }),
+        (Role::System, "order-service", "register_order", t0, DisputeEvent::OrderRegistered { facts }),
         (
-            "buyer",
+            Role::Buyer,
             "buyer",
             "request",
             t0 + Duration::hours(1),
@@ -73,7 +72,7 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
             },
         ),
         (
-            "merchant",
+            Role::Merchant,
             "merchant",
             "merchant_accept",
             t0 + Duration::hours(2),
@@ -87,7 +86,7 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
             },
         ),
         (
-            "system",
+            Role::System,
             "payments",
             "refund_paid",
             paid_at,
@@ -101,41 +100,31 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
             },
         ),
     ];
-    let mut prevhash = GENESIS.to_string();
-    let mut rows = Vec::with_capacity(events.len());
-    for (sequence, (role, actor, command, time, event)) in (1..).zip(events) {
-        let payload = serde_json::to_value(&event).expect("an event serializes");
-        let mut metadata = json!({
-            "actor_role": role,
-            "actor_id": actor,
-            "command": command,
-            "time": time.to_rfc3339_opts(SecondsFormat::Micros, true),
-            "correlation_id": format!("corr-{n}-{sequence}"),
-        });
-        let event_type = event.event_type();
-        let hash = chain::event_hash(
-            &prevhash,
-            &Hashed {
-                order_id: &order_id,
-                sequence,
-                event_type: &event_type,
-                event_version: "1",
-                payload: &payload,
-                metadata: &metadata,
-            },
-        );
-        metadata[chain::PREVHASH_KEY] = Value::String(prevhash);
-        metadata[chain::HASH_KEY] = Value::String(hash.clone());
-        prevhash = hash;
-        rows.push(Row {
+    let unlinked = (1..).zip(events).map(|(sequence, (role, actor, command, time, event))| Unlinked {
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        payload: serde_json::to_value(&event).expect("an event serializes"),
+        metadata: EventMetadata {
+            actor_role: role,
+            actor_id: actor.to_string(),
+            command: command.to_string(),
+            time,
+            correlation_id: format!("corr-{n}-{sequence}"),
+            idempotency_key: None,
+            prevhash: None,
+            hash: None,
+        },
+    });
+    chain::link(&order_id, 0, GENESIS, unlinked)
+        .into_iter()
+        .map(|linked| Row {
             order_id: order_id.clone(),
-            sequence: sequence as i64,
-            event_type,
-            payload: payload.to_string(),
-            metadata: metadata.to_string(),
-        });
-    }
-    rows
+            sequence: linked.sequence as i64,
+            event_type: linked.event_type,
+            payload: linked.payload.to_string(),
+            metadata: linked.metadata.to_string(),
+        })
+        .collect()
 }
 
 /// Inserts `orders` synthetic lifecycles into an empty store, calling `progress(done, total)`
@@ -232,5 +221,14 @@ mod tests {
         assert_eq!(chain::verify_stream(events.iter().map(StoredEvent::hashed)), vec![]);
         let replayed = crate::replay(&events, None).unwrap().unwrap();
         assert_eq!(replayed.state.status(), dispute_domain::Status::Refunded);
+    }
+
+    #[test]
+    fn a_synthetic_lifecycle_is_stored_exactly_as_before() {
+        let rows = lifecycle(7, "2026-01-01T00:00:00Z".parse().unwrap());
+        assert_eq!(
+            rows[3].metadata,
+            r#"{"actor_id":"payments","actor_role":"system","command":"refund_paid","correlation_id":"corr-7-4","hash":"4d82c2cda19f3f27144300dc10deb1d8fb464b0865a0523584a32b7d823ee10b","prevhash":"9941686a9050a080a2b2b2cb259793ecc21ad52932f03e13869fc73fbd5b1efd","time":"2026-01-01T03:00:07.000000Z"}"#
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod chain;
 mod execute;
 mod idempotency;
 mod log;
+mod metadata;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
 pub use log::{Cursor, RawEvent, StoredEvent};
+pub use metadata::EventMetadata;
 
 /// The database behind the store.
 #[derive(Debug, Clone)]

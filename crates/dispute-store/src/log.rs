@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::{Backend, Store, StoreError, on_pool};
+use crate::{Backend, EventMetadata, Store, StoreError, on_pool};
 
 /// A position in the commit order. PostgreSQL: (transaction id, position); SQLite: (0, rowid).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,7 +27,7 @@ pub struct StoredEvent {
     pub event_version: String,
     /// The event, externally tagged: `{"RefundRequested": {…}}`.
     pub payload: Value,
-    /// String keys and values: actor_role, actor_id, command, time, correlation_id, …
+    /// The stored metadata object; [`StoredEvent::typed_metadata`] reads it.
     pub metadata: Value,
     pub cursor: Cursor,
 }
@@ -63,6 +64,11 @@ impl StoredEvent {
             payload: &self.payload,
             metadata: &self.metadata,
         }
+    }
+
+    /// The metadata, typed: who caused the event, when, under which request, its hashes.
+    pub fn typed_metadata(&self) -> Result<EventMetadata, serde_json::Error> {
+        EventMetadata::deserialize(&self.metadata)
     }
 
     /// The stored `hash`, if any.

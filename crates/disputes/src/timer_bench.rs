@@ -87,7 +87,7 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
             ));
         };
         let due = instant(&requested.payload["RefundRequested"]["merchant_response_due"])?;
-        let fired = instant(&missed.metadata["time"])?;
+        let fired = missed.typed_metadata().map_err(|e| format!("{id}: {e}"))?.time;
         first_due = first_due.min(Some(due)).or(Some(due));
         last_due = last_due.max(Some(due));
         lateness_us.push((fired - due).num_microseconds().unwrap_or(i64::MAX).max(0) as u64);

@@ -6,6 +6,7 @@
 //! Invariant: events are only ever inserted; nothing here updates or deletes one.
 
 pub mod chain;
+pub mod deadlines;
 mod execute;
 mod idempotency;
 mod log;

@@ -235,6 +235,35 @@ impl Store {
         Ok(count as u64)
     }
 
+    /// How many events of type `event_type` the orders whose id starts with `order_prefix` hold.
+    pub async fn count_events_of(&self, event_type: &str, order_prefix: &str) -> Result<u64, StoreError> {
+        let pattern =
+            format!("{}%", order_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let count: i64 = on_pool!(&self.backend, pool => sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE event_type = $1 AND aggregate_id LIKE $2 ESCAPE '\\'",
+        )
+        .bind(event_type)
+        .bind(&pattern)
+        .fetch_one(pool)
+        .await?);
+        Ok(count as u64)
+    }
+
+    /// The cursor of the last event committed so far, whether or not [`Store::events_after`]
+    /// reads it yet; `None` for an empty log.
+    pub async fn last_cursor(&self) -> Result<Option<Cursor>, StoreError> {
+        let sql = match &self.backend {
+            Backend::Postgres(_) => {
+                "SELECT xid::text::bigint, position FROM events \
+                 ORDER BY events.xid DESC, events.position DESC LIMIT 1"
+            }
+            Backend::Sqlite(_) => "SELECT 0, rowid FROM events ORDER BY rowid DESC LIMIT 1",
+        };
+        let last: Option<(i64, i64)> =
+            on_pool!(&self.backend, pool => sqlx::query_as(sql).fetch_optional(pool).await?);
+        Ok(last.map(|(xid, position)| Cursor { xid, position }))
+    }
+
     /// The cursor a relay named `name` has published up to (the start when new).
     pub async fn checkpoint(&self, name: &str) -> Result<Cursor, StoreError> {
         let row: Option<(i64, i64)> = on_pool!(&self.backend, pool => sqlx::query_as(

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod deadlines;
 mod execute;
 mod idempotency;
+mod lease;
 mod log;
 mod metadata;
 
@@ -26,6 +27,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
+pub use lease::{CommitListener, Lease};
 pub use log::{Cursor, RawEvent, StoredEvent};
 pub use metadata::EventMetadata;
 

@@ -1,6 +1,6 @@
 //! Synthetic but valid logs for the audit benchmark (`disputes audit bench`): whole dispute
-//! lifecycles (registered → requested → approved → refund paid), chained exactly as
-//! [`dispute_store::Store::execute`] chains them, inserted in bulk.
+//! lifecycles (registered → requested → approved → refund paid), chained by the function
+//! [`dispute_store::Store::execute`] chains with ([`chain::link`]), inserted in bulk.
 //!
 //! Only for an empty store set aside for measuring: it writes events no command caused.
 
@@ -13,7 +13,7 @@ use dispute_domain::{
     RefundReason, Role, expected_arrival,
 };
 use dispute_store::chain::{self, GENESIS, Unlinked};
-use dispute_store::{Backend, EventMetadata, Store};
+use dispute_store::{BulkEvent, EventMetadata, Store};
 
 use crate::AuditError;
 
@@ -23,17 +23,8 @@ pub const EVENTS_PER_ORDER: u64 = 4;
 /// Orders inserted per statement.
 const ORDERS_PER_INSERT: u64 = 2_500;
 
-/// One event row as stored.
-struct Row {
-    order_id: String,
-    sequence: i64,
-    event_type: String,
-    payload: String,
-    metadata: String,
-}
-
 /// The four chained events of synthetic order `n`.
-fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
+fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<BulkEvent> {
     let order_id = format!("bench-{n:08}");
     let t0 = start + Duration::seconds(n as i64);
     let amount = Money::new(1_000 + (n % 9_000) as i64, "CNY");
@@ -117,12 +108,13 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
     });
     chain::link(&order_id, 0, GENESIS, unlinked)
         .into_iter()
-        .map(|linked| Row {
+        .map(|linked| BulkEvent {
             order_id: order_id.clone(),
-            sequence: linked.sequence as i64,
+            sequence: linked.sequence,
             event_type: linked.event_type,
-            payload: linked.payload.to_string(),
-            metadata: linked.metadata.to_string(),
+            event_version: linked.event_version,
+            payload: linked.payload,
+            metadata: linked.metadata,
         })
         .collect()
 }
@@ -147,55 +139,14 @@ pub async fn load_synthetic(
     let mut first = 0;
     while first < orders {
         let last = (first + ORDERS_PER_INSERT).min(orders);
-        let rows: Vec<Row> = (first..last).flat_map(|n| lifecycle(n, start)).collect();
-        insert(store, &rows).await?;
+        let rows: Vec<BulkEvent> = (first..last).flat_map(|n| lifecycle(n, start)).collect();
+        store.insert_bulk(&rows).await?;
         done += rows.len() as u64;
         progress(done, total);
         first = last;
     }
-    if let Backend::Postgres(pool) = store.backend() {
-        sqlx::query("ANALYZE events").execute(pool).await?;
-    }
+    store.analyze_events().await?;
     Ok(done)
-}
-
-async fn insert(store: &Store, rows: &[Row]) -> Result<(), AuditError> {
-    match store.backend() {
-        Backend::Postgres(pool) => {
-            let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
-            sqlx::query(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 SELECT 'dispute', id, seq, typ, '1', payload::jsonb, metadata::jsonb \
-                 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
-                   AS t(id, seq, typ, payload, metadata)",
-            )
-            .bind(column(|r| r.order_id.clone()))
-            .bind(rows.iter().map(|r| r.sequence).collect::<Vec<i64>>())
-            .bind(column(|r| r.event_type.clone()))
-            .bind(column(|r| r.payload.clone()))
-            .bind(column(|r| r.metadata.clone()))
-            .execute(pool)
-            .await?;
-        }
-        Backend::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            for row in rows {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                     VALUES ('dispute', $1, $2, $3, '1', $4, $5)",
-                )
-                .bind(&row.order_id)
-                .bind(row.sequence)
-                .bind(&row.event_type)
-                .bind(&row.payload)
-                .bind(&row.metadata)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -210,11 +161,11 @@ mod tests {
             .into_iter()
             .map(|row| StoredEvent {
                 order_id: row.order_id,
-                sequence: row.sequence as u64,
+                sequence: row.sequence,
                 event_type: row.event_type,
-                event_version: "1".to_string(),
-                payload: serde_json::from_str(&row.payload).unwrap(),
-                metadata: serde_json::from_str(&row.metadata).unwrap(),
+                event_version: row.event_version,
+                payload: row.payload,
+                metadata: row.metadata,
                 cursor: Default::default(),
             })
             .collect();
@@ -227,7 +178,7 @@ mod tests {
     fn a_synthetic_lifecycle_is_stored_exactly_as_before() {
         let rows = lifecycle(7, "2026-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(
-            rows[3].metadata,
+            rows[3].metadata.to_string(),
             r#"{"actor_id":"payments","actor_role":"system","command":"refund_paid","correlation_id":"corr-7-4","hash":"4d82c2cda19f3f27144300dc10deb1d8fb464b0865a0523584a32b7d823ee10b","prevhash":"9941686a9050a080a2b2b2cb259793ecc21ad52932f03e13869fc73fbd5b1efd","time":"2026-01-01T03:00:07.000000Z"}"#
         );
     }

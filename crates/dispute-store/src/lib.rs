@@ -5,6 +5,7 @@
 //! API crate decides what either looks like on the wire.
 //! Invariant: events are only ever inserted; nothing here updates or deletes one.
 
+mod bulk;
 pub mod chain;
 pub mod deadlines;
 mod execute;
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use bulk::BulkEvent;
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
 pub use lease::{CommitListener, Lease};

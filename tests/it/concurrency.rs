@@ -10,12 +10,14 @@ use serde_json::{Value, json};
 
 /// The stored sequences of `order`'s stream, in order.
 async fn stored_sequences(app: &TestApp, order: &str) -> Vec<i64> {
-    let dispute_store::Backend::Postgres(pool) = app.store.backend() else {
+    let Backing::Postgres(db) = &app.backing else {
         panic!("these tests run on PostgreSQL");
     };
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
     sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
         .bind(order)
-        .fetch_all(pool)
+        .fetch_all(&mut connection)
         .await
         .expect("the events are readable")
 }

@@ -8,7 +8,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
 use dispute_domain::{CloseReason, DisputeServices, Policy, Role, Status};
-use dispute_store::{Backend, Cursor, Store, StoreConfig, on_pool};
+use dispute_store::{Cursor, Store, StoreConfig};
 use dispute_timer::{DeadlineTimer, Fired};
 use disputes_tests::*;
 use serde_json::{Value, json};
@@ -23,13 +23,7 @@ async fn step(app: &TestApp, timer: &DeadlineTimer) -> Fired {
 /// below the oldest transaction running anywhere on the server, so one pass may stop short while
 /// other databases are busy.
 async fn tracked_all(app: &TestApp, timer: &DeadlineTimer) {
-    let last: Option<(i64, i64)> = on_pool!(app.store.backend(), pool => sqlx::query_as(match app.store.backend() {
-        Backend::Postgres(_) => "SELECT xid::text::bigint, position FROM events ORDER BY xid DESC, position DESC LIMIT 1",
-        Backend::Sqlite(_) => "SELECT 0, rowid FROM events ORDER BY rowid DESC LIMIT 1",
-    })
-    .fetch_optional(pool)
-    .await
-    .expect("the last event reads"));
+    let last = app.store.last_cursor().await.expect("the last event reads").map(|c| (c.xid, c.position));
     let Some((xid, position)) = last else { return };
     let limit = Instant::now() + StdDuration::from_secs(10);
     loop {

@@ -1,20 +1,19 @@
 //! Synthetic but valid logs for the audit benchmark (`disputes audit bench`): whole dispute
-//! lifecycles (registered → requested → approved → refund paid), chained exactly as
-//! [`dispute_store::Store::execute`] chains them, inserted in bulk.
+//! lifecycles (registered → requested → approved → refund paid), chained by the function
+//! [`dispute_store::Store::execute`] chains with ([`chain::link`]), inserted in bulk.
 //!
 //! Only for an empty store set aside for measuring: it writes events no command caused.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, Utc};
 use cqrs_es::DomainEvent;
 use dispute_domain::{
     ApprovedBy, DisputeEvent, Evidence, EvidenceKind, Money, OrderFacts, PaymentChannel, RefundKind,
-    RefundReason, expected_arrival,
+    RefundReason, Role, expected_arrival,
 };
-use dispute_store::chain::{self, GENESIS, Hashed};
-use dispute_store::{Backend, Store};
-use serde_json::{Value, json};
+use dispute_store::chain::{self, GENESIS, Unlinked};
+use dispute_store::{BulkEvent, EventMetadata, Store};
 
 use crate::AuditError;
 
@@ -24,17 +23,8 @@ pub const EVENTS_PER_ORDER: u64 = 4;
 /// Orders inserted per statement.
 const ORDERS_PER_INSERT: u64 = 2_500;
 
-/// One event row as stored.
-struct Row {
-    order_id: String,
-    sequence: i64,
-    event_type: String,
-    payload: String,
-    metadata: String,
-}
-
 /// The four chained events of synthetic order `n`.
-fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
+fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<BulkEvent> {
     let order_id = format!("bench-{n:08}");
     let t0 = start + Duration::seconds(n as i64);
     let amount = Money::new(1_000 + (n % 9_000) as i64, "CNY");
@@ -51,9 +41,9 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
     };
     let paid_at = t0 + Duration::hours(3);
     let events = [
-        ("system", "order-service", "register_order", t0, DisputeEvent::OrderRegistered { facts }),
+        (Role::System, "order-service", "register_order", t0, DisputeEvent::OrderRegistered { facts }),
         (
-            "buyer",
+            Role::Buyer,
             "buyer",
             "request",
             t0 + Duration::hours(1),
@@ -73,7 +63,7 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
             },
         ),
         (
-            "merchant",
+            Role::Merchant,
             "merchant",
             "merchant_accept",
             t0 + Duration::hours(2),
@@ -87,7 +77,7 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
             },
         ),
         (
-            "system",
+            Role::System,
             "payments",
             "refund_paid",
             paid_at,
@@ -101,41 +91,32 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<Row> {
             },
         ),
     ];
-    let mut prevhash = GENESIS.to_string();
-    let mut rows = Vec::with_capacity(events.len());
-    for (sequence, (role, actor, command, time, event)) in (1..).zip(events) {
-        let payload = serde_json::to_value(&event).expect("an event serializes");
-        let mut metadata = json!({
-            "actor_role": role,
-            "actor_id": actor,
-            "command": command,
-            "time": time.to_rfc3339_opts(SecondsFormat::Micros, true),
-            "correlation_id": format!("corr-{n}-{sequence}"),
-        });
-        let event_type = event.event_type();
-        let hash = chain::event_hash(
-            &prevhash,
-            &Hashed {
-                order_id: &order_id,
-                sequence,
-                event_type: &event_type,
-                event_version: "1",
-                payload: &payload,
-                metadata: &metadata,
-            },
-        );
-        metadata[chain::PREVHASH_KEY] = Value::String(prevhash);
-        metadata[chain::HASH_KEY] = Value::String(hash.clone());
-        prevhash = hash;
-        rows.push(Row {
+    let unlinked = (1..).zip(events).map(|(sequence, (role, actor, command, time, event))| Unlinked {
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        payload: serde_json::to_value(&event).expect("an event serializes"),
+        metadata: EventMetadata {
+            actor_role: role,
+            actor_id: actor.to_string(),
+            command: command.to_string(),
+            time,
+            correlation_id: format!("corr-{n}-{sequence}"),
+            idempotency_key: None,
+            prevhash: None,
+            hash: None,
+        },
+    });
+    chain::link(&order_id, 0, GENESIS, unlinked)
+        .into_iter()
+        .map(|linked| BulkEvent {
             order_id: order_id.clone(),
-            sequence: sequence as i64,
-            event_type,
-            payload: payload.to_string(),
-            metadata: metadata.to_string(),
-        });
-    }
-    rows
+            sequence: linked.sequence,
+            event_type: linked.event_type,
+            event_version: linked.event_version,
+            payload: linked.payload,
+            metadata: linked.metadata,
+        })
+        .collect()
 }
 
 /// Inserts `orders` synthetic lifecycles into an empty store, calling `progress(done, total)`
@@ -158,55 +139,14 @@ pub async fn load_synthetic(
     let mut first = 0;
     while first < orders {
         let last = (first + ORDERS_PER_INSERT).min(orders);
-        let rows: Vec<Row> = (first..last).flat_map(|n| lifecycle(n, start)).collect();
-        insert(store, &rows).await?;
+        let rows: Vec<BulkEvent> = (first..last).flat_map(|n| lifecycle(n, start)).collect();
+        store.insert_bulk(&rows).await?;
         done += rows.len() as u64;
         progress(done, total);
         first = last;
     }
-    if let Backend::Postgres(pool) = store.backend() {
-        sqlx::query("ANALYZE events").execute(pool).await?;
-    }
+    store.analyze_events().await?;
     Ok(done)
-}
-
-async fn insert(store: &Store, rows: &[Row]) -> Result<(), AuditError> {
-    match store.backend() {
-        Backend::Postgres(pool) => {
-            let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
-            sqlx::query(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 SELECT 'dispute', id, seq, typ, '1', payload::jsonb, metadata::jsonb \
-                 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
-                   AS t(id, seq, typ, payload, metadata)",
-            )
-            .bind(column(|r| r.order_id.clone()))
-            .bind(rows.iter().map(|r| r.sequence).collect::<Vec<i64>>())
-            .bind(column(|r| r.event_type.clone()))
-            .bind(column(|r| r.payload.clone()))
-            .bind(column(|r| r.metadata.clone()))
-            .execute(pool)
-            .await?;
-        }
-        Backend::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            for row in rows {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                     VALUES ('dispute', $1, $2, $3, '1', $4, $5)",
-                )
-                .bind(&row.order_id)
-                .bind(row.sequence)
-                .bind(&row.event_type)
-                .bind(&row.payload)
-                .bind(&row.metadata)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -221,16 +161,25 @@ mod tests {
             .into_iter()
             .map(|row| StoredEvent {
                 order_id: row.order_id,
-                sequence: row.sequence as u64,
+                sequence: row.sequence,
                 event_type: row.event_type,
-                event_version: "1".to_string(),
-                payload: serde_json::from_str(&row.payload).unwrap(),
-                metadata: serde_json::from_str(&row.metadata).unwrap(),
+                event_version: row.event_version,
+                payload: row.payload,
+                metadata: row.metadata,
                 cursor: Default::default(),
             })
             .collect();
         assert_eq!(chain::verify_stream(events.iter().map(StoredEvent::hashed)), vec![]);
         let replayed = crate::replay(&events, None).unwrap().unwrap();
         assert_eq!(replayed.state.status(), dispute_domain::Status::Refunded);
+    }
+
+    #[test]
+    fn a_synthetic_lifecycle_is_stored_exactly_as_before() {
+        let rows = lifecycle(7, "2026-01-01T00:00:00Z".parse().unwrap());
+        assert_eq!(
+            rows[3].metadata.to_string(),
+            r#"{"actor_id":"payments","actor_role":"system","command":"refund_paid","correlation_id":"corr-7-4","hash":"4d82c2cda19f3f27144300dc10deb1d8fb464b0865a0523584a32b7d823ee10b","prevhash":"9941686a9050a080a2b2b2cb259793ecc21ad52932f03e13869fc73fbd5b1efd","time":"2026-01-01T03:00:07.000000Z"}"#
+        );
     }
 }

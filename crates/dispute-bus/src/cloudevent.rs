@@ -1,7 +1,7 @@
 //! The wire shape of a published event: CloudEvents 1.0, JSON structured mode, with the
 //! extensions `sequence`, `actor`, `hash` and `prevhash`.
 
-use dispute_store::StoredEvent;
+use dispute_store::{EventMetadata, StoredEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -29,8 +29,10 @@ pub struct CloudEvent {
 
 impl CloudEvent {
     pub fn from_stored(event: &StoredEvent, source: &str) -> Self {
-        let meta =
-            |key: &str| event.metadata.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        // Metadata that does not read is published empty rather than stopping the relay.
+        let meta = event.typed_metadata().ok();
+        let meta = meta.as_ref();
+        let text = |field: fn(&EventMetadata) -> Option<String>| meta.and_then(field).unwrap_or_default();
         let data = event.payload.get(&event.event_type).cloned().unwrap_or_else(|| event.payload.clone());
         Self {
             specversion: "1.0".to_string(),
@@ -38,13 +40,17 @@ impl CloudEvent {
             source: source.to_string(),
             event_type: format!("disputes.{}.v{}", event.event_type, event.event_version),
             subject: event.order_id.clone(),
-            time: meta("time"),
+            time: text(|m| Some(m.time_text())),
             datacontenttype: "application/json".to_string(),
             data,
             sequence: event.sequence,
-            actor: format!("{}:{}", meta("actor_role"), meta("actor_id")),
-            hash: meta("hash"),
-            prevhash: meta("prevhash"),
+            actor: format!(
+                "{}:{}",
+                text(|m| Some(m.actor_role.as_str().to_string())),
+                text(|m| Some(m.actor_id.clone()))
+            ),
+            hash: text(|m| m.hash.clone()),
+            prevhash: text(|m| m.prevhash.clone()),
         }
     }
 

@@ -20,8 +20,6 @@ pub enum BusError {
     Nats(String),
     #[error("event store: {0}")]
     Store(#[from] dispute_store::StoreError),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
     #[error("shutting down")]
     ShuttingDown,
 }

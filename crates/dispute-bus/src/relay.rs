@@ -9,9 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispute_store::{Backend, Store};
-use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgConnection};
+use dispute_store::{Lease, Store};
 use tokio::sync::watch;
 
 use crate::{BusError, NatsBus};
@@ -74,23 +72,11 @@ impl Relay {
 
     /// Takes the lease, then publishes until shutdown or an error.
     async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), BusError> {
-        let mut lease = match self.store.backend() {
-            Backend::Postgres(pool) => {
-                Some(acquire_lease(pool, lease_key(self.bus.stream_name()), shutdown).await?)
-            }
-            Backend::Sqlite(_) => None,
-        };
+        let mut lease = self.acquire_lease(shutdown).await?;
         if *shutdown.borrow() {
             return Ok(());
         }
-        let mut listener = match self.store.backend() {
-            Backend::Postgres(pool) => {
-                let mut listener = PgListener::connect_with(pool).await?;
-                listener.listen("disputes_events").await?;
-                Some(listener)
-            }
-            Backend::Sqlite(_) => None,
-        };
+        let mut listener = self.store.listen_for_commits().await?;
         self.bus.ensure_stream().await?;
         let mut cursor = self.store.checkpoint(&self.name).await?;
         tracing::info!(stream = self.bus.stream_name(), "relay publishing");
@@ -106,43 +92,29 @@ impl Relay {
                 self.store.save_checkpoint(&self.name, cursor).await?;
                 continue;
             }
-            if let Some(lease) = &mut lease {
-                lease.ping().await?; // lost lease connection: stop and re-acquire
-            }
-            let notified = async {
-                match &mut listener {
-                    Some(listener) => listener.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
-                }
-            };
+            lease.ping().await?; // lost lease connection: stop and re-acquire
             tokio::select! {
                 _ = committed => {}
-                result = notified => result?,
+                result = listener.recv() => result?,
                 _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
         }
         Ok(())
     }
-}
 
-/// A dedicated connection holding the relay's advisory lock; waits while another holds it.
-async fn acquire_lease(
-    pool: &sqlx::PgPool,
-    key: i64,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<PgConnection, BusError> {
-    loop {
-        let mut conn = pool.acquire().await?.detach();
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
-        if locked {
-            return Ok(conn);
-        }
-        drop(conn);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return Err(BusError::ShuttingDown),
+    /// The lease of this relay's stream (on PostgreSQL, an advisory lock held on a dedicated
+    /// connection); waits while another holds it.
+    async fn acquire_lease(&self, shutdown: &mut watch::Receiver<bool>) -> Result<Lease, BusError> {
+        let key = lease_key(self.bus.stream_name());
+        loop {
+            if let Some(lease) = self.store.try_lease(key).await? {
+                return Ok(lease);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return Err(BusError::ShuttingDown),
+            }
         }
     }
 }

@@ -14,6 +14,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::EventMetadata;
+
 /// The `prevhash` of a stream's first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -57,6 +59,61 @@ pub fn canonical_bytes(prevhash: &str, event: &Hashed<'_>) -> Vec<u8> {
 /// The hash of `event` chained to `prevhash`, lowercase hex.
 pub fn event_hash(prevhash: &str, event: &Hashed<'_>) -> String {
     hex(&Sha256::digest(canonical_bytes(prevhash, event)))
+}
+
+/// An event about to be appended to its stream, before its place in the chain is known.
+#[derive(Debug, Clone)]
+pub struct Unlinked {
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    /// Its `prevhash` and `hash` are set by [`link`].
+    pub metadata: EventMetadata,
+}
+
+/// An event linked into its stream: numbered, and its metadata (the stored JSON) carrying its
+/// `prevhash` and `hash`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linked {
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// Links `events` after the stream's last event (`last_sequence` and `last_hash`; 0 and
+/// [`GENESIS`] for a new stream): numbers them on, hashes each chained to the one before, and
+/// adds `prevhash` and `hash` to its metadata. The one place the write path computes hashes.
+pub fn link(
+    order_id: &str,
+    last_sequence: u64,
+    last_hash: &str,
+    events: impl IntoIterator<Item = Unlinked>,
+) -> Vec<Linked> {
+    let mut prevhash = last_hash.to_string();
+    events
+        .into_iter()
+        .zip(last_sequence + 1..)
+        .map(|(event, sequence)| {
+            let Unlinked { event_type, event_version, payload, metadata } = event;
+            let mut metadata = metadata.to_value();
+            let hash = event_hash(
+                &prevhash,
+                &Hashed {
+                    order_id,
+                    sequence,
+                    event_type: &event_type,
+                    event_version: &event_version,
+                    payload: &payload,
+                    metadata: &metadata,
+                },
+            );
+            metadata[PREVHASH_KEY] = Value::String(std::mem::replace(&mut prevhash, hash.clone()));
+            metadata[HASH_KEY] = Value::String(hash);
+            Linked { sequence, event_type, event_version, payload, metadata }
+        })
+        .collect()
 }
 
 /// Writes `value` canonically; `skip` names top-level object keys to leave out.
@@ -474,6 +531,48 @@ mod tests {
                 (4, BreakKind::Unlinked)
             ]
         );
+    }
+
+    fn unlinked(note: &str) -> Unlinked {
+        Unlinked {
+            event_type: "EvidenceSubmitted".to_string(),
+            event_version: "1".to_string(),
+            payload: json!({ "EvidenceSubmitted": { "round": 1, "note": note } }),
+            metadata: serde_json::from_value(json!({
+                "actor_role": "buyer",
+                "actor_id": "b-1",
+                "command": "evidence",
+                "time": "2026-06-01T08:00:00.000000Z",
+                "correlation_id": "c-1",
+            }))
+            .unwrap(),
+        }
+    }
+
+    fn as_events(linked: Vec<Linked>) -> Vec<Event> {
+        linked
+            .into_iter()
+            .map(|l| Event {
+                order_id: "o-1".to_string(),
+                sequence: l.sequence,
+                event_type: l.event_type,
+                payload: l.payload,
+                metadata: l.metadata,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn linked_events_verify_and_link_on_from_the_streams_last_hash() {
+        let first = link("o-1", 0, GENESIS, [unlinked("a"), unlinked("b")]);
+        let last_hash = first[1].metadata[HASH_KEY].as_str().unwrap().to_string();
+        assert_eq!(first[0].metadata[PREVHASH_KEY], json!(GENESIS));
+        assert_eq!(first[1].metadata[PREVHASH_KEY], first[0].metadata[HASH_KEY]);
+        let then = link("o-1", 2, &last_hash, [unlinked("c")]);
+        assert_eq!(then[0].sequence, 3);
+        let at_once = link("o-1", 0, GENESIS, [unlinked("a"), unlinked("b"), unlinked("c")]);
+        assert_eq!(first.iter().chain(&then).cloned().collect::<Vec<_>>(), at_once);
+        assert_eq!(verify(&as_events(at_once)), vec![]);
     }
 
     #[test]

@@ -4,19 +4,18 @@
 //! Each event is committed with metadata of its own: the command's metadata plus `prevhash`
 //! (the stream's previous hash) and `hash` (see [`crate::chain`]), computed before the commit.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
 use dispute_domain::{
     Actor, CloseReason, Dispute, DisputeCommand, DisputeError, DisputeServices, Money, Status,
 };
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chain::{self, GENESIS, Hashed};
-use crate::{EventStore, Store};
+use crate::chain::{self, GENESIS, Unlinked};
+use crate::{EventMetadata, EventStore, Store};
 
 /// Who and what caused a command, recorded in every event's metadata.
 #[derive(Debug, Clone, Default)]
@@ -168,24 +167,18 @@ impl Store {
         Ok((loaded.dispute, loaded.sequence))
     }
 
-    fn event_metadata(
-        &self,
-        command: &DisputeCommand,
-        metadata: &CommandMetadata,
-    ) -> HashMap<String, String> {
-        let mut map = HashMap::with_capacity(6);
-        map.insert("actor_role".to_string(), command.actor.role.as_str().to_string());
-        map.insert("actor_id".to_string(), command.actor.id.clone());
-        map.insert("command".to_string(), command.action.name().to_string());
-        map.insert(
-            "time".to_string(),
-            self.services.clock.now().to_rfc3339_opts(SecondsFormat::Micros, true),
-        );
-        map.insert("correlation_id".to_string(), metadata.correlation_id.clone());
-        if let Some(key) = &metadata.idempotency_key {
-            map.insert("idempotency_key".to_string(), key.clone());
+    /// The metadata of the events `command` causes, before the chain adds their hashes.
+    fn event_metadata(&self, command: &DisputeCommand, metadata: &CommandMetadata) -> EventMetadata {
+        EventMetadata {
+            actor_role: command.actor.role,
+            actor_id: command.actor.id.clone(),
+            command: command.action.name().to_string(),
+            time: self.services.clock.now(),
+            correlation_id: metadata.correlation_id.clone(),
+            idempotency_key: metadata.idempotency_key.clone(),
+            prevhash: None,
+            hash: None,
         }
-        map
     }
 }
 
@@ -207,14 +200,14 @@ struct EarlierRequest {
 }
 
 impl EarlierRequest {
+    /// Whether an event with this stored metadata was committed by the earlier request.
     fn committed(&self, metadata: &Value) -> bool {
-        let text = |name: &str| metadata.get(name).and_then(Value::as_str);
-        text("idempotency_key") == Some(self.key.as_str())
-            && text("actor_role") == Some(self.actor.role.as_str())
-            && text("actor_id") == Some(self.actor.id.as_str())
-            && text("time")
-                .and_then(|time| DateTime::parse_from_rfc3339(time).ok())
-                .is_some_and(|time| time >= self.since)
+        EventMetadata::deserialize(metadata).is_ok_and(|metadata| {
+            metadata.idempotency_key.as_deref() == Some(self.key.as_str())
+                && metadata.actor_role == self.actor.role
+                && metadata.actor_id == self.actor.id
+                && metadata.time >= self.since
+        })
     }
 }
 
@@ -273,7 +266,7 @@ async fn execute_on<R: PersistedEventRepository>(
     order_id: &str,
     command: DisputeCommand,
     expected_sequence: Option<u64>,
-    metadata: HashMap<String, String>,
+    metadata: EventMetadata,
     earlier: Option<&EarlierRequest>,
 ) -> Result<Executed, ExecuteError> {
     let mut loaded = load(repo, order_id, earlier).await?;
@@ -290,7 +283,7 @@ async fn execute_on<R: PersistedEventRepository>(
     loaded.sequence += events.len() as u64;
     let outcome = loaded.outcome(order_id);
     if !events.is_empty() {
-        let serialized = chained(order_id, loaded_sequence, &loaded.hash, &events, &metadata)?;
+        let serialized = chained(order_id, loaded_sequence, &loaded.hash, &events, metadata)?;
         // A duplicate (order, sequence) is the optimistic lock: another command committed first.
         repo.persist::<Dispute>(&serialized, None).await?;
     }
@@ -303,38 +296,31 @@ fn chained(
     last_sequence: u64,
     last_hash: &str,
     events: &[dispute_domain::DisputeEvent],
-    metadata: &HashMap<String, String>,
+    metadata: EventMetadata,
 ) -> Result<Vec<SerializedEvent>, ExecuteError> {
-    let base = serde_json::to_value(metadata).map_err(|e| ExecuteError::Store(e.to_string()))?;
-    let mut prevhash = last_hash.to_string();
-    let mut serialized = Vec::with_capacity(events.len());
-    for (event, sequence) in events.iter().zip(last_sequence + 1..) {
-        let payload = serde_json::to_value(event).map_err(|e| ExecuteError::Store(e.to_string()))?;
-        let (event_type, event_version) = (event.event_type(), event.event_version());
-        let mut metadata = base.clone();
-        let hash = chain::event_hash(
-            &prevhash,
-            &Hashed {
-                order_id,
-                sequence,
-                event_type: &event_type,
-                event_version: &event_version,
-                payload: &payload,
-                metadata: &metadata,
-            },
-        );
-        metadata[chain::PREVHASH_KEY] = Value::String(prevhash);
-        metadata[chain::HASH_KEY] = Value::String(hash.clone());
-        prevhash = hash;
-        serialized.push(SerializedEvent::new(
-            order_id.to_string(),
-            sequence as usize,
-            Dispute::TYPE.to_string(),
-            event_type,
-            event_version,
-            payload,
-            metadata,
-        ));
-    }
-    Ok(serialized)
+    let unlinked = events
+        .iter()
+        .map(|event| {
+            Ok(Unlinked {
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_value(event).map_err(|e| ExecuteError::Store(e.to_string()))?,
+                metadata: metadata.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, ExecuteError>>()?;
+    Ok(chain::link(order_id, last_sequence, last_hash, unlinked)
+        .into_iter()
+        .map(|linked| {
+            SerializedEvent::new(
+                order_id.to_string(),
+                linked.sequence as usize,
+                Dispute::TYPE.to_string(),
+                linked.event_type,
+                linked.event_version,
+                linked.payload,
+                linked.metadata,
+            )
+        })
+        .collect())
 }

@@ -5,10 +5,14 @@
 //! API crate decides what either looks like on the wire.
 //! Invariant: events are only ever inserted; nothing here updates or deletes one.
 
+mod bulk;
 pub mod chain;
+pub mod deadlines;
 mod execute;
 mod idempotency;
+mod lease;
 mod log;
+mod metadata;
 mod views;
 
 use std::path::Path;
@@ -23,9 +27,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use bulk::BulkEvent;
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
+pub use lease::{CommitListener, Lease};
 pub use log::{Cursor, RawEvent, StoredEvent};
+pub use metadata::EventMetadata;
 pub use views::{
     Column, DISPUTES, DisputeRow, LockedView, MerchantRow, QueueRow, SqlType, StatsRow, SummaryRow, TIMELINE,
     TimelineRow, ViewBatch, ViewShape, ViewTables, ViewWriter,

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::{Backend, Store, StoreError, on_pool};
+use crate::{Backend, EventMetadata, Store, StoreError, on_pool};
 
 /// A position in the commit order. PostgreSQL: (transaction id, position); SQLite: (0, rowid).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,7 +27,7 @@ pub struct StoredEvent {
     pub event_version: String,
     /// The event, externally tagged: `{"RefundRequested": {…}}`.
     pub payload: Value,
-    /// String keys and values: actor_role, actor_id, command, time, correlation_id, …
+    /// The stored metadata object; [`StoredEvent::typed_metadata`] reads it.
     pub metadata: Value,
     pub cursor: Cursor,
 }
@@ -63,6 +64,11 @@ impl StoredEvent {
             payload: &self.payload,
             metadata: &self.metadata,
         }
+    }
+
+    /// The metadata, typed: who caused the event, when, under which request, its hashes.
+    pub fn typed_metadata(&self) -> Result<EventMetadata, serde_json::Error> {
+        EventMetadata::deserialize(&self.metadata)
     }
 
     /// The stored `hash`, if any.
@@ -227,6 +233,35 @@ impl Store {
             .fetch_one(pool)
             .await?);
         Ok(count as u64)
+    }
+
+    /// How many events of type `event_type` the orders whose id starts with `order_prefix` hold.
+    pub async fn count_events_of(&self, event_type: &str, order_prefix: &str) -> Result<u64, StoreError> {
+        let pattern =
+            format!("{}%", order_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let count: i64 = on_pool!(&self.backend, pool => sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE event_type = $1 AND aggregate_id LIKE $2 ESCAPE '\\'",
+        )
+        .bind(event_type)
+        .bind(&pattern)
+        .fetch_one(pool)
+        .await?);
+        Ok(count as u64)
+    }
+
+    /// The cursor of the last event committed so far, whether or not [`Store::events_after`]
+    /// reads it yet; `None` for an empty log.
+    pub async fn last_cursor(&self) -> Result<Option<Cursor>, StoreError> {
+        let sql = match &self.backend {
+            Backend::Postgres(_) => {
+                "SELECT xid::text::bigint, position FROM events \
+                 ORDER BY events.xid DESC, events.position DESC LIMIT 1"
+            }
+            Backend::Sqlite(_) => "SELECT 0, rowid FROM events ORDER BY rowid DESC LIMIT 1",
+        };
+        let last: Option<(i64, i64)> =
+            on_pool!(&self.backend, pool => sqlx::query_as(sql).fetch_optional(pool).await?);
+        Ok(last.map(|(xid, position)| Cursor { xid, position }))
     }
 
     /// The cursor a relay named `name` has published up to (the start when new).

@@ -25,7 +25,8 @@ use std::time::Duration;
 use dispute_domain::{
     Action, Actor, Deadline, DisputeCommand, DisputeError, DisputeEvent, Role, TimerChange,
 };
-use dispute_store::{Backend, CommandMetadata, Cursor, ExecuteError, Store, StoreError, on_pool};
+use dispute_store::deadlines::{Claimed, Tracked};
+use dispute_store::{CommandMetadata, Cursor, ExecuteError, Store, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::{Notify, watch};
 
@@ -47,8 +48,6 @@ pub const ACTOR_ID: &str = "timer";
 pub enum TimerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("deadline query failed: {0}")]
-    Query(#[from] sqlx::Error),
     #[error("event {order_id}#{sequence} cannot be read: {source}")]
     Event { order_id: String, sequence: u64, source: serde_json::Error },
 }
@@ -74,10 +73,8 @@ enum Outcome {
 
 /// One due row, as claimed.
 struct Due {
-    order_id: String,
-    sequence: i64,
+    row: Claimed,
     deadline: Deadline,
-    round: u32,
 }
 
 pub struct DeadlineTimer {
@@ -143,31 +140,18 @@ impl DeadlineTimer {
     }
 
     async fn record(&self, changes: &HashMap<&str, (u64, TimerChange)>) -> Result<(), TimerError> {
-        const UPSERT: &str = "INSERT INTO deadlines (order_id, sequence, deadline, round, due_at_ms, claimed_until_ms) \
-             VALUES ($1, $2, $3, $4, $5, NULL) \
-             ON CONFLICT (order_id) DO UPDATE SET sequence = excluded.sequence, deadline = excluded.deadline, \
-               round = excluded.round, due_at_ms = excluded.due_at_ms, claimed_until_ms = NULL \
-             WHERE deadlines.sequence < excluded.sequence";
-        on_pool!(self.store.backend(), pool => {
-            let mut tx = pool.begin().await?;
-            for (order_id, (sequence, change)) in changes {
-                let (deadline, round, due) = match change {
-                    TimerChange::Set(timer) => {
-                        (Some(timer.deadline.as_str()), Some(timer.round as i64), Some(timer.due.timestamp_millis()))
-                    }
-                    _ => (None, None, None),
-                };
-                sqlx::query(UPSERT)
-                    .bind(*order_id)
-                    .bind(*sequence as i64)
-                    .bind(deadline)
-                    .bind(round)
-                    .bind(due)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
+        let tracked: Vec<Tracked> = changes
+            .iter()
+            .map(|(order_id, (sequence, change))| Tracked {
+                order_id,
+                sequence: *sequence,
+                running: match change {
+                    TimerChange::Set(timer) => Some(*timer),
+                    _ => None,
+                },
+            })
+            .collect();
+        self.store.deadlines().record(&tracked).await?;
         Ok(())
     }
 
@@ -195,45 +179,16 @@ impl DeadlineTimer {
     async fn claim(&self) -> Result<Vec<Due>, TimerError> {
         let now = self.now_ms();
         let claim_until = now + CLAIM.as_millis() as i64;
-        let rows: Vec<(String, i64, String, i64)> = match self.store.backend() {
-            Backend::Postgres(pool) => {
-                sqlx::query_as(
-                    "UPDATE deadlines SET claimed_until_ms = $2 WHERE order_id IN ( \
-                       SELECT order_id FROM deadlines \
-                       WHERE due_at_ms <= $1 AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1) \
-                       ORDER BY due_at_ms LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     RETURNING order_id, sequence, deadline, round::bigint",
-                )
-                .bind(now)
-                .bind(claim_until)
-                .bind(CLAIM_BATCH)
-                .fetch_all(pool)
-                .await?
-            }
-            // One writer at a time: the statement itself is the claim.
-            Backend::Sqlite(pool) => {
-                sqlx::query_as(
-                    "UPDATE deadlines SET claimed_until_ms = $2 WHERE order_id IN ( \
-                       SELECT order_id FROM deadlines \
-                       WHERE due_at_ms <= $1 AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1) \
-                       ORDER BY due_at_ms LIMIT $3) \
-                     RETURNING order_id, sequence, deadline, round",
-                )
-                .bind(now)
-                .bind(claim_until)
-                .bind(CLAIM_BATCH)
-                .fetch_all(pool)
-                .await?
-            }
-        };
+        let rows = self.store.deadlines().claim_due(now, claim_until, CLAIM_BATCH).await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(order_id, sequence, deadline, round)| {
-                let Some(deadline) = parse_deadline(&deadline) else {
-                    tracing::error!(%order_id, %deadline, "unknown deadline in the deadlines table");
+            .filter_map(|row| {
+                let Some(deadline) = parse_deadline(&row.deadline) else {
+                    tracing::error!(order_id = %row.order_id, deadline = %row.deadline,
+                        "unknown deadline in the deadlines table");
                     return None;
                 };
-                Some(Due { order_id, sequence, deadline, round: round as u32 })
+                Some(Due { row, deadline })
             })
             .collect())
     }
@@ -241,15 +196,16 @@ impl DeadlineTimer {
     async fn fire(&self, due: &Due) -> Result<Outcome, TimerError> {
         let command = DisputeCommand {
             actor: Actor::new(Role::System, ACTOR_ID),
-            action: Action::ExpireDeadline { deadline: due.deadline, round: due.round },
+            action: Action::ExpireDeadline { deadline: due.deadline, round: due.row.round },
         };
+        let order_id = &due.row.order_id;
         let metadata = CommandMetadata {
-            correlation_id: format!("deadline:{}:{}:{}", due.order_id, due.deadline.as_str(), due.round),
+            correlation_id: format!("deadline:{}:{}:{}", order_id, due.deadline.as_str(), due.row.round),
             idempotency_key: None,
         };
-        match self.store.execute(&due.order_id, command, None, &metadata).await {
+        match self.store.execute(order_id, command, None, &metadata).await {
             Ok(outcome) => {
-                tracing::info!(order_id = %due.order_id, deadline = due.deadline.as_str(), round = due.round,
+                tracing::info!(order_id = %order_id, deadline = due.deadline.as_str(), round = due.row.round,
                     status = outcome.status.as_str(), "deadline fired");
                 self.clear(due).await?;
                 Ok(Outcome::Fired)
@@ -260,12 +216,12 @@ impl DeadlineTimer {
                 Ok(Outcome::Retry)
             }
             Err(ExecuteError::Refused(refusal)) => {
-                tracing::debug!(order_id = %due.order_id, %refusal, "deadline already passed by; dropped");
+                tracing::debug!(order_id = %order_id, %refusal, "deadline already passed by; dropped");
                 self.clear(due).await?;
                 Ok(Outcome::Stale)
             }
             Err(e @ (ExecuteError::Conflict | ExecuteError::Store(_))) => {
-                tracing::warn!(order_id = %due.order_id, error = %e, "deadline not fired; retrying");
+                tracing::warn!(order_id = %order_id, error = %e, "deadline not fired; retrying");
                 self.retry_later(due).await?;
                 Ok(Outcome::Retry)
             }
@@ -274,46 +230,18 @@ impl DeadlineTimer {
 
     /// Ends the row's deadline, unless a later event has set another since it was claimed.
     async fn clear(&self, due: &Due) -> Result<(), TimerError> {
-        on_pool!(self.store.backend(), pool => sqlx::query(
-            "UPDATE deadlines SET deadline = NULL, round = NULL, due_at_ms = NULL, claimed_until_ms = NULL \
-             WHERE order_id = $1 AND sequence = $2",
-        )
-        .bind(&due.order_id)
-        .bind(due.sequence)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
+        self.store.deadlines().clear(&due.row).await?;
         Ok(())
     }
 
     async fn retry_later(&self, due: &Due) -> Result<(), TimerError> {
-        on_pool!(self.store.backend(), pool => sqlx::query(
-            "UPDATE deadlines SET claimed_until_ms = $3 WHERE order_id = $1 AND sequence = $2",
-        )
-        .bind(&due.order_id)
-        .bind(due.sequence)
-        .bind(self.now_ms() + RETRY.as_millis() as i64)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
+        self.store.deadlines().retry_at(&due.row, self.now_ms() + RETRY.as_millis() as i64).await?;
         Ok(())
     }
 
     /// When the next row may be fired: its due time, or its claim's end if later.
     pub async fn next_due_ms(&self) -> Result<Option<i64>, TimerError> {
-        let sql = match self.store.backend() {
-            Backend::Postgres(_) => {
-                "SELECT min(GREATEST(due_at_ms, COALESCE(claimed_until_ms, 0))) FROM deadlines \
-                 WHERE due_at_ms IS NOT NULL"
-            }
-            Backend::Sqlite(_) => {
-                "SELECT min(max(due_at_ms, COALESCE(claimed_until_ms, 0))) FROM deadlines \
-                 WHERE due_at_ms IS NOT NULL"
-            }
-        };
-        let next: Option<i64> =
-            on_pool!(self.store.backend(), pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
-        Ok(next)
+        Ok(self.store.deadlines().next_due_ms().await?)
     }
 
     fn now_ms(&self) -> i64 {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use dispute_domain::command::RequestRefund;
 use dispute_domain::*;
-use dispute_store::{CommandMetadata, Store, on_pool};
+use dispute_store::{CommandMetadata, Store};
 use dispute_timer::DeadlineTimer;
 use serde_json::json;
 
@@ -54,11 +54,11 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
     let load_seconds = loaded.elapsed().as_secs_f64();
     eprintln!("{count} requests sent in {load_seconds:.1}s; waiting for their deadlines ({WINDOW})");
 
-    let pattern = format!("deadline-{run}-%");
+    let prefix = format!("deadline-{run}-");
     let limit = Instant::now() + Duration::from_secs(120);
     let mut reported = -1;
     loop {
-        let fired = fired_count(&store, &pattern).await?;
+        let fired = fired_count(&store, &prefix).await?;
         if fired != reported {
             eprint!("\r{fired}/{count} deadlines fired   ");
             reported = fired;
@@ -87,7 +87,7 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
             ));
         };
         let due = instant(&requested.payload["RefundRequested"]["merchant_response_due"])?;
-        let fired = instant(&missed.metadata["time"])?;
+        let fired = missed.typed_metadata().map_err(|e| format!("{id}: {e}"))?.time;
         first_due = first_due.min(Some(due)).or(Some(due));
         last_due = last_due.max(Some(due));
         lateness_us.push((fired - due).num_microseconds().unwrap_or(i64::MAX).max(0) as u64);
@@ -155,14 +155,9 @@ async fn request(store: &Store, id: &str) -> Result<(), String> {
     .await
 }
 
-async fn fired_count(store: &Store, pattern: &str) -> Result<i64, String> {
-    on_pool!(store.backend(), pool => sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = 'MerchantResponseMissed' AND aggregate_id LIKE $1",
-    )
-    .bind(pattern)
-    .fetch_one(pool)
-    .await)
-    .map_err(|e| e.to_string())
+async fn fired_count(store: &Store, prefix: &str) -> Result<i64, String> {
+    let fired = store.count_events_of("MerchantResponseMissed", prefix).await.map_err(|e| e.to_string())?;
+    Ok(fired as i64)
 }
 
 fn instant(value: &serde_json::Value) -> Result<DateTime<Utc>, String> {

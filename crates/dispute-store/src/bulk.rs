@@ -1,0 +1,85 @@
+//! Loading many chained events at once, for benchmarks (`disputes bench --preload`, the audit
+//! benchmark): one statement per batch on PostgreSQL (the rows travel as arrays), one
+//! transaction per batch on SQLite. Nothing checks the events: the caller chains them
+//! ([`crate::chain::link`]) and loads only into a store set aside for measuring.
+
+use serde_json::Value;
+
+use crate::{Backend, Store, StoreError};
+
+/// One event to insert as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkEvent {
+    pub order_id: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    /// The stored metadata, `prevhash` and `hash` included.
+    pub metadata: Value,
+}
+
+/// An insert into `events` of the given rows.
+macro_rules! insert_events {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+            $rows
+        )
+    };
+}
+
+/// The batch as arrays, one per column.
+const POSTGRES_INSERT: &str = insert_events!(
+    "SELECT 'dispute', id, seq, typ, ver, payload::jsonb, metadata::jsonb \
+     FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+       AS t(id, seq, typ, ver, payload, metadata)"
+);
+
+/// One row.
+const SQLITE_INSERT: &str = insert_events!("VALUES ('dispute', $1, $2, $3, $4, $5, $6)");
+
+impl Store {
+    /// Inserts `events` in one transaction.
+    pub async fn insert_bulk(&self, events: &[BulkEvent]) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let column = |f: fn(&BulkEvent) -> String| events.iter().map(f).collect::<Vec<String>>();
+                sqlx::query(POSTGRES_INSERT)
+                    .bind(column(|e| e.order_id.clone()))
+                    .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<i64>>())
+                    .bind(column(|e| e.event_type.clone()))
+                    .bind(column(|e| e.event_version.clone()))
+                    .bind(column(|e| e.payload.to_string()))
+                    .bind(column(|e| e.metadata.to_string()))
+                    .execute(pool)
+                    .await?;
+            }
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for event in events {
+                    sqlx::query(SQLITE_INSERT)
+                        .bind(&event.order_id)
+                        .bind(event.sequence as i64)
+                        .bind(&event.event_type)
+                        .bind(&event.event_version)
+                        .bind(event.payload.to_string())
+                        .bind(event.metadata.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the planner's statistics of the events table up to date after a bulk load
+    /// (PostgreSQL; SQLite plans without them).
+    pub async fn analyze_events(&self) -> Result<(), StoreError> {
+        if let Backend::Postgres(pool) = &self.backend {
+            sqlx::query("ANALYZE events").execute(pool).await?;
+        }
+        Ok(())
+    }
+}

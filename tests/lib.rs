@@ -411,6 +411,47 @@ impl TestApp {
     }
 }
 
+/// A connection of the test's own to a test app's database, to read or alter tables directly.
+pub enum DbConnection {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+/// Runs the same sqlx expression on whichever connection a [`DbConnection`] holds:
+/// `on_db!(&mut app.db().await, c => sqlx::query("…").execute(c).await)`.
+#[macro_export]
+macro_rules! on_db {
+    ($connection:expr, $c:ident => $body:expr) => {
+        match $connection {
+            $crate::DbConnection::Postgres($c) => $body,
+            $crate::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
+impl TestApp {
+    /// A new connection to this app's database (not from the service's pool).
+    pub async fn db(&self) -> DbConnection {
+        use sqlx::Connection;
+        match &self.backing {
+            Backing::Postgres(db) => DbConnection::Postgres(connect(&db.url).await),
+            Backing::Sqlite(dir) => {
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(tempdir::join(dir, "disputes.db"));
+                DbConnection::Sqlite(
+                    sqlx::SqliteConnection::connect_with(&options).await.expect("the test database opens"),
+                )
+            }
+        }
+    }
+
+    /// Runs `statements` (`;`-separated) on this app's database over a connection of its own.
+    pub async fn sql(&self, statements: &str) {
+        on_db!(&mut self.db().await, c => sqlx::raw_sql(statements).execute(c).await.map(|_| ()))
+            .unwrap_or_else(|e| panic!("{statements}: {e}"));
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(app) = self.app.take() {

@@ -55,26 +55,6 @@ async fn audit_get(app: &TestApp, path: &str, role: Role) -> Answer {
     app.send(reqwest::Method::GET, path, Some(&token), None, &[]).await
 }
 
-/// Runs `statement` on the app's database over a connection of its own.
-async fn sql(app: &TestApp, statement: &str) {
-    use sqlx::Connection;
-    let result = match &app.backing {
-        Backing::Postgres(db) => {
-            let mut connection =
-                sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
-            sqlx::query(statement).execute(&mut connection).await.map(|_| ())
-        }
-        Backing::Sqlite(dir) => {
-            let options =
-                sqlx::sqlite::SqliteConnectOptions::new().filename(tempdir::join(dir, "disputes.db"));
-            let mut connection =
-                sqlx::SqliteConnection::connect_with(&options).await.expect("the test database opens");
-            sqlx::query(statement).execute(&mut connection).await.map(|_| ())
-        }
-    };
-    result.unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
 /// Every break of the whole log as `(order, sequence, kind)`.
 async fn breaks(store: &Arc<Store>, record: Option<&HeadsRecord>) -> Vec<(String, u64, BreakKind)> {
     let report = dispute_audit::verify(store, None, record, |_, _| {}).await.expect("verify runs");
@@ -204,23 +184,21 @@ async fn verify_passes_on_an_honest_log_and_names_each_tampered_stream_and_seque
     assert_eq!(code, 0, "an honest log verifies: {stdout}");
     assert!(stdout.contains("intact: 24 events in 6 streams"), "{stdout}");
 
-    sql(
-        &app,
+    app.sql(
         "UPDATE events SET payload = jsonb_set(payload, '{RefundRequested,amount,amount_minor}', '9999') \
                 WHERE aggregate_id = 'o-payload' AND sequence = 2",
     )
     .await;
-    sql(
-        &app,
+    app.sql(
         "UPDATE events SET metadata = jsonb_set(metadata, '{actor_id}', '\"merchant-2\"') \
                 WHERE aggregate_id = 'o-meta' AND sequence = 3",
     )
     .await;
-    sql(&app, "DELETE FROM events WHERE aggregate_id = 'o-middle' AND sequence = 2").await;
-    sql(&app, "UPDATE events SET sequence = 100 WHERE aggregate_id = 'o-swap' AND sequence = 2").await;
-    sql(&app, "UPDATE events SET sequence = 2 WHERE aggregate_id = 'o-swap' AND sequence = 3").await;
-    sql(&app, "UPDATE events SET sequence = 3 WHERE aggregate_id = 'o-swap' AND sequence = 100").await;
-    sql(&app, "DELETE FROM events WHERE aggregate_id = 'o-last' AND sequence = 4").await;
+    app.sql("DELETE FROM events WHERE aggregate_id = 'o-middle' AND sequence = 2").await;
+    app.sql("UPDATE events SET sequence = 100 WHERE aggregate_id = 'o-swap' AND sequence = 2").await;
+    app.sql("UPDATE events SET sequence = 2 WHERE aggregate_id = 'o-swap' AND sequence = 3").await;
+    app.sql("UPDATE events SET sequence = 3 WHERE aggregate_id = 'o-swap' AND sequence = 100").await;
+    app.sql("DELETE FROM events WHERE aggregate_id = 'o-last' AND sequence = 4").await;
 
     let found = breaks(store, None).await;
     let expected = vec![
@@ -287,8 +265,8 @@ async fn a_removed_last_event_is_detected_against_jetstream() {
     stop.send(true).expect("relay running");
     relay.await.expect("relay stops");
 
-    sql(&app, "DELETE FROM events WHERE aggregate_id = 'o-cut' AND sequence = 4").await;
-    sql(&app, "DELETE FROM events WHERE aggregate_id = 'o-whole'").await;
+    app.sql("DELETE FROM events WHERE aggregate_id = 'o-cut' AND sequence = 4").await;
+    app.sql("DELETE FROM events WHERE aggregate_id = 'o-whole'").await;
     let report = dispute_audit::verify(&app.store, None, None, |_, _| {}).await.expect("verify");
     assert!(report.breaks.is_empty(), "the shortened chains are valid on their own");
     let check = dispute_audit::compare_with_published(&bus, &report.heads, true).await.expect("compare");
@@ -330,7 +308,7 @@ async fn a_removed_last_event_is_detected_against_saved_heads_on_the_embedded_st
     assert!(stdout.contains("heads saved to"), "{stdout}");
     assert!(stderr.contains("removed last events cannot be detected"), "{stderr}");
 
-    sql(&app, "DELETE FROM events WHERE aggregate_id = 'o-b' AND sequence = 4").await;
+    app.sql("DELETE FROM events WHERE aggregate_id = 'o-b' AND sequence = 4").await;
     let (code, stdout, _) = run_audit(&env, &["verify"]);
     assert_eq!(code, 0, "the chain alone cannot see it: {stdout}");
     let (code, stdout, _) = run_audit(&env, &["verify", "--heads", heads]);
@@ -363,7 +341,7 @@ async fn drift_on(app: TestApp) {
     let rows = dispute_audit::drift(&app.store, |_, _| {}).await.expect("drift runs");
     assert_eq!(rows, vec![], "an honest system has no drift");
 
-    sql(&app, "UPDATE view_disputes SET status = 'closed' WHERE order_id = 'o-d1'").await;
+    app.sql("UPDATE view_disputes SET status = 'closed' WHERE order_id = 'o-d1'").await;
     let payload_update = match &app.backing {
         Backing::Postgres(_) => {
             "UPDATE events SET metadata = jsonb_set(metadata, '{actor_id}', '\"impostor\"') \
@@ -374,7 +352,7 @@ async fn drift_on(app: TestApp) {
              WHERE aggregate_id = 'o-d2' AND sequence = 3"
         }
     };
-    sql(&app, payload_update).await;
+    app.sql(payload_update).await;
     let rows = dispute_audit::drift(&app.store, |_, _| {}).await.expect("drift runs");
     let summary: Vec<(&str, &str, Vec<&str>)> = rows
         .iter()
@@ -405,7 +383,7 @@ async fn drift_and_export_from_the_command_line() {
     let env = [("DATABASE_URL", url.as_str())];
     let (code, stdout, stderr) = run_audit(&env, &["drift"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    sql(&app, "UPDATE view_disputes SET refunded_minor = 1 WHERE order_id = 'o-x'").await;
+    app.sql("UPDATE view_disputes SET refunded_minor = 1 WHERE order_id = 'o-x'").await;
     let (code, stdout, _) = run_audit(&env, &["drift"]);
     assert_eq!(code, 1);
     assert_eq!(stdout.trim(), "disputes o-x: refunded_minor: live \"1\" rebuilt \"2500\";");

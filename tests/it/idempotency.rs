@@ -190,17 +190,9 @@ fn quick_claims() -> ClaimTimes {
     ClaimTimes { wait: StdDuration::from_millis(200), takeover_after: StdDuration::from_secs(30) }
 }
 
-async fn sql(app: &TestApp, statement: &str) {
-    use sqlx::Connection;
-    let Backing::Postgres(db) = &app.backing else { panic!("these tests run on PostgreSQL") };
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
-    sqlx::raw_sql(statement).execute(&mut conn).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
 /// From now on the answer to a key is never stored (the failure a crash causes).
 async fn answers_fail(app: &TestApp) {
-    sql(
-        app,
+    app.sql(
         "CREATE FUNCTION failpoint() RETURNS trigger LANGUAGE plpgsql AS \
          $$ BEGIN RAISE EXCEPTION 'failpoint'; END $$; \
          CREATE TRIGGER answers_fail BEFORE UPDATE ON idempotency_keys FOR EACH ROW \
@@ -211,8 +203,7 @@ async fn answers_fail(app: &TestApp) {
 
 /// From now on no event commits (the failure a crash before the commit causes).
 async fn commits_fail(app: &TestApp) {
-    sql(
-        app,
+    app.sql(
         "CREATE FUNCTION failpoint() RETURNS trigger LANGUAGE plpgsql AS \
          $$ BEGIN RAISE EXCEPTION 'failpoint'; END $$; \
          CREATE TRIGGER commits_fail BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION failpoint();",
@@ -221,7 +212,7 @@ async fn commits_fail(app: &TestApp) {
 }
 
 async fn failpoints_off(app: &TestApp) {
-    sql(app, "DROP FUNCTION failpoint() CASCADE").await;
+    app.sql("DROP FUNCTION failpoint() CASCADE").await;
 }
 
 /// The events of `order` that carry `key`, as (sequence, event type).

@@ -1,22 +1,21 @@
 //! Rebuilding the views from the log gives exactly the live views, and repairs altered ones.
 
 use dispute_domain::Role;
-use dispute_store::on_pool;
 use dispute_views::{ViewName, rebuild};
 use disputes_tests::*;
 use serde_json::json;
 
 /// Every row of both views, in a stable order.
 async fn snapshot(app: &TestApp) -> (Vec<(String, i64, String)>, Vec<(String, i64, String, String)>) {
-    on_pool!(app.store.backend(), pool => {
+    on_db!(&mut app.db().await, c => {
         let disputes = sqlx::query_as("SELECT order_id, sequence, view FROM view_disputes ORDER BY order_id")
-            .fetch_all(pool)
+            .fetch_all(&mut *c)
             .await
             .expect("view_disputes");
         let timeline = sqlx::query_as(
             "SELECT order_id, sequence, event_type, data FROM view_timeline ORDER BY order_id, sequence",
         )
-        .fetch_all(pool)
+        .fetch_all(&mut *c)
         .await
         .expect("view_timeline");
         (disputes, timeline)
@@ -72,11 +71,7 @@ async fn rebuild_equals_live(app: TestApp) {
     assert_eq!(snapshot(&app).await, live, "a rebuild gives exactly the live views");
 
     // An altered view is repaired by a rebuild.
-    on_pool!(app.store.backend(), pool => sqlx::query("UPDATE view_disputes SET view = '{}', sequence = 99 WHERE order_id = 'o-1'")
-        .execute(pool)
-        .await
-        .map(|_| ()))
-    .expect("alter a view");
+    app.sql("UPDATE view_disputes SET view = '{}', sequence = 99 WHERE order_id = 'o-1'").await;
     sqlx_delete_timeline(&app).await;
     assert_ne!(snapshot(&app).await, live);
     rebuild(app.store.clone(), &[ViewName::Disputes, ViewName::Timeline], |_, _| {}).await.expect("rebuild");
@@ -88,11 +83,7 @@ async fn rebuild_equals_live(app: TestApp) {
 }
 
 async fn sqlx_delete_timeline(app: &TestApp) {
-    on_pool!(app.store.backend(), pool => sqlx::query("DELETE FROM view_timeline WHERE order_id = 'o-2'")
-        .execute(pool)
-        .await
-        .map(|_| ()))
-    .expect("remove timeline rows");
+    app.sql("DELETE FROM view_timeline WHERE order_id = 'o-2'").await;
 }
 
 #[tokio::test]

@@ -38,15 +38,14 @@ pub use views::{
     TimelineRow, ViewBatch, ViewShape, ViewTables, ViewWriter,
 };
 
-/// The database behind the store.
+/// The database behind the store. Private: every statement lives in this crate.
 #[derive(Debug, Clone)]
-pub enum Backend {
+pub(crate) enum Backend {
     Postgres(PgPool),
     Sqlite(SqlitePool),
 }
 
 /// Runs the same sqlx expression against whichever pool the backend holds.
-#[macro_export]
 macro_rules! on_pool {
     ($backend:expr, $pool:ident => $body:expr) => {
         match $backend {
@@ -55,6 +54,7 @@ macro_rules! on_pool {
         }
     };
 }
+pub(crate) use on_pool;
 
 /// The cqrs-es repositories. Commands go through them directly (not through cqrs-es's
 /// `commit`) so that every event gets metadata of its own: its place in the hash chain.
@@ -148,10 +148,6 @@ impl Store {
             committed: tokio::sync::Notify::new(),
             projected: tokio::sync::Notify::new(),
         }))
-    }
-
-    pub fn backend(&self) -> &Backend {
-        &self.backend
     }
 
     pub fn services(&self) -> &DisputeServices {

@@ -386,7 +386,8 @@ async fn the_dispute_view_follows_an_accepted_request() {
         app.refund_paid(id, 10_000).await,
         &mut want,
         json!({ "sequence": 4, "status": "refunded", "approved_amount": null, "refunded_total": cny(10_000) }),
-        actions(&["request"], &[], &[]),
+        // Paid in full: nothing is left to request.
+        actions(&[], &[], &[]),
     )
     .await;
     assert_eq!(at(&paid["resolved_at"]), t(2));
@@ -489,7 +490,8 @@ async fn the_dispute_view_follows_a_return_shipped_and_confirmed() {
         app.refund_paid(id, 10_000).await,
         &mut want,
         json!({ "sequence": 6, "status": "refunded", "approved_amount": null, "refunded_total": cny(10_000) }),
-        actions(&["request"], &[], &[]),
+        // Paid in full: nothing is left to request.
+        actions(&[], &[], &[]),
     )
     .await;
 }
@@ -579,7 +581,8 @@ async fn the_dispute_view_follows_a_second_round_after_a_partial_refund() {
         app.refund_paid(id, 7_000).await,
         &mut want,
         json!({ "sequence": 8, "status": "refunded", "refunded_total": cny(10_000), "deadlines": {} }),
-        actions(&["request"], &[], &[]),
+        // Paid in full: nothing is left to request.
+        actions(&[], &[], &[]),
     )
     .await;
 }

@@ -1,4 +1,5 @@
-//! The command routes: one table, used both to build the router and the OpenAPI document.
+//! The command routes, derived from the domain's command table: the router and the OpenAPI
+//! document are both built from [`ROUTES`].
 //!
 //! Every route runs the same pipeline: authenticate, parse the body (unknown fields refused),
 //! honour `Idempotency-Key` and `If-Match`, execute, answer with the state after the commit.
@@ -9,7 +10,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dispute_domain::{Action, CloseReason, DisputeCommand, DisputeError, Money, Role, Status};
+use std::ops::Deref;
+use std::sync::LazyLock;
+
+use dispute_domain::{
+    Action, ActionKind, COMMANDS, CloseReason, CommandSpec, DisputeCommand, DisputeError, Method, Money,
+    Role, Scope, Status,
+};
 use dispute_store::{Claim, CommandMetadata, Executed, Outcome, StoredResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,7 +28,8 @@ use crate::{ApiError, AppState};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-/// One command route.
+/// One command route: a caller-facing row of the domain's command table ([`COMMANDS`]), plus
+/// what is HTTP about it (the path, the body's schema and its parser).
 pub struct CommandRoute {
     pub method: Method,
     /// The axum path, with `{id}` for the order id.
@@ -33,14 +41,10 @@ pub struct CommandRoute {
     pub roles: &'static [Role],
     /// The OpenAPI schema of the body; `None` when the command takes none.
     pub body_schema: Option<&'static str>,
-    parse: fn(&[u8]) -> Result<Action, ApiError>,
+    parse: Parse,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Put,
-    Post,
-}
+type Parse = fn(&[u8]) -> Result<Action, ApiError>;
 
 /// Parses a JSON body into a command payload, refusing unknown fields.
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -52,78 +56,85 @@ fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiEr
     if bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { body(bytes) }
 }
 
-macro_rules! route {
-    ($method:ident, $path:literal, $name:literal, [$($role:ident),+], $schema:ident, $parse:expr) => {
-        CommandRoute {
-            method: Method::$method,
-            path: $path,
-            name: $name,
-            roles: &[$(Role::$role),+],
-            body_schema: Some(stringify!($schema)),
-            parse: $parse,
+/// The body of each command sent over HTTP: its OpenAPI schema and its parser. `None` for the
+/// service's internal commands, which have no route.
+fn http_body(kind: ActionKind) -> Option<(Option<&'static str>, Parse)> {
+    use ActionKind::*;
+    let (schema, parse): (&str, Parse) = match kind {
+        RegisterOrder => ("OrderFacts", |b| Ok(Action::RegisterOrder(body(b)?))),
+        MarkDelivered => ("MarkDelivered", |b| Ok(Action::MarkDelivered(body(b)?))),
+        RequestRefund => ("RequestRefund", |b| Ok(Action::RequestRefund(body(b)?))),
+        MerchantAccept => ("MerchantAccept", |b| Ok(Action::MerchantAccept(optional_body(b)?))),
+        MerchantReject => ("MerchantReject", |b| Ok(Action::MerchantReject(body(b)?))),
+        MerchantOffer => ("MerchantOffer", |b| Ok(Action::MerchantOffer(body(b)?))),
+        AcceptOffer => {
+            let parse: Parse = |b| {
+                let _: EmptyBody = optional_body(b)?;
+                Ok(Action::AcceptOffer)
+            };
+            return Some((None, parse));
         }
+        DeclineOffer => ("DeclineOffer", |b| Ok(Action::DeclineOffer(optional_body(b)?))),
+        SubmitEvidence => ("SubmitEvidence", |b| Ok(Action::SubmitEvidence(body(b)?))),
+        Escalate => ("Escalate", |b| Ok(Action::Escalate(body(b)?))),
+        Assign => ("Assign", |b| Ok(Action::Assign(body(b)?))),
+        Judge => ("Judge", |b| Ok(Action::Judge(body(b)?))),
+        Appeal => ("Appeal", |b| Ok(Action::Appeal(body(b)?))),
+        ShipReturn => ("ShipReturn", |b| Ok(Action::ShipReturn(body(b)?))),
+        ConfirmReturn => ("ConfirmReturn", |b| Ok(Action::ConfirmReturn(optional_body(b)?))),
+        RecordRefundPaid => ("RecordRefundPaid", |b| Ok(Action::RecordRefundPaid(body(b)?))),
+        Withdraw => ("Withdraw", |b| Ok(Action::Withdraw(optional_body(b)?))),
+        ExpireDeadline => return None,
     };
+    Some((Some(schema), parse))
 }
 
-pub static ROUTES: &[CommandRoute] = &[
-    route!(Put, "/v1/orders/{id}", "register_order", [System], OrderFacts, |b| Ok(Action::RegisterOrder(
-        body(b)?
-    ))),
-    route!(Post, "/v1/orders/{id}/delivered", "delivered", [System], MarkDelivered, |b| Ok(
-        Action::MarkDelivered(body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/request", "request", [Buyer], RequestRefund, |b| Ok(
-        Action::RequestRefund(body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/merchant-accept", "merchant_accept", [Merchant], MerchantAccept, |b| Ok(
-        Action::MerchantAccept(optional_body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/merchant-reject", "merchant_reject", [Merchant], MerchantReject, |b| Ok(
-        Action::MerchantReject(body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/merchant-offer", "merchant_offer", [Merchant], MerchantOffer, |b| Ok(
-        Action::MerchantOffer(body(b)?)
-    )),
-    CommandRoute {
-        method: Method::Post,
-        path: "/v1/disputes/{id}/accept-offer",
-        name: "accept_offer",
-        roles: &[Role::Buyer],
-        body_schema: None,
-        parse: |b| {
-            let _: EmptyBody = optional_body(b)?;
-            Ok(Action::AcceptOffer)
-        },
-    },
-    route!(Post, "/v1/disputes/{id}/decline-offer", "decline_offer", [Buyer], DeclineOffer, |b| Ok(
-        Action::DeclineOffer(optional_body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/evidence", "evidence", [Buyer, Merchant], SubmitEvidence, |b| Ok(
-        Action::SubmitEvidence(body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/escalate", "escalate", [Buyer], Escalate, |b| Ok(Action::Escalate(
-        body(b)?
-    ))),
-    route!(Post, "/v1/disputes/{id}/assign", "assign", [Arbitrator], Assign, |b| Ok(Action::Assign(body(
-        b
-    )?))),
-    route!(Post, "/v1/disputes/{id}/judge", "judge", [Arbitrator], Judge, |b| Ok(Action::Judge(body(b)?))),
-    route!(Post, "/v1/disputes/{id}/appeal", "appeal", [Buyer, Merchant], Appeal, |b| Ok(Action::Appeal(
-        body(b)?
-    ))),
-    route!(Post, "/v1/disputes/{id}/ship-return", "ship_return", [Buyer], ShipReturn, |b| Ok(
-        Action::ShipReturn(body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/confirm-return", "confirm_return", [Merchant], ConfirmReturn, |b| Ok(
-        Action::ConfirmReturn(optional_body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/refund-paid", "refund_paid", [System], RecordRefundPaid, |b| Ok(
-        Action::RecordRefundPaid(body(b)?)
-    )),
-    route!(Post, "/v1/disputes/{id}/withdraw", "withdraw", [Buyer], Withdraw, |b| Ok(Action::Withdraw(
-        optional_body(b)?
-    ))),
-];
+/// The route of a command of the table: order commands under `/v1/orders/{id}`, dispute
+/// commands under `/v1/disputes/{id}`; internal ones have none.
+fn route_of(spec: &'static CommandSpec) -> Option<CommandRoute> {
+    let base = match spec.scope {
+        Scope::Order => "/v1/orders/{id}",
+        Scope::Dispute => "/v1/disputes/{id}",
+        Scope::Internal => return None,
+    };
+    let (body_schema, parse) = http_body(spec.kind)?;
+    let path = if spec.segment.is_empty() { base.to_string() } else { format!("{base}/{}", spec.segment) };
+    Some(CommandRoute {
+        method: spec.method,
+        // Built once for the life of the process.
+        path: Box::leak(path.into_boxed_str()),
+        name: spec.name,
+        roles: spec.roles,
+        body_schema,
+        parse,
+    })
+}
+
+static BUILT: LazyLock<Vec<CommandRoute>> = LazyLock::new(|| COMMANDS.iter().filter_map(route_of).collect());
+
+/// The command routes, in the order of the domain's table: iterate it, or use it as a slice.
+/// They are built on first use.
+#[derive(Debug, Clone, Copy)]
+pub struct Routes;
+
+pub static ROUTES: Routes = Routes;
+
+impl Deref for Routes {
+    type Target = [CommandRoute];
+
+    fn deref(&self) -> &[CommandRoute] {
+        &BUILT
+    }
+}
+
+impl IntoIterator for Routes {
+    type Item = &'static CommandRoute;
+    type IntoIter = std::slice::Iter<'static, CommandRoute>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        BUILT.iter()
+    }
+}
 
 #[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -323,4 +334,38 @@ pub(crate) async fn endpoint(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     handle(route, state, caller, order_id, headers, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract's command table (API.md). The paths are also part of each idempotency
+    /// fingerprint, so they must not drift.
+    #[test]
+    fn the_routes_are_the_contracts() {
+        use Method::{Post, Put};
+        use Role::*;
+        let want: &[(Method, &str, &[Role], Option<&str>)] = &[
+            (Put, "/v1/orders/{id}", &[System], Some("OrderFacts")),
+            (Post, "/v1/orders/{id}/delivered", &[System], Some("MarkDelivered")),
+            (Post, "/v1/disputes/{id}/request", &[Buyer], Some("RequestRefund")),
+            (Post, "/v1/disputes/{id}/merchant-accept", &[Merchant], Some("MerchantAccept")),
+            (Post, "/v1/disputes/{id}/merchant-reject", &[Merchant], Some("MerchantReject")),
+            (Post, "/v1/disputes/{id}/merchant-offer", &[Merchant], Some("MerchantOffer")),
+            (Post, "/v1/disputes/{id}/accept-offer", &[Buyer], None),
+            (Post, "/v1/disputes/{id}/decline-offer", &[Buyer], Some("DeclineOffer")),
+            (Post, "/v1/disputes/{id}/evidence", &[Buyer, Merchant], Some("SubmitEvidence")),
+            (Post, "/v1/disputes/{id}/escalate", &[Buyer], Some("Escalate")),
+            (Post, "/v1/disputes/{id}/assign", &[Arbitrator], Some("Assign")),
+            (Post, "/v1/disputes/{id}/judge", &[Arbitrator], Some("Judge")),
+            (Post, "/v1/disputes/{id}/appeal", &[Buyer, Merchant], Some("Appeal")),
+            (Post, "/v1/disputes/{id}/ship-return", &[Buyer], Some("ShipReturn")),
+            (Post, "/v1/disputes/{id}/confirm-return", &[Merchant], Some("ConfirmReturn")),
+            (Post, "/v1/disputes/{id}/refund-paid", &[System], Some("RecordRefundPaid")),
+            (Post, "/v1/disputes/{id}/withdraw", &[Buyer], Some("Withdraw")),
+        ];
+        let have: Vec<_> = ROUTES.iter().map(|r| (r.method, r.path, r.roles, r.body_schema)).collect();
+        assert_eq!(have, want);
+    }
 }

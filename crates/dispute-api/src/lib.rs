@@ -72,8 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/disputes/{id}/events", get(audit::events));
     for route in ROUTES {
         let method = match route.method {
-            commands::Method::Put => axum::routing::MethodFilter::PUT,
-            commands::Method::Post => axum::routing::MethodFilter::POST,
+            dispute_domain::Method::Put => axum::routing::MethodFilter::PUT,
+            dispute_domain::Method::Post => axum::routing::MethodFilter::POST,
         };
         router = router.route(
             route.path,

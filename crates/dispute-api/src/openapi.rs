@@ -9,7 +9,7 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, Paths, Ref, Required};
 
-use crate::commands::{CommandAnswer, Method, ROUTES};
+use crate::commands::{CommandAnswer, ROUTES};
 
 #[derive(OpenApi)]
 #[openapi(

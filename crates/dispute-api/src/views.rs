@@ -86,7 +86,8 @@ pub(crate) async fn dispute(
     let role = caller.0.role;
     let now = state.store.services().clock.now();
     let mut body = serde_json::to_value(&view).expect("views serialize");
-    body["actions"] = json!(view.actions(role));
+    let policy = state.store.services().policy.for_category(&view.category);
+    body["actions"] = json!(view.actions(role, now, policy));
     body["act_by"] = json!(view.act_by(role, now));
     Ok(Json(body))
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Actor, Evidence, Money, OrderFacts, PaymentChannel, RefundKind, RefundReason, RejectionReason,
-    RulingOutcome,
+    RulingOutcome, Status,
 };
 
 /// A command and the caller issuing it.
@@ -52,32 +52,6 @@ pub enum Action {
     },
 }
 
-impl Action {
-    /// The command's name in the dispute's words, as used in errors and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::RegisterOrder(_) => "register_order",
-            Action::MarkDelivered(_) => "delivered",
-            Action::RequestRefund(_) => "request",
-            Action::MerchantAccept(_) => "merchant_accept",
-            Action::MerchantReject(_) => "merchant_reject",
-            Action::MerchantOffer(_) => "merchant_offer",
-            Action::AcceptOffer => "accept_offer",
-            Action::DeclineOffer(_) => "decline_offer",
-            Action::SubmitEvidence(_) => "evidence",
-            Action::Escalate(_) => "escalate",
-            Action::Assign(_) => "assign",
-            Action::Judge(_) => "judge",
-            Action::Appeal(_) => "appeal",
-            Action::ShipReturn(_) => "ship_return",
-            Action::ConfirmReturn(_) => "confirm_return",
-            Action::RecordRefundPaid(_) => "refund_paid",
-            Action::Withdraw(_) => "withdraw",
-            Action::ExpireDeadline { .. } => "expire_deadline",
-        }
-    }
-}
-
 /// The deadlines whose passing changes a dispute's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,6 +74,16 @@ impl Deadline {
             Deadline::EscalationWindow => "escalation_window",
             Deadline::ReturnShipping => "return_shipping",
             Deadline::ReturnReceipt => "return_receipt",
+        }
+    }
+
+    /// The status this deadline runs in; it expires only there.
+    pub fn status(self) -> Status {
+        match self {
+            Deadline::MerchantResponse => Status::AwaitingMerchant,
+            Deadline::EscalationWindow => Status::Rejected,
+            Deadline::ReturnShipping => Status::AwaitingReturn,
+            Deadline::ReturnReceipt => Status::ReturnShipped,
         }
     }
 }

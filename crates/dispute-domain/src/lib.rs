@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod money;
 mod policy;
+mod table;
 mod timer;
 mod vocabulary;
 
@@ -22,5 +23,6 @@ pub use error::{DisputeError, RefusalKind};
 pub use event::{DisputeEvent, EVENT_VERSION};
 pub use money::Money;
 pub use policy::{CategoryPolicy, OnMerchantTimeout, Policy, PolicyError, parse_duration};
+pub use table::{ActionKind, COMMANDS, CommandSpec, Method, Scope};
 pub use timer::{Timer, TimerChange};
 pub use vocabulary::*;

@@ -173,6 +173,22 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 13] = [
+        Status::Unregistered,
+        Status::Open,
+        Status::AwaitingMerchant,
+        Status::OfferPending,
+        Status::Rejected,
+        Status::Escalated,
+        Status::UnderReview,
+        Status::Appealed,
+        Status::AwaitingReturn,
+        Status::ReturnShipped,
+        Status::RefundPending,
+        Status::Refunded,
+        Status::Closed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Unregistered => "unregistered",

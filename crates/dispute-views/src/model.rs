@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use dispute_domain::{
-    CloseReason, DisputeEvent, Money, PaymentChannel, RefundKind, RefundReason, Role, RulingOutcome, Status,
+    ActionKind, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Money, OnMerchantTimeout,
+    PaymentChannel, RefundKind, RefundReason, Role, RulingOutcome, Scope, Status,
 };
 use serde::{Deserialize, Serialize};
 
@@ -263,35 +264,57 @@ impl DisputeView {
         candidates.into_iter().flatten().filter(|due| *due > now).min()
     }
 
-    /// The commands `role` may send now, by the status table of the contract. A party check
-    /// and the rules still apply when the command arrives.
-    pub fn actions(&self, role: Role) -> Vec<&'static str> {
-        use Status::*;
-        let actions: &[&str] = match (role, self.status) {
-            (Role::Buyer, Open | Refunded | Closed) if self.outcome.is_none() => &["request"],
-            (Role::Buyer, AwaitingMerchant) => &["evidence", "withdraw"],
-            (Role::Buyer, OfferPending) => &["accept-offer", "decline-offer", "withdraw"],
-            (Role::Buyer, Rejected) => &["escalate", "withdraw"],
-            (Role::Buyer, Escalated) => &["evidence", "withdraw"],
-            (Role::Buyer | Role::Merchant, UnderReview | Appealed) => &["evidence"],
-            (Role::Buyer, AwaitingReturn) if self.deadlines.appeal_due.is_some() => {
-                &["ship-return", "appeal"]
+    /// The commands `role` may send now: the dispute commands of the domain's table for the
+    /// role and the status, less those that a window or a fact the view carries rules out at
+    /// `now` (`policy` is the dispute's category's). The party checks (only the assignee
+    /// judges) and the rules on a command's body still apply when it arrives; so do the
+    /// request window, counted from a delivery the view does not carry, and the evidence cap.
+    pub fn actions(&self, role: Role, now: DateTime<Utc>, policy: &CategoryPolicy) -> Vec<&'static str> {
+        COMMANDS
+            .iter()
+            .filter(|spec| spec.scope == Scope::Dispute)
+            .filter(|spec| spec.roles.contains(&role) && spec.statuses.contains(&self.status))
+            .filter(|spec| self.open(spec.kind, now, policy))
+            .map(|spec| spec.segment)
+            .collect()
+    }
+
+    /// Whether the command is still open at `now`, in a status where the table allows it: the
+    /// conditions its rule checks beyond the status, as far as the view knows them.
+    fn open(&self, kind: ActionKind, now: DateTime<Utc>, policy: &CategoryPolicy) -> bool {
+        use ActionKind::*;
+        let d = &self.deadlines;
+        let until = |due: Option<DateTime<Utc>>| due.is_none_or(|due| now <= due);
+        match kind {
+            // No new round after a ruling, past the policy's rounds, or with nothing left to refund.
+            RequestRefund => {
+                self.outcome.is_none()
+                    && self.round < policy.max_rounds
+                    && self.refunded_total.amount_minor < self.paid_amount.amount_minor
             }
-            (Role::Buyer, AwaitingReturn) => &["ship-return"],
-            (Role::Buyer | Role::Merchant, RefundPending | Closed) if self.deadlines.appeal_due.is_some() => {
-                &["appeal"]
+            MerchantReject => until(d.merchant_response_due),
+            // An offer is more than nothing and less than the request.
+            MerchantOffer => {
+                until(d.merchant_response_due)
+                    && self.requested_amount.as_ref().is_some_and(|m| m.amount_minor > 1)
             }
-            (Role::Merchant, AwaitingMerchant) => {
-                &["merchant-accept", "merchant-reject", "merchant-offer", "evidence"]
-            }
-            (Role::Merchant, Escalated) => &["evidence"],
-            (Role::Merchant, AwaitingReturn) if self.deadlines.appeal_due.is_some() => &["appeal"],
-            (Role::Merchant, ReturnShipped) => &["confirm-return"],
-            (Role::Arbitrator, Escalated | Appealed) => &["assign"],
-            (Role::Arbitrator, UnderReview) => &["judge"],
-            (Role::System, RefundPending) => &["refund-paid"],
-            _ => &[],
-        };
-        actions.to_vec()
+            // Before escalation evidence has no window; after it, the evidence window.
+            SubmitEvidence => self.status == Status::AwaitingMerchant || until(d.evidence_due),
+            Escalate => match self.status {
+                // Once the merchant's deadline has passed, before the timer records it, where
+                // the policy lets the buyer escalate then, within the escalation window.
+                Status::AwaitingMerchant => {
+                    policy.on_merchant_timeout == OnMerchantTimeout::AllowEscalation
+                        && d.merchant_response_due
+                            .is_some_and(|due| now >= due && now <= due + policy.escalation_window)
+                }
+                _ => until(d.escalation_due),
+            },
+            // Only a first ruling, until a return is shipped (which ends the window).
+            Appeal => d.appeal_due.is_some_and(|due| now <= due),
+            ShipReturn => until(d.return_ship_due),
+            RegisterOrder | MarkDelivered | MerchantAccept | AcceptOffer | DeclineOffer | Assign | Judge
+            | ConfirmReturn | RecordRefundPaid | Withdraw | ExpireDeadline => true,
+        }
     }
 }

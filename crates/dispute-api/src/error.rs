@@ -113,7 +113,7 @@ impl From<ExecuteError> for ApiError {
         match err {
             ExecuteError::Refused(e) => ApiError::Refused(e),
             ExecuteError::Conflict => ApiError::ConcurrentModification,
-            ExecuteError::Store(e) => ApiError::Internal(e),
+            err @ ExecuteError::Store(_) => ApiError::Internal(err.to_string()),
         }
     }
 }

@@ -43,12 +43,27 @@ pub enum ExecuteError {
     /// A rule refused the command; nothing was written.
     #[error(transparent)]
     Refused(#[from] DisputeError),
-    /// `If-Match` named another sequence, or another command committed first; nothing was written.
+    /// `If-Match` named another sequence, or another command committed first (or, on SQLite,
+    /// held the write lock past the busy timeout); nothing was written.
     #[error("the dispute changed concurrently")]
     Conflict,
-    /// The database failed; the command may be retried.
+    /// The store failed; the command may be retried.
     #[error("event store failure: {0}")]
-    Store(String),
+    Store(#[source] StoreFailure),
+}
+
+/// Why the store could not execute a command.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFailure {
+    /// The database failed (as the event repository reports it).
+    #[error("the database failed: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored event is not a dispute event this version can read.
+    #[error("event {order_id}#{sequence} cannot be read: {source}")]
+    Unreadable { order_id: String, sequence: u64, source: serde_json::Error },
+    /// An event could not be encoded for storage.
+    #[error("an event cannot be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 impl From<AggregateError<DisputeError>> for ExecuteError {
@@ -56,18 +71,23 @@ impl From<AggregateError<DisputeError>> for ExecuteError {
         match err {
             AggregateError::UserError(e) => Self::Refused(e),
             AggregateError::AggregateConflict => Self::Conflict,
-            AggregateError::DatabaseConnectionError(e) => Self::Store(e.to_string()),
-            AggregateError::DeserializationError(e) => Self::Store(e.to_string()),
             AggregateError::UnexpectedError(e) if is_busy(&*e) => Self::Conflict,
-            AggregateError::UnexpectedError(e) => Self::Store(e.to_string()),
+            AggregateError::DatabaseConnectionError(e)
+            | AggregateError::DeserializationError(e)
+            | AggregateError::UnexpectedError(e) => Self::Store(StoreFailure::Database(e)),
         }
     }
 }
 
-/// SQLite's "database is locked": another writer held the lock past the busy timeout.
+/// SQLite's `SQLITE_BUSY` (5) or `SQLITE_LOCKED` (6), extended codes included: another writer
+/// held the lock past the busy timeout. Read from the database's error code, not its message.
 fn is_busy(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    let text = err.to_string();
-    text.contains("database is locked") || text.contains("(code: 5)")
+    let Some(sqlx::Error::Database(db)) = err.downcast_ref::<sqlx::Error>() else { return false };
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 impl From<PersistenceError> for ExecuteError {
@@ -246,8 +266,10 @@ async fn load<R: PersistedEventRepository>(
     let mut loaded =
         Loaded { dispute: Dispute::default(), sequence: 0, hash: GENESIS.to_string(), earlier: None };
     for event in stored {
-        let payload =
-            serde_json::from_value(event.payload).map_err(|e| ExecuteError::Store(e.to_string()))?;
+        let sequence = event.sequence as u64;
+        let payload = serde_json::from_value(event.payload).map_err(|source| {
+            ExecuteError::Store(StoreFailure::Unreadable { order_id: order_id.to_string(), sequence, source })
+        })?;
         loaded.dispute.apply(payload);
         loaded.sequence = event.sequence as u64;
         // An event without a hash (written before the chain existed) links as an empty hash;
@@ -304,7 +326,8 @@ fn chained(
             Ok(Unlinked {
                 event_type: event.event_type(),
                 event_version: event.event_version(),
-                payload: serde_json::to_value(event).map_err(|e| ExecuteError::Store(e.to_string()))?,
+                payload: serde_json::to_value(event)
+                    .map_err(|e| ExecuteError::Store(StoreFailure::Encode(e)))?,
                 metadata: metadata.clone(),
             })
         })
@@ -323,4 +346,36 @@ fn chained(
             )
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sqlite_write_lock_held_past_the_busy_timeout_is_a_conflict_by_its_code() {
+        let dir = std::env::temp_dir().join(format!("disputes-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = SqliteConnectOptions::new().filename(dir.join("busy.db")).create_if_missing(true);
+        let mut holder = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE IF NOT EXISTS t (x integer)").execute(&mut holder).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+        let mut waiter =
+            SqliteConnection::connect_with(&options.clone().busy_timeout(Duration::ZERO)).await.unwrap();
+        let busy = sqlx::query("BEGIN IMMEDIATE").execute(&mut waiter).await.unwrap_err();
+        let other = sqlx::query("SELECT * FROM missing").execute(&mut waiter).await.unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let as_aggregate = |e: sqlx::Error| AggregateError::<DisputeError>::UnexpectedError(Box::new(e));
+        assert!(matches!(ExecuteError::from(as_aggregate(busy)), ExecuteError::Conflict));
+        assert!(matches!(
+            ExecuteError::from(as_aggregate(other)),
+            ExecuteError::Store(StoreFailure::Database(_))
+        ));
+    }
 }

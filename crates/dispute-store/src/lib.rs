@@ -28,7 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use bulk::BulkEvent;
-pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome};
+pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome, StoreFailure};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
 pub use lease::{CommitListener, Lease};
 pub use log::{Cursor, RawEvent, StoredEvent};

@@ -33,13 +33,7 @@ pub fn replay(events: &[StoredEvent], as_of: Option<DateTime<Utc>>) -> Result<Op
             sequence: event.sequence,
             reason,
         };
-        let time = event
-            .metadata
-            .get("time")
-            .and_then(Value::as_str)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| failed("no RFC 3339 time in its metadata".to_string()))?;
+        let time = event.time().ok_or_else(|| failed("no RFC 3339 time in its metadata".to_string()))?;
         if as_of.is_some_and(|as_of| time > as_of) {
             break;
         }

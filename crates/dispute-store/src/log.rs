@@ -71,6 +71,12 @@ impl StoredEvent {
         EventMetadata::deserialize(&self.metadata)
     }
 
+    /// When the event was committed, by the service clock (its metadata's `time`), even when
+    /// the rest of its metadata is incomplete.
+    pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        EventMetadata::time_of(&self.metadata)
+    }
+
     /// The stored `hash`, if any.
     pub fn hash(&self) -> Option<&str> {
         self.metadata.get(crate::chain::HASH_KEY).and_then(Value::as_str)

@@ -41,6 +41,16 @@ impl EventMetadata {
     pub fn time_text(&self) -> String {
         format_time(&self.time)
     }
+
+    /// The `time` of a stored metadata object alone.
+    pub(crate) fn time_of(metadata: &Value) -> Option<DateTime<Utc>> {
+        #[derive(Deserialize)]
+        struct Time {
+            #[serde(with = "micros")]
+            time: DateTime<Utc>,
+        }
+        Time::deserialize(metadata).ok().map(|t| t.time)
+    }
 }
 
 /// RFC 3339 in UTC with exactly six fractional digits and `Z`, as every event's `time`.

@@ -34,15 +34,19 @@ pub struct Incoming {
 
 impl From<&StoredEvent> for Incoming {
     fn from(e: &StoredEvent) -> Self {
-        let meta = |key: &str| e.metadata.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        // Metadata the store never wrote (it always writes all of it) leaves the actor and time empty.
+        let (actor_role, time, actor_id) = match e.typed_metadata() {
+            Ok(meta) => (meta.actor_role.as_str().to_string(), meta.time_text(), meta.actor_id),
+            Err(_) => Default::default(),
+        };
         Self {
             order_id: e.order_id.clone(),
             sequence: e.sequence,
             event_type: e.event_type.clone(),
             payload: e.payload.clone(),
-            actor_role: meta("actor_role"),
-            actor_id: meta("actor_id"),
-            time: meta("time"),
+            actor_role,
+            actor_id,
+            time,
         }
     }
 }

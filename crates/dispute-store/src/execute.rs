@@ -15,7 +15,17 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::chain::{self, GENESIS, Unlinked};
-use crate::{EventMetadata, EventStore, Store};
+use crate::{EventMetadata, Store};
+
+/// Runs the same expression against whichever cqrs-es repository the store holds.
+macro_rules! on_repository {
+    ($events:expr, $repo:ident => $body:expr) => {
+        match $events {
+            crate::EventStore::Postgres($repo) => $body,
+            crate::EventStore::Sqlite($repo) => $body,
+        }
+    };
+}
 
 /// Who and what caused a command, recorded in every event's metadata.
 #[derive(Debug, Clone, Default)]
@@ -146,32 +156,16 @@ impl Store {
         earlier: Option<&EarlierRequest>,
     ) -> Result<Executed, ExecuteError> {
         let event_metadata = self.event_metadata(&command, metadata);
-        let executed = match &self.events {
-            EventStore::Postgres(repo) => {
-                execute_on(
-                    repo,
-                    &self.services,
-                    order_id,
-                    command,
-                    expected_sequence,
-                    event_metadata,
-                    earlier,
-                )
-                .await
-            }
-            EventStore::Sqlite(repo) => {
-                execute_on(
-                    repo,
-                    &self.services,
-                    order_id,
-                    command,
-                    expected_sequence,
-                    event_metadata,
-                    earlier,
-                )
-                .await
-            }
-        }?;
+        let executed = on_repository!(&self.events, repo => execute_on(
+            repo,
+            &self.services,
+            order_id,
+            command,
+            expected_sequence,
+            event_metadata,
+            earlier,
+        )
+        .await)?;
         if let Executed::Now(_) = executed {
             self.committed.notify_waiters();
         }
@@ -180,10 +174,7 @@ impl Store {
 
     /// Loads the current state of a dispute and the sequence it reflects.
     pub async fn load(&self, order_id: &str) -> Result<(Dispute, u64), ExecuteError> {
-        let loaded = match &self.events {
-            EventStore::Postgres(repo) => load(repo, order_id, None).await?,
-            EventStore::Sqlite(repo) => load(repo, order_id, None).await?,
-        };
+        let loaded = on_repository!(&self.events, repo => load(repo, order_id, None).await)?;
         Ok((loaded.dispute, loaded.sequence))
     }
 

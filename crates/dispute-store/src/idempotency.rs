@@ -156,30 +156,30 @@ impl Store {
     /// Gives a claimed key up without an answer, when its command certainly wrote nothing (a
     /// lost race): a retry with the key, or another request with it, starts afresh.
     pub async fn release_idempotency(&self, subject: &str, key: &str) -> Result<(), StoreError> {
-        on_pool!(&self.backend, pool => sqlx::query(
+        self.unanswered_claim(
             "DELETE FROM idempotency_keys WHERE subject = $1 AND key = $2 AND response_status IS NULL",
+            subject,
+            key,
         )
-        .bind(subject)
-        .bind(key)
-        .execute(pool)
         .await
-        .map(|_| ()))?;
-        Ok(())
     }
 
     /// Leaves a claimed key without an answer when its command may or may not have committed
     /// (the store failed): the next retry takes the claim over at once, as [`Claim::Resumed`],
     /// and finds out from the log.
     pub async fn abandon_idempotency(&self, subject: &str, key: &str) -> Result<(), StoreError> {
-        on_pool!(&self.backend, pool => sqlx::query(
+        self.unanswered_claim(
             "UPDATE idempotency_keys SET claimed_at_ms = 0 \
              WHERE subject = $1 AND key = $2 AND response_status IS NULL",
+            subject,
+            key,
         )
-        .bind(subject)
-        .bind(key)
-        .execute(pool)
         .await
-        .map(|_| ()))?;
+    }
+
+    /// Runs `statement` on the claim of (`$1` subject, `$2` key).
+    async fn unanswered_claim(&self, statement: &str, subject: &str, key: &str) -> Result<(), StoreError> {
+        on_pool!(&self.backend, pool => sqlx::query(statement).bind(subject).bind(key).execute(pool).await.map(|_| ()))?;
         Ok(())
     }
 

@@ -4,6 +4,8 @@
 //!
 //! `TEST_DATABASE_URL` names the PostgreSQL server (default: the local one, TLS off).
 
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use dispute_domain::{Actor, DisputeServices, ManualClock, Policy, Role};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use disputes::{App, Parts};
 use serde_json::{Value, json};
+
+pub use binary::*;
 
 pub const SECRET: &str = "integration-test-secret-at-least-32-bytes";
 
@@ -524,4 +528,11 @@ pub async fn open_store(db: &TestDatabase) -> Arc<Store> {
     Store::open(&StoreConfig::Postgres { url: db.url.clone(), max_connections: 8 }, services)
         .await
         .expect("store opens")
+}
+
+/// Deletes a JetStream stream a test made (ignored when NATS or the stream is gone already).
+pub async fn delete_stream(urls: &str, stream: &str) {
+    if let Ok(client) = async_nats::connect(urls).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+    }
 }

@@ -1,224 +1,17 @@
 //! The built `disputes` binary, run as an operator would: configuration from the environment,
 //! the address read from stdout, SIGTERM to stop.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration as StdDuration, Instant};
+use std::process::Stdio;
+use std::time::Duration as StdDuration;
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use disputes_tests::tempdir::TempDir;
 use disputes_tests::*;
 use serde_json::{Value, json};
 
-/// How long a process may take to start or stop before the test gives up on it.
-const PATIENCE: StdDuration = StdDuration::from_secs(60);
-
 const SECRET_B: &str = "another-secret-of-at-least-thirty-two-bytes";
-
-/// The configuration of an instance on the test PostgreSQL and NATS, publishing to `stream`.
-fn service_env<'a>(db: &'a TestDatabase, nats: &'a str, stream: &'a str) -> [(&'a str, &'a str); 4] {
-    [
-        ("DATABASE_URL", &db.url),
-        ("NATS_URL", nats),
-        ("DISPUTES_STREAM", stream),
-        ("DISPUTES_JWT_SECRET", SECRET),
-    ]
-}
-
-/// `disputes ARGS` with no configuration but `env`, run in `cwd`.
-fn disputes(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
-    run_built(&disputes_binary(), cwd, env, args)
-}
-
-/// `disputes-bench ARGS` (the load generators), like [`disputes`].
-fn disputes_bench(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
-    run_built(&bench_binary(), cwd, env, args)
-}
-
-fn run_built(binary: &Path, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut command = Command::new(binary);
-    command.env_clear().current_dir(cwd).args(args);
-    if let Some(path) = std::env::var_os("PATH") {
-        command.env("PATH", path);
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
-}
-
-/// A started process, killed when dropped if still running; its stdout arrives line by line,
-/// its stderr is collected.
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Process {
-    fn spawn(mut command: Command) -> Self {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("the disputes binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Self { child, lines, stderr: Some(stderr) }
-    }
-
-    /// Waits for the `listening on http://ADDR` line and returns ADDR.
-    fn listening(&mut self) -> SocketAddr {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some((_, addr)) = line.split_once("listening on http://") {
-                        return addr
-                            .trim()
-                            .parse()
-                            .unwrap_or_else(|e| panic!("not an address in {line:?}: {e}"));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!("no `listening on` line within {PATIENCE:?}"),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.wait();
-                    panic!("the server ended before listening ({status}); stderr:\n{}", self.stderr());
-                }
-            }
-        }
-    }
-
-    /// Waits for the process to end.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("the process can be waited for") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the process did not end within {PATIENCE:?}");
-            std::thread::sleep(StdDuration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM and waits for the process to end.
-    fn terminate(&mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("the kill command runs");
-        assert!(sent.success(), "kill -TERM failed");
-        self.wait()
-    }
-
-    /// Everything the process wrote to stderr; call once it has ended.
-    fn stderr(&mut self) -> String {
-        self.stderr.take().map(|reader| reader.join().expect("the stderr reader")).unwrap_or_default()
-    }
-
-    /// Everything it wrote to stdout that was not read yet; call once it has ended.
-    fn rest_of_stdout(&mut self) -> Vec<String> {
-        self.lines.iter().collect()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs `disputes token` and returns its stdout.
-fn token_output(cwd: &Path, env: &[(&str, &str)], role: &str, sub: &str) -> String {
-    let output = disputes(cwd, env, &["token", "--role", role, "--sub", sub])
-        .stdin(Stdio::null())
-        .output()
-        .expect("disputes token runs");
-    assert!(output.status.success(), "disputes token failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("the token is UTF-8")
-}
-
-fn token(cwd: &Path, env: &[(&str, &str)], role: &str, sub: &str) -> String {
-    token_output(cwd, env, role, sub).trim_end().to_string()
-}
-
-/// An order like [`order`], delivered a day before the real time (the binary's clock).
-fn recent_order(id: &str) -> Value {
-    let now = Utc::now();
-    let mut facts = order(id);
-    facts["paid_at"] = json!(now - Duration::days(3));
-    facts["shipped_at"] = json!(now - Duration::days(2));
-    facts["delivered_at"] = json!(now - Duration::days(1));
-    facts
-}
-
-/// Sends one request; returns the status and the JSON body (Null when none).
-async fn call(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = client.request(method, url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("the server answers");
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.expect("a body");
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
-async fn register(client: &reqwest::Client, addr: SocketAddr, token: &str, facts: &Value) -> (u16, Value) {
-    let id = facts["order_id"].as_str().expect("order_id");
-    call(client, reqwest::Method::PUT, format!("http://{addr}/v1/orders/{id}"), token, Some(facts.clone()))
-        .await
-}
-
-async fn post(
-    client: &reqwest::Client,
-    addr: SocketAddr,
-    token: &str,
-    id: &str,
-    command: &str,
-    body: Value,
-) -> (u16, Value) {
-    call(
-        client,
-        reqwest::Method::POST,
-        format!("http://{addr}/v1/disputes/{id}/{command}"),
-        token,
-        Some(body),
-    )
-    .await
-}
-
-fn request_body() -> Value {
-    json!({
-        "kind": "refund_only", "reason": "quality_issue", "amount": cny(6_000),
-        "description": "the cover is torn", "evidence": [evidence("photo")],
-    })
-}
 
 #[tokio::test]
 async fn embedded_default_serves_stops_on_sigterm_and_keeps_its_state() {
@@ -375,12 +168,7 @@ async fn postgres_needs_a_configured_secret_and_then_serves() {
     let exit = server.terminate();
     assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
 
-    let config = dispute_store::StoreConfig::Postgres { url: db.url.clone(), max_connections: 2 };
-    let services = dispute_domain::DisputeServices::new(
-        std::sync::Arc::new(dispute_domain::ManualClock::new(epoch())),
-        std::sync::Arc::new(dispute_domain::Policy::builtin()),
-    );
-    let store = dispute_store::Store::open(&config, services).await.expect("the store opens");
+    let store = open_store(&db).await;
     let (dispute, sequence) = store.load("pg-1").await.expect("the stream loads");
     store.close().await;
     assert_eq!((sequence, dispute.status().as_str()), (1, "open"), "the order is in that database");
@@ -471,9 +259,7 @@ async fn after_sigkill_right_after_commits_every_acknowledged_command_reaches_th
         );
     }
     assert!(server.terminate().success());
-    if let Ok(client) = async_nats::connect(&nats).await {
-        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
-    }
+    delete_stream(&nats, &stream).await;
 }
 
 /// A policy whose deadlines pass in seconds, written to `dir`; returns its path.
@@ -482,27 +268,6 @@ fn quick_policy(dir: &TempDir) -> String {
     std::fs::write(&path, "[default]\nmerchant_response = \"2s\"\nescalation_window = \"3s\"\n")
         .expect("the policy file is written");
     path.to_str().expect("a UTF-8 path").to_string()
-}
-
-/// Reads the dispute as `token`'s holder until its status is `expected`, at most `limit`.
-async fn until_status(
-    client: &reqwest::Client,
-    addr: SocketAddr,
-    token: &str,
-    id: &str,
-    expected: &str,
-    limit: StdDuration,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, body) =
-            call(client, reqwest::Method::GET, format!("http://{addr}/v1/disputes/{id}"), token, None).await;
-        if status == 200 && body["status"] == expected {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{id} is not {expected} within {limit:?}: {status} {body}");
-        tokio::time::sleep(StdDuration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -909,14 +674,7 @@ async fn sigkill_under_keyed_load_leaves_every_key_one_effect_and_its_true_answe
     eprintln!("{} keyed commands, {KILLS} kills, {unknown} attempts with an unknown outcome", settled.len());
 
     assert!(server.terminate().success());
-    if let Ok(client) = async_nats::connect(&nats).await {
-        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("an address").port()
+    delete_stream(&nats, &stream).await;
 }
 
 #[tokio::test]
@@ -964,9 +722,7 @@ async fn the_config_file_takes_every_setting_and_serve_logs_what_it_runs_on() {
         assert!(setup.contains(part), "{part:?} missing from {setup:?}");
     }
     assert!(!setup.contains("postgres@"), "no credentials in the log: {setup}");
-    if let Ok(client) = async_nats::connect(&nats_url()).await {
-        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
-    }
+    delete_stream(&nats_url(), &stream).await;
 }
 
 #[tokio::test]

@@ -115,12 +115,15 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(setup = %settings.describe(), "starting");
     let app = App::start(settings.app_config(settings.addr())?).await?;
-    println!("disputes listening on http://{}", app.addr());
+    // The handlers are in place before the address is announced: a signal sent as soon as the
+    // address is known stops the service cleanly.
+    let signalled = shutdown_signal()?;
     let stop = app.stop_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signalled.await;
         stop.cancel();
     });
+    println!("disputes listening on http://{}", app.addr());
     Ok(app.stopped().await?)
 }
 
@@ -150,19 +153,16 @@ async fn rebuild(settings: Settings, view: Option<String>) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler installs");
-        signal.recv().await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down");
+/// Installs the SIGINT and SIGTERM handlers now; the future completes on the first signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }

@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 async fn register(store: &Store, id: &str) -> u64 {
     let facts = serde_json::from_value(order(id)).expect("order facts");
@@ -35,20 +36,20 @@ async fn request(store: &Store, id: &str) -> u64 {
 }
 
 struct RunningRelay {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningRelay {
     async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
         let bus = NatsBus::connect(urls, stream).await.expect("NATS client");
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(Relay::new(store, bus).run(stopped));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(Relay::new(store, bus).run(stop.clone()));
         Self { stop, task }
     }
 
     async fn stop(self) {
-        self.stop.send(true).expect("relay listening");
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("relay stops")
@@ -367,20 +368,20 @@ async fn commit_order(db: &TestDatabase) -> Vec<String> {
 }
 
 struct RunningProjector {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningProjector {
     async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
         let bus = NatsBus::connect(urls, stream).await.expect("NATS client");
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_nats(store, bus, stopped));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_nats(store, bus, stop.clone()));
         Self { stop, task }
     }
 
     async fn stop(self) {
-        self.stop.send(true).expect("projector listening");
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("projector stops")

@@ -13,7 +13,7 @@ use dispute_views::{DisputeView, Incoming, Projector, Views};
 use disputes_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{accept_offer, partial};
 
@@ -1439,9 +1439,9 @@ async fn views_are_built_from_the_nats_stream() {
     let store = open_store(&db).await;
     let (urls, stream) = (nats_url(), unique_stream());
     let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    let (stop, stopped) = watch::channel(false);
-    let relay = tokio::spawn(Relay::new(store.clone(), bus.clone()).run(stopped.clone()));
-    let projection = tokio::spawn(dispute_views::run_nats(store.clone(), bus, stopped));
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(Relay::new(store.clone(), bus.clone()).run(stop.clone()));
+    let projection = tokio::spawn(dispute_views::run_nats(store.clone(), bus, stop.clone()));
 
     let last = escalate_in(&store, "nv-1").await;
     execute(&store, "nv-2", Role::System, "order-service", registration("nv-2")).await;
@@ -1487,7 +1487,7 @@ async fn views_are_built_from_the_nats_stream() {
     };
     assert_eq!((other.sequence, other.status), (1, Status::Open));
 
-    stop.send(true).expect("tasks listening");
+    stop.cancel();
     for task in [relay, projection] {
         tokio::time::timeout(StdDuration::from_secs(10), task).await.expect("stops").expect("task");
     }

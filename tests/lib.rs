@@ -525,3 +525,123 @@ pub async fn open_store(db: &TestDatabase) -> Arc<Store> {
         .await
         .expect("store opens")
 }
+
+// Processes of the tests' own: the built service and a private NATS server, for tests that
+// crash or cut them off.
+
+/// A nats-server with JetStream on a free loopback port, its storage in a directory of its
+/// own (kept across restarts), killed on drop.
+pub struct PrivateNats {
+    pub port: u16,
+    dir: tempdir::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    pub fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { port, dir: tempdir::TempDir::new(), child: None }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn start(&mut self) {
+        let spawn = |program: &str| {
+            std::process::Command::new(program)
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+                .arg(self.dir.path())
+                .spawn()
+        };
+        let child = spawn("nats-server")
+            .or_else(|_| spawn("/usr/sbin/nats-server"))
+            .expect("nats-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the private nats-server did not start");
+    }
+
+    /// Kills the server.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Default for PrivateNats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `disputes serve` on a free loopback port, run from the built binary with only `env` (and
+/// `PATH`) for configuration; killed with SIGKILL when dropped.
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts the service and waits (up to 60 s) for its `listening on http://ADDR` line.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(disputes_binary());
+        command.env_clear().args(["serve", "--addr", "127.0.0.1:0"]);
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        command.envs(env.iter().copied());
+        command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+        // Owned at once, so that a failed start below kills it on drop.
+        let mut process = Self {
+            child: command.spawn().expect("the disputes binary starts"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let stdout = process.child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end, so that the service never writes into a closed pipe.
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines.recv_timeout(left).expect("the service prints `listening on` and runs");
+            if let Some((_, addr)) = line.split_once("listening on http://") {
+                process.addr = addr.trim().parse().expect("an address");
+                return process;
+            }
+        }
+    }
+
+    /// Kills the service with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

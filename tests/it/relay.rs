@@ -2,8 +2,6 @@
 //! commands never wait for NATS.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,59 +159,6 @@ async fn an_event_whose_transaction_commits_late_is_published_first_and_nothing_
     assert_eq!(ids, ["early:1", "late:1", "after-1:1", "after-2:1"]);
     relay.stop().await;
     delete_stream(&urls, &stream).await;
-}
-
-/// A nats-server of the test's own on a free loopback port, killed on drop.
-struct PrivateNats {
-    port: u16,
-    dir: tempdir::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    fn new() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self { port, dir: tempdir::TempDir::new(), child: None }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn start(&mut self) {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.dir.path())
-            .spawn()
-            .or_else(|_| {
-                Command::new("/usr/sbin/nats-server")
-                    .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-                    .arg(self.dir.path())
-                    .spawn()
-            })
-            .expect("nats-server is installed (scripts/test installs it)");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the private nats-server did not start");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]

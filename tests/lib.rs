@@ -530,9 +530,97 @@ pub async fn open_store(db: &TestDatabase) -> Arc<Store> {
         .expect("store opens")
 }
 
+/// Executes `action` as `role:sub` on `order`'s stream straight through the store (no HTTP);
+/// panics if the rules refuse it. Returns the stream's sequence after it.
+pub async fn execute(
+    store: &Store,
+    order: &str,
+    role: Role,
+    sub: &str,
+    action: dispute_domain::Action,
+) -> u64 {
+    let command = dispute_domain::DisputeCommand::new(Actor::new(role, sub), action);
+    store
+        .execute(order, command, None, &dispute_store::CommandMetadata::default())
+        .await
+        .unwrap_or_else(|e| panic!("{order}: the command is refused: {e}"))
+        .sequence
+}
+
+/// Registering [`order`]`(id)`.
+pub fn registration(id: &str) -> dispute_domain::Action {
+    dispute_domain::Action::RegisterOrder(serde_json::from_value(order(id)).expect("order facts"))
+}
+
+/// A buyer's refund-only request for `amount` (no evidence).
+pub fn refund_request(amount: i64) -> dispute_domain::Action {
+    let body = json!({ "kind": "refund_only", "reason": "quality_issue", "amount": cny(amount), "description": "torn" });
+    dispute_domain::Action::RequestRefund(serde_json::from_value(body).expect("a request"))
+}
+
 /// Deletes a JetStream stream a test made (ignored when NATS or the stream is gone already).
 pub async fn delete_stream(urls: &str, stream: &str) {
     if let Ok(client) = async_nats::connect(urls).await {
         let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+    }
+}
+
+/// A nats-server with JetStream on a free loopback port, its storage in a directory of its
+/// own (kept across restarts), killed on drop.
+pub struct PrivateNats {
+    pub port: u16,
+    dir: tempdir::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    pub fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { port, dir: tempdir::TempDir::new(), child: None }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn start(&mut self) {
+        let spawn = |program: &str| {
+            std::process::Command::new(program)
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+                .arg(self.dir.path())
+                .spawn()
+        };
+        let child = spawn("nats-server")
+            .or_else(|_| spawn("/usr/sbin/nats-server"))
+            .expect("nats-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the private nats-server did not start");
+    }
+
+    /// Kills the server.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Default for PrivateNats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

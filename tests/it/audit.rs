@@ -13,6 +13,7 @@ use dispute_domain::Role;
 use dispute_store::Store;
 use disputes_tests::*;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 /// A dispute taken through reject → escalate → assign → judge → refund paid, the clock moving
 /// an hour before each step. Returns `(instant, status, sequence)` after every step.
@@ -242,8 +243,8 @@ async fn a_removed_last_event_is_detected_against_jetstream() {
     let app = TestApp::postgres().await;
     let (urls, stream) = (nats_url(), unique_stream());
     let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let relay = tokio::spawn(Relay::new(app.store.clone(), bus.clone()).run(stopped));
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(Relay::new(app.store.clone(), bus.clone()).run(stop.clone()));
     refunded(&app, "o-cut").await;
     refunded(&app, "o-whole").await;
     refunded(&app, "o-kept").await;
@@ -262,7 +263,7 @@ async fn a_removed_last_event_is_detected_against_jetstream() {
         assert!(tokio::time::Instant::now() < deadline, "the relay did not publish every event");
         tokio::time::sleep(StdDuration::from_millis(50)).await;
     }
-    stop.send(true).expect("relay running");
+    stop.cancel();
     relay.await.expect("relay stops");
 
     app.sql("DELETE FROM events WHERE aggregate_id = 'o-cut' AND sequence = 4").await;

@@ -7,6 +7,7 @@ mod black_box;
 mod concurrency;
 mod embedded;
 mod errors;
+mod follower;
 mod idempotency;
 mod lifecycle;
 mod rebuild;

@@ -2,8 +2,6 @@
 //! commands never wait for NATS.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,37 +16,31 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 async fn register(store: &Store, id: &str) -> u64 {
-    let facts = serde_json::from_value(order(id)).expect("order facts");
-    let command = DisputeCommand::new(Actor::new(Role::System, "orders"), Action::RegisterOrder(facts));
-    store.execute(id, command, None, &CommandMetadata::default()).await.expect("registered").sequence
+    execute(store, id, Role::System, "orders", registration(id)).await
 }
 
 async fn request(store: &Store, id: &str) -> u64 {
-    let body = json!({ "kind": "refund_only", "reason": "quality_issue", "amount": cny(1_000), "description": "torn" });
-    let command = DisputeCommand::new(
-        Actor::new(Role::Buyer, BUYER),
-        Action::RequestRefund(serde_json::from_value(body).unwrap()),
-    );
-    store.execute(id, command, None, &CommandMetadata::default()).await.expect("requested").sequence
+    execute(store, id, Role::Buyer, BUYER, refund_request(1_000)).await
 }
 
 struct RunningRelay {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningRelay {
     async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
         let bus = NatsBus::connect(urls, stream).await.expect("NATS client");
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(Relay::new(store, bus).run(stopped));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(Relay::new(store, bus).run(stop.clone()));
         Self { stop, task }
     }
 
     async fn stop(self) {
-        self.stop.send(true).expect("relay listening");
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("relay stops")
@@ -160,59 +152,6 @@ async fn an_event_whose_transaction_commits_late_is_published_first_and_nothing_
     assert_eq!(ids, ["early:1", "late:1", "after-1:1", "after-2:1"]);
     relay.stop().await;
     delete_stream(&urls, &stream).await;
-}
-
-/// A nats-server of the test's own on a free loopback port, killed on drop.
-struct PrivateNats {
-    port: u16,
-    dir: tempdir::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    fn new() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self { port, dir: tempdir::TempDir::new(), child: None }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn start(&mut self) {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.dir.path())
-            .spawn()
-            .or_else(|_| {
-                Command::new("/usr/sbin/nats-server")
-                    .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-                    .arg(self.dir.path())
-                    .spawn()
-            })
-            .expect("nats-server is installed (scripts/test installs it)");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the private nats-server did not start");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]
@@ -367,20 +306,20 @@ async fn commit_order(db: &TestDatabase) -> Vec<String> {
 }
 
 struct RunningProjector {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningProjector {
     async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
         let bus = NatsBus::connect(urls, stream).await.expect("NATS client");
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_nats(store, bus, stopped));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_nats(store, bus, stop.clone()));
         Self { stop, task }
     }
 
     async fn stop(self) {
-        self.stop.send(true).expect("projector listening");
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("projector stops")

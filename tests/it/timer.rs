@@ -12,6 +12,7 @@ use dispute_store::{Cursor, Store, StoreConfig};
 use dispute_timer::{DeadlineTimer, Fired};
 use disputes_tests::*;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 /// Records what the log holds, then fires what is due now.
 async fn step(app: &TestApp, timer: &DeadlineTimer) -> Fired {
@@ -274,8 +275,8 @@ async fn a_deadline_that_came_due_while_no_timer_ran_fires_when_one_starts() {
     let app = TestApp::postgres().await;
     requested(&app, "d-1", "refund_only").await;
     app.advance(Duration::days(3));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(DeadlineTimer::new(app.store.clone()).run(stopped));
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(DeadlineTimer::new(app.store.clone()).run(stop.clone()));
     until_status(&app, "d-1", Status::Rejected).await;
     // And the loop keeps watching: a rejection's window that comes due later fires too.
     app.escalate("d-1").await.assert_ok();
@@ -283,7 +284,7 @@ async fn a_deadline_that_came_due_while_no_timer_ran_fires_when_one_starts() {
     app.merchant_reject("d-2").await.assert_ok();
     app.advance(Duration::days(7));
     until_status(&app, "d-2", Status::Closed).await;
-    stop.send(true).unwrap();
+    stop.cancel();
     running.await.unwrap();
     assert_eq!(status(&app, "d-1").await, Status::Escalated);
 }
@@ -324,10 +325,10 @@ async fn two_running_instances_give_each_deadline_one_effect() {
     for id in &ids {
         requested(&app, id, "refund_only").await;
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
     let runs = [
-        tokio::spawn(DeadlineTimer::new(app.store.clone()).run(stopped.clone())),
-        tokio::spawn(DeadlineTimer::new(second_instance(&app).await).run(stopped)),
+        tokio::spawn(DeadlineTimer::new(app.store.clone()).run(stop.clone())),
+        tokio::spawn(DeadlineTimer::new(second_instance(&app).await).run(stop.clone())),
     ];
     app.advance(Duration::hours(48));
     for id in &ids {
@@ -337,7 +338,7 @@ async fn two_running_instances_give_each_deadline_one_effect() {
     for id in &ids {
         until_status(&app, id, Status::Closed).await;
     }
-    stop.send(true).unwrap();
+    stop.cancel();
     for run in runs {
         run.await.unwrap();
     }

@@ -7,13 +7,13 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use dispute_bus::{NatsBus, Relay};
-use dispute_domain::{Action, Actor, DisputeCommand, Money, Role, Status};
-use dispute_store::{CommandMetadata, Store};
+use dispute_domain::{Action, Money, Role, Status};
+use dispute_store::Store;
 use dispute_views::{DisputeView, Incoming, Projector, Views};
 use disputes_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{accept_offer, partial};
 
@@ -945,24 +945,6 @@ async fn a_merchant_lists_disputes_soonest_deadline_first_filtered_and_paged() {
 }
 
 /// Executes `action` as `role:sub` on the stream of `id`; the stream's last sequence.
-async fn execute(store: &Store, id: &str, role: Role, sub: &str, action: Action) -> u64 {
-    let command = DisputeCommand::new(Actor::new(role, sub), action);
-    store
-        .execute(id, command, None, &CommandMetadata::default())
-        .await
-        .unwrap_or_else(|e| panic!("{id}: the command is refused: {e}"))
-        .sequence
-}
-
-fn registration(id: &str) -> Action {
-    Action::RegisterOrder(serde_json::from_value(order(id)).expect("order facts"))
-}
-
-fn refund_request(amount: i64) -> Action {
-    let body = json!({ "kind": "refund_only", "reason": "quality_issue", "amount": cny(amount), "description": "torn" });
-    Action::RequestRefund(serde_json::from_value(body).expect("a request"))
-}
-
 fn rejection() -> Action {
     Action::MerchantReject(
         serde_json::from_value(json!({ "reason_code": "item_used", "note": "worn" })).expect("a rejection"),
@@ -1439,9 +1421,9 @@ async fn views_are_built_from_the_nats_stream() {
     let store = open_store(&db).await;
     let (urls, stream) = (nats_url(), unique_stream());
     let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    let (stop, stopped) = watch::channel(false);
-    let relay = tokio::spawn(Relay::new(store.clone(), bus.clone()).run(stopped.clone()));
-    let projection = tokio::spawn(dispute_views::run_nats(store.clone(), bus, stopped));
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(Relay::new(store.clone(), bus.clone()).run(stop.clone()));
+    let projection = tokio::spawn(dispute_views::run_nats(store.clone(), bus, stop.clone()));
 
     let last = escalate_in(&store, "nv-1").await;
     execute(&store, "nv-2", Role::System, "order-service", registration("nv-2")).await;
@@ -1487,7 +1469,7 @@ async fn views_are_built_from_the_nats_stream() {
     };
     assert_eq!((other.sequence, other.status), (1, Status::Open));
 
-    stop.send(true).expect("tasks listening");
+    stop.cancel();
     for task in [relay, projection] {
         tokio::time::timeout(StdDuration::from_secs(10), task).await.expect("stops").expect("task");
     }

@@ -20,6 +20,4 @@ pub enum BusError {
     Nats(String),
     #[error("event store: {0}")]
     Store(#[from] dispute_store::StoreError),
-    #[error("shutting down")]
-    ShuttingDown,
 }

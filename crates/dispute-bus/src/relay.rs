@@ -9,14 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispute_store::{Lease, Store};
-use tokio::sync::watch;
+use dispute_store::{Backoff, Consumer, Follower, Lease, Store, StoredEvent};
+use tokio_util::sync::CancellationToken;
 
 use crate::{BusError, NatsBus};
 
-const BATCH: i64 = 512;
-/// How often the relay looks for events when no notification arrives.
-const POLL: Duration = Duration::from_millis(250);
+/// How long a relay waits before asking again for a lease another relay holds.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Relay {
     store: Arc<Store>,
@@ -46,75 +45,65 @@ impl Relay {
         Self { store, bus, name }
     }
 
-    /// Runs until `shutdown` turns true. Failures are logged and retried, never fatal.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-        let mut backoff = FIRST_BACKOFF;
-        while !*shutdown.borrow() {
-            let started = tokio::time::Instant::now();
-            match self.lead(&mut shutdown).await {
+    /// Runs until `stop` is cancelled. Failures are logged and retried, never fatal.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Backoff::new();
+        while !stop.is_cancelled() {
+            backoff.attempt();
+            match self.lead(&stop).await {
                 Ok(()) => return,
                 Err(e) => {
-                    // A failure after a good run starts the backoff afresh.
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff = FIRST_BACKOFF;
-                    }
                     tracing::warn!(error = %e, "relay interrupted; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return,
+                    if !backoff.wait(&stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
 
-    /// Takes the lease, then publishes until shutdown or an error.
-    async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), BusError> {
-        let mut lease = self.acquire_lease(shutdown).await?;
-        if *shutdown.borrow() {
-            return Ok(());
-        }
+    /// Takes the lease, then publishes until the stop or an error.
+    async fn lead(&self, stop: &CancellationToken) -> Result<(), BusError> {
+        let Some(lease) = self.acquire_lease(stop).await? else { return Ok(()) };
         let mut listener = self.store.listen_for_commits().await?;
         self.bus.ensure_stream().await?;
-        let mut cursor = self.store.checkpoint(&self.name).await?;
         tracing::info!(stream = self.bus.stream_name(), "relay publishing");
-        // A backlog is published batch by batch; a stop is honoured between batches.
-        while !*shutdown.borrow() {
-            let committed = self.store.committed().notified();
-            tokio::pin!(committed);
-            committed.as_mut().enable();
-            let batch = self.store.events_after(cursor, BATCH).await?;
-            if let Some(last) = batch.last() {
-                self.bus.publish(&batch).await?;
-                cursor = last.cursor;
-                self.store.save_checkpoint(&self.name, cursor).await?;
-                continue;
-            }
-            lease.ping().await?; // lost lease connection: stop and re-acquire
-            tokio::select! {
-                _ = committed => {}
-                result = listener.recv() => result?,
-                _ = tokio::time::sleep(POLL) => {}
-                _ = shutdown.changed() => return Ok(()),
-            }
-        }
-        Ok(())
+        let follower = Follower::new(self.store.clone(), &self.name);
+        let mut publisher = Publisher { bus: &self.bus, lease };
+        follower.follow(&mut publisher, Some(&mut listener), stop).await
     }
 
     /// The lease of this relay's stream (on PostgreSQL, an advisory lock held on a dedicated
-    /// connection); waits while another holds it.
-    async fn acquire_lease(&self, shutdown: &mut watch::Receiver<bool>) -> Result<Lease, BusError> {
+    /// connection); waits while another holds it. `None` if stopped first.
+    async fn acquire_lease(&self, stop: &CancellationToken) -> Result<Option<Lease>, BusError> {
         let key = lease_key(self.bus.stream_name());
         loop {
             if let Some(lease) = self.store.try_lease(key).await? {
-                return Ok(lease);
+                return Ok(Some(lease));
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return Err(BusError::ShuttingDown),
+                _ = tokio::time::sleep(LEASE_RETRY) => {}
+                _ = stop.cancelled() => return Ok(None),
             }
         }
+    }
+}
+
+/// The relay's side of following the log: publish each batch; while idle, check the lease.
+struct Publisher<'a> {
+    bus: &'a NatsBus,
+    lease: Lease,
+}
+
+impl Consumer for Publisher<'_> {
+    type Error = BusError;
+
+    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), BusError> {
+        self.bus.publish(batch).await
+    }
+
+    async fn idle(&mut self) -> Result<(), BusError> {
+        // A lost lease connection ends the follow: the relay re-acquires the lease.
+        Ok(self.lease.ping().await?)
     }
 }

@@ -9,6 +9,7 @@ mod bulk;
 pub mod chain;
 pub mod deadlines;
 mod execute;
+mod follow;
 mod idempotency;
 mod lease;
 mod log;
@@ -29,6 +30,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use bulk::BulkEvent;
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome, StoreFailure};
+pub use follow::{Backoff, Consumer, Follower};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
 pub use lease::{CommitListener, Lease};
 pub use log::{Cursor, RawEvent, StoredEvent};

@@ -26,13 +26,12 @@ use dispute_domain::{
     Action, Actor, Deadline, DisputeCommand, DisputeError, DisputeEvent, Role, TimerChange,
 };
 use dispute_store::deadlines::{Claimed, Tracked};
-use dispute_store::{CommandMetadata, Cursor, ExecuteError, Store, StoreError};
+use dispute_store::{CommandMetadata, Consumer, ExecuteError, Follower, Store, StoreError, StoredEvent};
 use futures_util::future::join_all;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 const CHECKPOINT: &str = "timer";
-/// Events read from the log per step.
-const BATCH: i64 = 512;
 /// Due rows claimed per step.
 const CLAIM_BATCH: i64 = 64;
 /// How long a claim keeps other instances off a row.
@@ -81,62 +80,52 @@ pub struct DeadlineTimer {
     store: Arc<Store>,
     /// Signalled when tracking recorded a change, so firing looks at the table again.
     tracked: Notify,
-    /// Where tracking has read up to; loaded from the checkpoint on the first pass.
-    cursor: tokio::sync::Mutex<Option<Cursor>>,
+    /// Tracking's reader of the log, from the checkpoint `timer`.
+    tracking: Follower,
 }
 
 impl DeadlineTimer {
     pub fn new(store: Arc<Store>) -> Arc<Self> {
-        Arc::new(Self { store, tracked: Notify::new(), cursor: tokio::sync::Mutex::new(None) })
+        let tracking = Follower::new(store.clone(), CHECKPOINT);
+        Arc::new(Self { store, tracked: Notify::new(), tracking })
     }
 
-    /// Tracks the log and fires deadlines until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let tracking = tokio::spawn(self.clone().track_loop(shutdown.clone()));
-        self.fire_loop(shutdown).await;
+    /// Tracks the log and fires deadlines until `stop` is cancelled.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let tracking = tokio::spawn(self.clone().track_loop(stop.clone()));
+        self.fire_loop(stop).await;
         let _ = tracking.await;
     }
 
     /// Records the deadlines of every event committed since the checkpoint. Returns how many
     /// events were read.
     pub async fn track(&self) -> Result<usize, TimerError> {
-        let mut read = 0;
-        let mut position = self.cursor.lock().await;
-        let mut cursor = match *position {
-            Some(cursor) => cursor,
-            None => self.store.checkpoint(CHECKPOINT).await?,
-        };
-        *position = Some(cursor);
-        loop {
-            let batch = self.store.events_after(cursor, BATCH).await?;
-            let Some(last) = batch.last() else { return Ok(read) };
-            // Only the latest change of each order matters.
-            let mut changes: HashMap<&str, (u64, TimerChange)> = HashMap::new();
-            for stored in &batch {
-                let event: DisputeEvent =
-                    serde_json::from_value(stored.payload.clone()).map_err(|source| TimerError::Event {
-                        order_id: stored.order_id.clone(),
-                        sequence: stored.sequence,
-                        source,
-                    })?;
-                let change = event.timer_change();
-                if change == TimerChange::Unchanged {
-                    continue;
-                }
-                let latest = changes.entry(&stored.order_id).or_insert((stored.sequence, change));
-                if stored.sequence >= latest.0 {
-                    *latest = (stored.sequence, change);
-                }
+        Ok(self.tracking.catch_up(&mut Tracking(self)).await? as usize)
+    }
+
+    /// Records the deadlines a batch of the log starts or ends, and wakes the firing loop if
+    /// any changed.
+    async fn track_batch(&self, batch: &[StoredEvent]) -> Result<(), TimerError> {
+        // Only the latest change of each order matters.
+        let mut changes: HashMap<&str, (u64, TimerChange)> = HashMap::new();
+        for stored in batch {
+            let event: DisputeEvent = serde_json::from_value(stored.payload.clone()).map_err(|source| {
+                TimerError::Event { order_id: stored.order_id.clone(), sequence: stored.sequence, source }
+            })?;
+            let change = event.timer_change();
+            if change == TimerChange::Unchanged {
+                continue;
             }
-            if !changes.is_empty() {
-                self.record(&changes).await?;
-                self.tracked.notify_one();
+            let latest = changes.entry(&stored.order_id).or_insert((stored.sequence, change));
+            if stored.sequence >= latest.0 {
+                *latest = (stored.sequence, change);
             }
-            cursor = last.cursor;
-            self.store.save_checkpoint(CHECKPOINT, cursor).await?;
-            *position = Some(cursor);
-            read += batch.len();
         }
+        if !changes.is_empty() {
+            self.record(&changes).await?;
+            self.tracked.notify_one();
+        }
+        Ok(())
     }
 
     async fn record(&self, changes: &HashMap<&str, (u64, TimerChange)>) -> Result<(), TimerError> {
@@ -248,33 +237,12 @@ impl DeadlineTimer {
         self.store.services().clock.now().timestamp_millis()
     }
 
-    async fn track_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
-            let committed = self.store.committed().notified();
-            tokio::pin!(committed);
-            committed.as_mut().enable();
-            // Cancelling a pass is safe: each batch's records and checkpoint are idempotent.
-            let tracked = tokio::select! {
-                tracked = self.track() => tracked,
-                _ = shutdown.changed() => return,
-            };
-            let pause = match tracked {
-                Ok(_) => Duration::from_millis(250),
-                Err(e) => {
-                    tracing::warn!(error = %e, "deadline tracking interrupted; retrying");
-                    Duration::from_millis(500)
-                }
-            };
-            tokio::select! {
-                _ = committed => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+    async fn track_loop(self: Arc<Self>, stop: CancellationToken) {
+        self.tracking.run(&mut Tracking(&self), "deadline tracking", &stop).await;
     }
 
-    async fn fire_loop(&self, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
+    async fn fire_loop(&self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
             let wait = match self.fire_due().await {
                 Ok(_) => match self.next_due_ms().await {
                     Ok(Some(next)) => Duration::from_millis((next - self.now_ms()).max(0) as u64),
@@ -292,9 +260,20 @@ impl DeadlineTimer {
             tokio::select! {
                 _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
                 _ = self.tracked.notified() => {}
-                _ = shutdown.changed() => return,
+                _ = stop.cancelled() => return,
             }
         }
+    }
+}
+
+/// Tracking's side of following the log.
+struct Tracking<'a>(&'a DeadlineTimer);
+
+impl Consumer for Tracking<'_> {
+    type Error = TimerError;
+
+    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), TimerError> {
+        self.0.track_batch(batch).await
     }
 }
 

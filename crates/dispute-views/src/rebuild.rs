@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use dispute_store::{Cursor, Store};
+use dispute_store::{Consumer, Cursor, Follower, Store, StoredEvent};
 
 use crate::{Incoming, Projector, ViewError, ViewTables};
 
@@ -73,22 +73,36 @@ pub async fn drop_aside(store: &Store, aside: &ViewTables) -> Result<(), ViewErr
     Ok(store.drop_view_tables(aside).await?)
 }
 
+/// Applies the log after `from` to `projector`'s tables, a batch per transaction like the
+/// live projector. Returns the events applied and the cursor it stopped at.
 async fn replay(
-    store: &Store,
+    store: &Arc<Store>,
     projector: &Projector,
-    mut cursor: Cursor,
-    mut progress: impl FnMut(u64),
+    from: Cursor,
+    progress: impl FnMut(u64),
 ) -> Result<(u64, Cursor), ViewError> {
-    let mut done = 0u64;
-    loop {
-        let batch = store.events_after(cursor, 1000).await?;
-        let Some(last) = batch.last() else { return Ok((done, cursor)) };
-        for event in &batch {
-            projector.apply(&Incoming::from(event)).await?;
-        }
-        done += batch.len() as u64;
-        cursor = last.cursor;
-        progress(done);
+    let follower = Follower::from_cursor(store.clone(), from);
+    let mut replaying = Replaying { projector, done: 0, progress };
+    let done = follower.catch_up(&mut replaying).await?;
+    Ok((done, follower.cursor().await?))
+}
+
+/// A rebuild's projector, counting what it has applied.
+struct Replaying<'a, F> {
+    projector: &'a Projector,
+    done: u64,
+    progress: F,
+}
+
+impl<F: FnMut(u64)> Consumer for Replaying<'_, F> {
+    type Error = ViewError;
+
+    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), ViewError> {
+        let incoming: Vec<Incoming> = batch.iter().map(Incoming::from).collect();
+        self.projector.apply_batch(&incoming).await?;
+        self.done += batch.len() as u64;
+        (self.progress)(self.done);
+        Ok(())
     }
 }
 

@@ -6,79 +6,50 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use dispute_bus::{CloudEvent, NatsBus};
-use dispute_store::Store;
+use dispute_store::{Consumer, Follower, Store, StoredEvent};
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Incoming, Projector, ViewError};
 
 const CHECKPOINT: &str = "views";
 const DURABLE: &str = "views";
-/// The most events projected in one transaction.
+/// The most JetStream messages projected in one transaction.
 const BATCH: usize = 256;
 
-/// Projects straight from the log, in commit order, from a durable checkpoint.
-pub async fn run_local(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
-    let projector = Projector::new(store.clone());
-    while !*shutdown.borrow() {
-        if let Err(e) = project_log(&store, &projector, &mut shutdown).await {
-            tracing::warn!(error = %e, "projection interrupted; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
+/// Projects straight from the log, in commit order, from a durable checkpoint, until `stop`.
+pub async fn run_local(store: Arc<Store>, stop: CancellationToken) {
+    let mut projector = Projector::new(store.clone());
+    Follower::new(store, CHECKPOINT).run(&mut projector, "projection", &stop).await;
 }
 
-async fn project_log(
-    store: &Store,
-    projector: &Projector,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), ViewError> {
-    let mut cursor = store.checkpoint(CHECKPOINT).await?;
-    // A backlog is projected batch by batch; a stop is honoured between batches.
-    while !*shutdown.borrow() {
-        let committed = store.committed().notified();
-        tokio::pin!(committed);
-        committed.as_mut().enable();
-        let batch = store.events_after(cursor, 512).await?;
-        if let Some(last) = batch.last() {
-            let incoming: Vec<Incoming> = batch.iter().map(Incoming::from).collect();
-            projector.apply_batch(&incoming).await?;
-            cursor = last.cursor;
-            store.save_checkpoint(CHECKPOINT, cursor).await?;
-            continue;
-        }
-        tokio::select! {
-            _ = committed => {}
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = shutdown.changed() => return Ok(()),
-        }
+/// The projector follows the log: each batch of the log is one view transaction.
+impl Consumer for Projector {
+    type Error = ViewError;
+
+    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), ViewError> {
+        let incoming: Vec<Incoming> = batch.iter().map(Incoming::from).collect();
+        self.apply_batch(&incoming).await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Projects from the JetStream stream with a durable consumer and explicit acks: an event is
 /// acknowledged only after its view transaction commits; a failure is retried by redelivery.
-pub async fn run_nats(store: Arc<Store>, bus: NatsBus, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_nats(store: Arc<Store>, bus: NatsBus, stop: CancellationToken) {
     let projector = Projector::new(store);
-    while !*shutdown.borrow() {
-        if let Err(e) = consume(&bus, &projector, &mut shutdown).await {
+    while !stop.is_cancelled() {
+        if let Err(e) = consume(&bus, &projector, &stop).await {
             tracing::warn!(error = %e, "projection consumer interrupted; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => return,
+                _ = stop.cancelled() => return,
             }
         }
     }
 }
 
-async fn consume(
-    bus: &NatsBus,
-    projector: &Projector,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), ViewError> {
+async fn consume(bus: &NatsBus, projector: &Projector, stop: &CancellationToken) -> Result<(), ViewError> {
     bus.ensure_stream().await.map_err(|e| ViewError::Bus(e.to_string()))?;
     let stream =
         bus.jetstream().get_stream(bus.stream_name()).await.map_err(|e| ViewError::Bus(e.to_string()))?;
@@ -105,7 +76,7 @@ async fn consume(
                 Some(chunk) => chunk,
                 None => return Err(ViewError::Bus("the consumer ended".to_string())),
             },
-            _ = shutdown.changed() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         };
         let mut batch = Vec::with_capacity(chunk.len());
         let mut events = Vec::with_capacity(chunk.len());

@@ -15,6 +15,7 @@ use dispute_domain::*;
 use dispute_store::{CommandMetadata, Store};
 use dispute_timer::DeadlineTimer;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::lifecycles::percentile;
 use disputes::config::Settings;
@@ -29,8 +30,8 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
         .map_err(|e| e.to_string())?;
     let services = DisputeServices::new(Arc::new(SystemClock), Arc::new(policy));
     let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let timer = tokio::spawn(DeadlineTimer::new(store.clone()).run(stopped));
+    let stop = CancellationToken::new();
+    let timer = tokio::spawn(DeadlineTimer::new(store.clone()).run(stop.clone()));
 
     let run = format!("{:x}", Utc::now().timestamp_millis());
     let ids: Arc<Vec<String>> = Arc::new((0..count).map(|i| format!("deadline-{run}-{i}")).collect());
@@ -72,7 +73,7 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     eprintln!();
-    let _ = stop.send(true);
+    stop.cancel();
     let _ = timer.await;
 
     let mut lateness_us = Vec::with_capacity(count);

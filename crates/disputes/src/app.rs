@@ -15,7 +15,6 @@ use dispute_domain::DisputeServices;
 use dispute_store::{ClaimTimes, Store, StoreConfig, StoreError};
 use dispute_timer::DeadlineTimer;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,20 +95,19 @@ impl App {
         };
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let stopping = stop_signal(&stop, &tasks);
         if config.parts.projections {
             match bus {
                 Some(bus) => {
-                    tasks.spawn(Relay::new(store.clone(), bus.clone()).run(stopping.clone()));
-                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, stopping.clone()));
+                    tasks.spawn(Relay::new(store.clone(), bus.clone()).run(stop.clone()));
+                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, stop.clone()));
                 }
                 None => {
-                    tasks.spawn(dispute_views::run_local(store.clone(), stopping.clone()));
+                    tasks.spawn(dispute_views::run_local(store.clone(), stop.clone()));
                 }
             }
         }
         if config.parts.timer {
-            tasks.spawn(DeadlineTimer::new(store.clone()).run(stopping));
+            tasks.spawn(DeadlineTimer::new(store.clone()).run(stop.clone()));
         }
         tasks.spawn(purge_idempotency_answers(store.clone(), stop.clone()));
         let state = AppState::new(store.clone(), config.tokens).with_idempotency(config.idempotency);
@@ -148,17 +146,6 @@ impl App {
         self.stop.cancel();
         self.stopped().await
     }
-}
-
-/// The background loops take a `watch` flag; it follows the token.
-fn stop_signal(stop: &CancellationToken, tasks: &TaskTracker) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    let stop = stop.clone();
-    tasks.spawn(async move {
-        stop.cancelled().await;
-        let _ = tx.send(true);
-    });
-    rx
 }
 
 /// Forgets idempotency answers once they are older than the retention, every hour.

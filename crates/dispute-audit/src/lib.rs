@@ -28,8 +28,6 @@ pub enum AuditError {
     Store(#[from] dispute_store::StoreError),
     #[error("views: {0}")]
     Views(#[from] dispute_views::ViewError),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
     #[error("{order_id} sequence {sequence}: {reason}")]
     Event { order_id: String, sequence: u64, reason: String },
     #[error("NATS: {0}")]

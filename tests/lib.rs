@@ -522,10 +522,16 @@ pub fn unique_stream() -> String {
     format!("T{}", uuid::Uuid::new_v4().simple()).to_uppercase()
 }
 
-/// A store on `db` with the test clock and the built-in policy, without the HTTP service.
+/// A store on `db` with a test clock and the built-in policy, without the HTTP service.
 pub async fn open_store(db: &TestDatabase) -> Arc<Store> {
-    let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
-    Store::open(&StoreConfig::Postgres { url: db.url.clone(), max_connections: 8 }, services)
+    open_store_on(&db.url, Arc::new(ManualClock::new(epoch()))).await
+}
+
+/// A store of its own (its own pool) on the PostgreSQL database at `url`, on `clock`, with the
+/// built-in policy: another instance of the service, as far as the database can tell.
+pub async fn open_store_on(url: &str, clock: Arc<ManualClock>) -> Arc<Store> {
+    let services = DisputeServices::new(clock, Arc::new(Policy::builtin()));
+    Store::open(&StoreConfig::Postgres { url: url.to_string(), max_connections: 8 }, services)
         .await
         .expect("store opens")
 }
@@ -622,5 +628,99 @@ impl Default for PrivateNats {
 impl Drop for PrivateNats {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Polls `probe` every 20 ms until it holds, failing the test after 20 s.
+pub async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !probe() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} within 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Every message published on a stream's subjects, as CloudEvent ids in the order they
+/// arrived, counted by a core NATS subscription: a message published twice arrives twice,
+/// even though JetStream's de-duplication stores it once.
+pub struct Deliveries {
+    ids: Arc<std::sync::Mutex<Vec<String>>>,
+    pub client: async_nats::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Deliveries {
+    /// Subscribes before anything is published.
+    pub async fn subscribe(url: &str, stream: &str) -> Self {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(url).await.expect("NATS reachable");
+        let mut subscriber =
+            client.subscribe(format!("{}.events.>", stream.to_lowercase())).await.expect("subscribed");
+        client.flush().await.expect("the subscription reaches the server");
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let ids = ids.clone();
+            async move {
+                while let Some(message) = subscriber.next().await {
+                    let event: dispute_bus::CloudEvent =
+                        serde_json::from_slice(&message.payload).expect("a CloudEvent");
+                    ids.lock().expect("deliveries").push(event.id);
+                }
+            }
+        });
+        Self { ids, client, task }
+    }
+
+    pub fn seen(&self) -> Vec<String> {
+        self.ids.lock().expect("deliveries").clone()
+    }
+
+    /// Waits until `count` messages arrived, then a little longer for any repeated one.
+    pub async fn settled(&self, count: usize) -> Vec<String> {
+        eventually(&format!("{count} messages are published"), || self.seen().len() >= count).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        self.seen()
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A relay running in this process until [`RunningRelay::stop`].
+pub struct RunningRelay {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRelay {
+    /// Starts a relay of `store`'s log to `stream` on the NATS servers `urls`.
+    pub async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
+        let bus = dispute_bus::NatsBus::connect(urls, stream).await.expect("NATS client");
+        Self::on(store, bus)
+    }
+
+    /// Starts a relay on a bus the test already holds.
+    pub fn on(store: Arc<Store>, bus: dispute_bus::NatsBus) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(dispute_bus::Relay::new(store, bus).run(stop.clone()));
+        Self { stop, task }
+    }
+
+    /// Ends the relay's task without its shutdown path, as a crash would.
+    pub async fn crash(self) {
+        self.task.abort();
+        assert!(self.task.await.expect_err("the task is aborted").is_cancelled());
+    }
+
+    /// Stops the relay and waits (up to 10 s) until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.task)
+            .await
+            .expect("relay stops")
+            .expect("relay task");
     }
 }

@@ -8,12 +8,11 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use dispute_audit::{BreakKind, HeadsRecord};
-use dispute_bus::{NatsBus, Relay};
+use dispute_bus::NatsBus;
 use dispute_domain::Role;
 use dispute_store::Store;
 use disputes_tests::*;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// A dispute taken through reject → escalate → assign → judge → refund paid, the clock moving
 /// an hour before each step. Returns `(instant, status, sequence)` after every step.
@@ -71,15 +70,10 @@ fn database_url(app: &TestApp) -> String {
 
 /// `disputes audit ARGS` against `env`; returns (exit code, stdout, stderr).
 fn run_audit(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let mut command = Command::new(disputes_binary());
-    command.env_clear().arg("audit").args(args).env("RUST_LOG", "warn");
-    if let Some(path) = std::env::var_os("PATH") {
-        command.env("PATH", path);
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().expect("disputes runs");
+    let cwd = tempdir::TempDir::new();
+    let output = disputes(cwd.path(), &[env, &[("RUST_LOG", "warn")]].concat(), &[&["audit"], args].concat())
+        .output()
+        .expect("disputes runs");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).to_string(),
@@ -243,8 +237,7 @@ async fn a_removed_last_event_is_detected_against_jetstream() {
     let app = TestApp::postgres().await;
     let (urls, stream) = (nats_url(), unique_stream());
     let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    let stop = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(app.store.clone(), bus.clone()).run(stop.clone()));
+    let relay = RunningRelay::on(app.store.clone(), bus.clone());
     refunded(&app, "o-cut").await;
     refunded(&app, "o-whole").await;
     refunded(&app, "o-kept").await;
@@ -263,8 +256,7 @@ async fn a_removed_last_event_is_detected_against_jetstream() {
         assert!(tokio::time::Instant::now() < deadline, "the relay did not publish every event");
         tokio::time::sleep(StdDuration::from_millis(50)).await;
     }
-    stop.cancel();
-    relay.await.expect("relay stops");
+    relay.stop().await;
 
     app.sql("DELETE FROM events WHERE aggregate_id = 'o-cut' AND sequence = 4").await;
     app.sql("DELETE FROM events WHERE aggregate_id = 'o-whole'").await;
@@ -290,8 +282,7 @@ async fn a_removed_last_event_is_detected_against_jetstream() {
     assert!(stdout.contains("broken: o-cut sequence 4: missing from the log"), "{stdout}");
     assert!(stdout.contains("broken: o-whole sequence 1: missing from the log"), "{stdout}");
 
-    let client = async_nats::connect(&urls).await.expect("NATS");
-    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+    delete_stream(&urls, &stream).await;
 }
 
 #[tokio::test]

@@ -5,22 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dispute_bus::{CloudEvent, NatsBus, Relay, message_id};
+use dispute_bus::{NatsBus, message_id};
 use dispute_store::{Consumer, Follower, StoreError, StoredEvent};
 use disputes_tests::*;
-use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
-
-/// Polls `probe` every 20 ms until it holds, failing with `what` after 20 s.
-async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !probe() {
-        assert!(tokio::time::Instant::now() < deadline, "{what} within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// What a consumer was handed, as message ids, in the order it was handed them.
 #[derive(Clone, Default)]
@@ -143,49 +133,6 @@ async fn the_follower_delivers_each_event_once_in_commit_order_even_while_an_old
 
 /// Every publish on a stream's subjects, as message ids in arrival order: a core NATS
 /// subscription sees a second publish of an id even though JetStream drops it.
-struct Deliveries {
-    ids: Arc<Mutex<Vec<String>>>,
-    client: async_nats::Client,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Deliveries {
-    async fn subscribe(url: &str, stream: &str) -> Self {
-        let client = async_nats::connect(url).await.expect("NATS reachable");
-        let mut subscriber =
-            client.subscribe(format!("{}.events.>", stream.to_lowercase())).await.expect("subscribed");
-        client.flush().await.expect("the subscription reaches the server");
-        let ids = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn({
-            let ids = ids.clone();
-            async move {
-                while let Some(message) = subscriber.next().await {
-                    let event: CloudEvent = serde_json::from_slice(&message.payload).expect("a CloudEvent");
-                    ids.lock().expect("deliveries").push(event.id);
-                }
-            }
-        });
-        Self { ids, client, task }
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.ids.lock().expect("deliveries").clone()
-    }
-
-    /// Waits until `count` messages arrived, then a little longer for any repeated one.
-    async fn settled(&self, count: usize) -> Vec<String> {
-        eventually(&format!("{count} messages are published"), || self.seen().len() >= count).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        self.seen()
-    }
-}
-
-impl Drop for Deliveries {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn the_relay_publishes_each_event_once_in_commit_order_even_while_an_older_one_is_open() {
     let db = TestDatabase::create().await;
@@ -193,8 +140,7 @@ async fn the_relay_publishes_each_event_once_in_commit_order_even_while_an_older
     let (urls, stream) = (nats_url(), unique_stream());
     let deliveries = Deliveries::subscribe(&urls, &stream).await;
     let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    let stop = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(store.clone(), bus).run(stop.clone()));
+    let relay = RunningRelay::on(store.clone(), bus);
 
     let mut b = a_commits_while_b_is_open(&db).await;
     eventually("the relay publishes A's event", || deliveries.seen() == ["a:1"]).await;
@@ -204,9 +150,8 @@ async fn the_relay_publishes_each_event_once_in_commit_order_even_while_an_older
     a_is_first_by_xid_and_b_by_position(&db).await;
     assert_eq!(deliveries.settled(2).await, ["a:1", "b:1"], "each event published once, A's before B's");
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), relay).await.expect("the relay stops").unwrap();
-    let _ = async_nats::jetstream::new(deliveries.client.clone()).delete_stream(&stream).await;
+    relay.stop().await;
+    delete_stream(&urls, &stream).await;
 }
 
 /// Every event of the log as a message id, in commit order: by transaction, then position.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use dispute_bus::{CloudEvent, NatsBus, Relay, message_id};
-use dispute_domain::{Action, Actor, DisputeCommand, DisputeServices, ManualClock, Policy, Role};
-use dispute_store::{CommandMetadata, Cursor, Outcome, Store, StoreConfig};
+use dispute_bus::{CloudEvent, NatsBus, message_id};
+use dispute_domain::{Action, Actor, DisputeCommand, ManualClock, Role};
+use dispute_store::{CommandMetadata, Cursor, Outcome, Store};
 use dispute_views::{Views, run_nats};
 use disputes_tests::*;
 use serde_json::{Value, json};
@@ -24,28 +24,6 @@ async fn register(store: &Store, id: &str) -> u64 {
 
 async fn request(store: &Store, id: &str) -> u64 {
     execute(store, id, Role::Buyer, BUYER, refund_request(1_000)).await
-}
-
-struct RunningRelay {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningRelay {
-    async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
-        let bus = NatsBus::connect(urls, stream).await.expect("NATS client");
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(Relay::new(store, bus).run(stop.clone()));
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("relay stops")
-            .expect("relay task");
-    }
 }
 
 /// Waits until the stream holds `count` messages (failing after 20 s), then reads them all.
@@ -79,17 +57,12 @@ async fn published(urls: &str, stream: &str, count: u64) -> Vec<CloudEvent> {
     events
 }
 
-async fn delete_stream(urls: &str, stream: &str) {
-    if let Ok(client) = async_nats::connect(urls).await {
-        let _ = jetstream::new(client).delete_stream(stream).await;
-    }
-}
-
 #[tokio::test]
 async fn every_committed_event_is_published_once_in_order_as_a_cloudevent() {
     let db = TestDatabase::create().await;
     let store = open_store(&db).await;
     let (urls, stream) = (nats_url(), unique_stream());
+    let deliveries = Deliveries::subscribe(&urls, &stream).await;
     let relay = RunningRelay::start(store.clone(), &urls, &stream).await;
     for id in ["o-1", "o-2"] {
         register(&store, id).await;
@@ -114,6 +87,8 @@ async fn every_committed_event_is_published_once_in_order_as_a_cloudevent() {
     let events = published(&urls, &stream, 4).await;
     assert_eq!(events[3].id, "o-2:2");
     relay.stop().await;
+    // Counted as delivered, not as stored (JetStream would drop a repeated message id).
+    assert_eq!(deliveries.settled(4).await, ["o-1:1", "o-2:1", "o-1:2", "o-2:2"], "each published once");
     delete_stream(&urls, &stream).await;
 }
 
@@ -137,6 +112,7 @@ async fn an_event_whose_transaction_commits_late_is_published_first_and_nothing_
     .execute(&mut late)
     .await
     .unwrap();
+    let deliveries = Deliveries::subscribe(&urls, &stream).await;
     let relay = RunningRelay::start(store.clone(), &urls, &stream).await;
     register(&store, "after-1").await;
     register(&store, "after-2").await;
@@ -151,6 +127,7 @@ async fn an_event_whose_transaction_commits_late_is_published_first_and_nothing_
     let ids: Vec<_> = events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["early:1", "late:1", "after-1:1", "after-2:1"]);
     relay.stop().await;
+    assert_eq!(deliveries.settled(4).await, ids, "each published once, as delivered");
     delete_stream(&urls, &stream).await;
 }
 
@@ -416,8 +393,7 @@ async fn views_catch_up_after_an_outage(hold: Duration) {
 async fn named_store(db: &TestDatabase, application_name: &str) -> Arc<Store> {
     let separator = if db.url.contains('?') { '&' } else { '?' };
     let url = format!("{}{separator}application_name={application_name}", db.url);
-    let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
-    Store::open(&StoreConfig::Postgres { url, max_connections: 8 }, services).await.expect("store opens")
+    open_store_on(&url, Arc::new(ManualClock::new(epoch()))).await
 }
 
 /// The `application_name` of every session of this database holding the relay's lease.
@@ -523,14 +499,6 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-impl RunningRelay {
-    /// Ends the relay's task without its shutdown path, as a crash would.
-    async fn crash(self) {
-        self.task.abort();
-        assert!(self.task.await.expect_err("the task is aborted").is_cancelled());
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
-use dispute_domain::{CloseReason, DisputeServices, Policy, Role, Status};
-use dispute_store::{Cursor, Store, StoreConfig};
+use dispute_domain::{CloseReason, Policy, Role, Status};
+use dispute_store::{Cursor, Store};
 use dispute_timer::{DeadlineTimer, Fired};
 use disputes_tests::*;
 use serde_json::{Value, json};
@@ -292,8 +292,7 @@ async fn a_deadline_that_came_due_while_no_timer_ran_fires_when_one_starts() {
 /// A second instance: its own pool on the same database, with the same clock and policy.
 async fn second_instance(app: &TestApp) -> Arc<Store> {
     let Backing::Postgres(db) = &app.backing else { panic!("PostgreSQL only") };
-    let services = DisputeServices::new(app.clock.clone(), Arc::new(Policy::builtin()));
-    Store::open(&StoreConfig::Postgres { url: db.url.clone(), max_connections: 8 }, services).await.unwrap()
+    open_store_on(&db.url, app.clock.clone()).await
 }
 
 #[tokio::test]

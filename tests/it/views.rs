@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use dispute_bus::{NatsBus, Relay};
 use dispute_domain::{Action, Money, Role, Status};
 use dispute_store::Store;
 use dispute_views::{DisputeView, Incoming, Projector, Views};
 use disputes_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{accept_offer, partial};
 
@@ -1418,12 +1416,23 @@ async fn a_sequence_the_view_never_reaches_is_view_behind_and_a_malformed_one_is
 #[tokio::test]
 async fn views_are_built_from_the_nats_stream() {
     let db = TestDatabase::create().await;
-    let store = open_store(&db).await;
     let (urls, stream) = (nats_url(), unique_stream());
-    let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    let stop = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(store.clone(), bus.clone()).run(stop.clone()));
-    let projection = tokio::spawn(dispute_views::run_nats(store.clone(), bus, stop.clone()));
+    // The relay and the JetStream consumer, as `disputes serve` starts them with NATS.
+    let app = disputes::App::start(disputes::Config {
+        store: dispute_store::StoreConfig::Postgres { url: db.url.clone(), max_connections: 8 },
+        services: dispute_domain::DisputeServices::new(
+            std::sync::Arc::new(dispute_domain::ManualClock::new(epoch())),
+            std::sync::Arc::new(dispute_domain::Policy::builtin()),
+        ),
+        bus: Some(disputes::BusConfig { urls: urls.clone(), stream: stream.clone() }),
+        tokens: dispute_api::TokenKeys::new(SECRET),
+        idempotency: Default::default(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        parts: disputes::Parts { projections: true, timer: false },
+    })
+    .await
+    .expect("the service starts");
+    let store = app.store().clone();
 
     let last = escalate_in(&store, "nv-1").await;
     execute(&store, "nv-2", Role::System, "order-service", registration("nv-2")).await;
@@ -1469,13 +1478,8 @@ async fn views_are_built_from_the_nats_stream() {
     };
     assert_eq!((other.sequence, other.status), (1, Status::Open));
 
-    stop.cancel();
-    for task in [relay, projection] {
-        tokio::time::timeout(StdDuration::from_secs(10), task).await.expect("stops").expect("task");
-    }
-    if let Ok(client) = async_nats::connect(&urls).await {
-        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
-    }
+    app.stop().await.expect("the service stops");
+    delete_stream(&urls, &stream).await;
 }
 
 // 13. The embedded default.

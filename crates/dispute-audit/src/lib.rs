@@ -31,5 +31,5 @@ pub enum AuditError {
     #[error("{order_id} sequence {sequence}: {reason}")]
     Event { order_id: String, sequence: u64, reason: String },
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] dispute_bus::NatsFailure),
 }

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
-use dispute_bus::{CloudEvent, NatsBus};
+use dispute_bus::{CloudEvent, NatsBus, NatsFailure};
 use dispute_store::chain::{BreakKind, ChainBreak};
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -31,8 +31,11 @@ pub async fn compare_with_published(
     heads: &[Head],
     whole_log: bool,
 ) -> Result<PublishedCheck, AuditError> {
-    let nats = |e: &dyn std::fmt::Display| AuditError::Nats(e.to_string());
-    let stream = bus.jetstream().get_stream(bus.stream_name()).await.map_err(|e| nats(&e))?;
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.stream_name())
+        .await
+        .map_err(NatsFailure::of("looking up the stream"))?;
     let mut check = PublishedCheck::default();
     let mut lookups = futures_util::stream::iter(heads)
         .map(|head| {
@@ -58,9 +61,14 @@ pub async fn compare_with_published(
     if whole_log {
         let prefix = bus.subject("");
         let stored: HashSet<&str> = heads.iter().map(|h| h.order_id.as_str()).collect();
-        let mut subjects = stream.info_with_subjects(format!("{prefix}>")).await.map_err(|e| nats(&e))?;
+        let mut subjects = stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(NatsFailure::of("listing the stream's subjects"))?;
         let mut missing = Vec::new();
-        while let Some((subject, _count)) = subjects.try_next().await.map_err(|e| nats(&e))? {
+        while let Some((subject, _count)) =
+            subjects.try_next().await.map_err(NatsFailure::of("listing the stream's subjects"))?
+        {
             let order_id = subject.strip_prefix(&prefix).unwrap_or(&subject);
             if !stored.contains(order_id) {
                 missing.push((order_id.to_string(), subject));
@@ -85,10 +93,10 @@ async fn last_published(stream: &Stream, subject: &str) -> Result<Option<(u64, S
     match stream.get_last_raw_message_by_subject(subject).await {
         Ok(message) => {
             let event: CloudEvent = serde_json::from_slice(&message.payload)
-                .map_err(|e| AuditError::Nats(format!("{subject}: not a CloudEvent: {e}")))?;
+                .map_err(|e| NatsFailure::new(format!("reading {subject}: not a CloudEvent"), e))?;
             Ok(Some((event.sequence, event.hash)))
         }
         Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
-        Err(e) => Err(AuditError::Nats(format!("{subject}: {e}"))),
+        Err(e) => Err(NatsFailure::new(format!("reading the last message of {subject}"), e).into()),
     }
 }

@@ -17,7 +17,32 @@ pub enum BusError {
     #[error("{0}")]
     Config(String),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsFailure),
     #[error("event store: {0}")]
     Store(#[from] dispute_store::StoreError),
+}
+
+/// A NATS operation that failed: what was being done, and the client's error as the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+pub struct NatsFailure {
+    pub doing: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl NatsFailure {
+    pub fn new(
+        doing: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self { doing: doing.into(), source: source.into() }
+    }
+
+    /// Wraps the error of `doing`, for `map_err`.
+    pub fn of<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+        doing: &'static str,
+    ) -> impl FnOnce(E) -> Self {
+        move |source| Self::new(doing, source)
+    }
 }

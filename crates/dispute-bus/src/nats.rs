@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 use dispute_store::StoredEvent;
 
-use crate::{BusError, CloudEvent};
+use crate::{BusError, CloudEvent, NatsFailure};
 
 /// The oldest server this service supports.
 const MIN_SERVER: (u64, u64) = (2, 9);
@@ -37,7 +37,7 @@ impl NatsBus {
             .connection_timeout(Duration::from_secs(2))
             .connect(addrs)
             .await
-            .map_err(|e| BusError::Nats(e.to_string()))?;
+            .map_err(NatsFailure::of("connecting"))?;
         let lower = stream.to_lowercase();
         Ok(Self {
             jetstream: jetstream::new(client.clone()),
@@ -86,7 +86,7 @@ impl NatsBus {
                 ..Default::default()
             })
             .await
-            .map_err(|e| BusError::Nats(e.to_string()))?;
+            .map_err(NatsFailure::of("creating the stream"))?;
         Ok(())
     }
 
@@ -102,11 +102,11 @@ impl NatsBus {
                 .jetstream
                 .send_publish(self.subject(&event.order_id), message)
                 .await
-                .map_err(|e| BusError::Nats(e.to_string()))?;
+                .map_err(NatsFailure::of("publishing"))?;
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(|e| BusError::Nats(e.to_string()))?;
+            ack.await.map_err(NatsFailure::of("waiting for JetStream to store a message"))?;
         }
         Ok(())
     }

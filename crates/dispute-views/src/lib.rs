@@ -29,5 +29,5 @@ pub enum ViewError {
     #[error("the stream of {0} does not begin with OrderRegistered")]
     NotRegisteredFirst(String),
     #[error("bus: {0}")]
-    Bus(String),
+    Bus(#[from] dispute_bus::NatsFailure),
 }

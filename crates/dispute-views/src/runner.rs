@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use dispute_bus::{CloudEvent, NatsBus};
+use dispute_bus::{CloudEvent, NatsBus, NatsFailure};
 use dispute_store::{Consumer, Follower, Store, StoredEvent};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -50,9 +50,12 @@ pub async fn run_nats(store: Arc<Store>, bus: NatsBus, stop: CancellationToken) 
 }
 
 async fn consume(bus: &NatsBus, projector: &Projector, stop: &CancellationToken) -> Result<(), ViewError> {
-    bus.ensure_stream().await.map_err(|e| ViewError::Bus(e.to_string()))?;
-    let stream =
-        bus.jetstream().get_stream(bus.stream_name()).await.map_err(|e| ViewError::Bus(e.to_string()))?;
+    bus.ensure_stream().await.map_err(NatsFailure::of("creating the stream"))?;
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.stream_name())
+        .await
+        .map_err(NatsFailure::of("looking up the stream"))?;
     let consumer = stream
         .get_or_create_consumer(
             DURABLE,
@@ -66,22 +69,22 @@ async fn consume(bus: &NatsBus, projector: &Projector, stop: &CancellationToken)
             },
         )
         .await
-        .map_err(|e| ViewError::Bus(e.to_string()))?;
+        .map_err(NatsFailure::of("creating the consumer"))?;
     // Whatever has arrived is projected together: one transaction, then the acks.
     let mut messages =
-        consumer.messages().await.map_err(|e| ViewError::Bus(e.to_string()))?.ready_chunks(BATCH);
+        consumer.messages().await.map_err(NatsFailure::of("pulling messages"))?.ready_chunks(BATCH);
     loop {
         let chunk = tokio::select! {
             next = messages.next() => match next {
                 Some(chunk) => chunk,
-                None => return Err(ViewError::Bus("the consumer ended".to_string())),
+                None => return Err(NatsFailure::new("pulling messages", "the consumer ended").into()),
             },
             _ = stop.cancelled() => return Ok(()),
         };
         let mut batch = Vec::with_capacity(chunk.len());
         let mut events = Vec::with_capacity(chunk.len());
         for message in chunk {
-            let message = message.map_err(|e| ViewError::Bus(e.to_string()))?;
+            let message = message.map_err(NatsFailure::of("receiving a message"))?;
             match serde_json::from_slice::<CloudEvent>(&message.payload) {
                 Ok(event) => {
                     events.push(Incoming::from(&event));
@@ -90,14 +93,14 @@ async fn consume(bus: &NatsBus, projector: &Projector, stop: &CancellationToken)
                 Err(e) => {
                     // Not ours to read: log it and move on rather than block the stream.
                     tracing::error!(error = %e, subject = %message.subject, "unreadable message on the stream");
-                    message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+                    message.ack().await.map_err(NatsFailure::of("acknowledging a message"))?;
                 }
             }
         }
         match projector.apply_batch(&events).await {
             Ok(_) => {
                 for message in batch {
-                    message.ack().await.map_err(|e| ViewError::Bus(e.to_string()))?;
+                    message.ack().await.map_err(NatsFailure::of("acknowledging a message"))?;
                 }
             }
             Err(e) => {

@@ -40,6 +40,10 @@ pub enum DisputeError {
     AmountExceedsRefundable,
     #[error("an offer must be less than the amount requested")]
     OfferNotBelowRequest,
+    #[error(
+        "a partial ruling must be less than the amount requested (a full ruling pays what was requested)"
+    )]
+    PartialNotBelowRequest,
     #[error("the request is outside the request window")]
     OutsideRequestWindow,
     #[error("a shipped order that has not been delivered can only be refunded as not received")]
@@ -95,6 +99,7 @@ impl DisputeError {
             CurrencyMismatch => "currency_mismatch",
             AmountExceedsRefundable => "amount_exceeds_refundable",
             OfferNotBelowRequest => "offer_not_below_request",
+            PartialNotBelowRequest => "partial_not_below_request",
             OutsideRequestWindow => "outside_request_window",
             ReasonNotAllowed => "reason_not_allowed",
             NoReasonNotAllowed => "no_reason_not_allowed",

@@ -1160,7 +1160,8 @@ mod arbitration {
             judge(RulingOutcome::RefundPartial, Some(PAID + 1), false),
             DisputeError::AmountExceedsRefundable,
         );
-        s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(PAID), false)).unwrap();
+        // The most a partial ruling pays: just below the request (see `partial_rulings`).
+        s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(PAID - 1), false)).unwrap();
     }
 
     #[test]
@@ -1174,7 +1175,7 @@ mod arbitration {
             judge(RulingOutcome::RefundPartial, Some(4_001), false),
             DisputeError::AmountExceedsRefundable,
         );
-        s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(4_000), false)).unwrap();
+        s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(3_999), false)).unwrap();
     }
 
     #[test]
@@ -2263,6 +2264,7 @@ mod error_codes {
             (CurrencyMismatch, "currency_mismatch", RefusalKind::RuleViolation),
             (AmountExceedsRefundable, "amount_exceeds_refundable", RefusalKind::RuleViolation),
             (OfferNotBelowRequest, "offer_not_below_request", RefusalKind::RuleViolation),
+            (PartialNotBelowRequest, "partial_not_below_request", RefusalKind::RuleViolation),
             (OutsideRequestWindow, "outside_request_window", RefusalKind::RuleViolation),
             (ReasonNotAllowed, "reason_not_allowed", RefusalKind::RuleViolation),
             (NoReasonNotAllowed, "no_reason_not_allowed", RefusalKind::RuleViolation),
@@ -2322,5 +2324,70 @@ mod error_codes {
             serde_json::to_value(RefundReason::NoReason7d).unwrap(),
             serde_json::json!("no_reason_7d")
         );
+    }
+}
+
+/// A change of mind is the no-reason return (七天无理由), whatever the reason code is called:
+/// the no-reason window and the categories without it apply to it alike.
+mod change_of_mind {
+    use super::*;
+
+    fn changed_mind(kind: RefundKind) -> Action {
+        request(kind, RefundReason::ChangedMind, PAID)
+    }
+
+    #[test]
+    fn a_change_of_mind_is_refused_for_virtual_fresh_and_custom_made_goods() {
+        for category in ["virtual", "fresh", "custom_made"] {
+            let s = Scenario::of(order_in(category));
+            s.refuses(buyer(), changed_mind(RefundKind::RefundOnly), DisputeError::NoReasonNotAllowed);
+            s.refuses(buyer(), changed_mind(RefundKind::ReturnAndRefund), DisputeError::NoReasonNotAllowed);
+        }
+    }
+
+    #[test]
+    fn a_change_of_mind_is_refused_after_the_no_reason_window_where_the_request_window_is_longer() {
+        let mut s = Scenario::of(order_in("electronics"));
+        s.set_clock(delivered_at() + Duration::days(10));
+        s.refuses(buyer(), changed_mind(RefundKind::ReturnAndRefund), DisputeError::NoReasonNotAllowed);
+        // Within electronics' 15-day request window, a reason with a fault is still heard.
+        s.decide(buyer(), request(RefundKind::ReturnAndRefund, RefundReason::QualityIssue, PAID)).unwrap();
+    }
+
+    #[test]
+    fn a_change_of_mind_within_the_no_reason_window_is_accepted() {
+        let s = Scenario::new();
+        s.decide(buyer(), changed_mind(RefundKind::ReturnAndRefund)).unwrap();
+    }
+}
+
+/// A partial ruling pays more than nothing and less than was asked; a full ruling pays what
+/// was asked.
+mod partial_rulings {
+    use super::*;
+
+    #[test]
+    fn a_partial_ruling_above_the_request_is_refused_even_when_the_order_could_refund_it() {
+        let mut s = Scenario::new();
+        s.requested(2_000).given(merchant(), reject()).given(buyer(), escalate());
+        s.given(arbitrator(), assign(ARBITRATOR));
+        s.refuses(
+            arbitrator(),
+            judge(RulingOutcome::RefundPartial, Some(8_000), false),
+            DisputeError::PartialNotBelowRequest,
+        );
+        s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(1_999), false)).unwrap();
+    }
+
+    #[test]
+    fn a_partial_ruling_of_the_whole_request_is_refused_as_it_is_a_full_ruling() {
+        let mut s = Scenario::new();
+        s.under_review();
+        s.refuses(
+            arbitrator(),
+            judge(RulingOutcome::RefundPartial, Some(PAID), false),
+            DisputeError::PartialNotBelowRequest,
+        );
+        s.decide(arbitrator(), judge(RulingOutcome::RefundFull, None, false)).unwrap();
     }
 }

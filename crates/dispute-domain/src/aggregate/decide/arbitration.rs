@@ -82,6 +82,9 @@ impl Dispute {
                 if amount.amount_minor > refundable {
                     return Err(DisputeError::AmountExceedsRefundable);
                 }
+                if amount.amount_minor >= round.requested.amount_minor {
+                    return Err(DisputeError::PartialNotBelowRequest);
+                }
                 Some(amount.clone())
             }
             RulingOutcome::NoRefund => {

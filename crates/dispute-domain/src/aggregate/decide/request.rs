@@ -27,14 +27,14 @@ impl Dispute {
         }
         let shipped = order.shipped_at.is_some() || self.delivered_at.is_some();
         let now = cx.now;
+        // A change of mind is the no-reason return, whatever the code is called.
+        let no_reason = matches!(cmd.reason, RefundReason::NoReason7d | RefundReason::ChangedMind);
         match self.delivered_at {
             Some(delivered_at) => {
                 if now > delivered_at + policy.request_window {
                     return Err(DisputeError::OutsideRequestWindow);
                 }
-                if cmd.reason == RefundReason::NoReason7d
-                    && (!policy.no_reason_allowed || now > delivered_at + policy.no_reason_window)
-                {
+                if no_reason && (!policy.no_reason_allowed || now > delivered_at + policy.no_reason_window) {
                     return Err(DisputeError::NoReasonNotAllowed);
                 }
             }
@@ -44,7 +44,7 @@ impl Dispute {
                 }
             }
             None => {
-                if cmd.reason == RefundReason::NoReason7d && !policy.no_reason_allowed {
+                if no_reason && !policy.no_reason_allowed {
                     return Err(DisputeError::NoReasonNotAllowed);
                 }
             }

@@ -6,8 +6,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::ops::Deref;
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::PROBLEM_JSON;
+use crate::extract::Path;
 use crate::{ApiError, AppState};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -178,10 +179,7 @@ pub(crate) async fn handle(
     if !route.roles.contains(&caller.0.role) {
         return Err(ApiError::Refused(DisputeError::Forbidden));
     }
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-        _ => ApiError::Malformed(rejection.body_text()),
-    })?;
+    let body = body?;
     let mut action = (route.parse)(&body)?;
     if let Action::RegisterOrder(facts) = &action
         && facts.order_id != order_id

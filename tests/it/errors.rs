@@ -4,7 +4,8 @@
 use std::future::Future;
 
 use chrono::Duration;
-use dispute_domain::Role;
+use dispute_api::TokenKeys;
+use dispute_domain::{Actor, Role};
 use disputes_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -904,4 +905,98 @@ async fn a_method_a_route_does_not_take_is_a_problem_too() {
         assert!(!answer.code().is_empty(), "{method} {path}: a problem has a code");
     }
     assert_eq!(stream_sequence(&app, "o-1").await, 1);
+}
+
+fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
+    answer.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn a_query_or_path_axum_cannot_read_is_400_malformed_request() {
+    let app = TestApp::postgres().await;
+    app.register(&order("o-1")).await.assert_ok();
+    let merchant = app.token(Role::Merchant, MERCHANT);
+    let buyer = app.token(Role::Buyer, BUYER);
+    let auditor = app.token(Role::Auditor, "auditor-1");
+
+    // (path, token, a word the detail names)
+    let reads = [
+        ("/v1/merchants/merchant-1/disputes?limit=abc", &merchant, "limit"),
+        ("/v1/merchants/merchant-1/disputes?limit=-1", &merchant, "limit"),
+        ("/v1/merchants/merchant-1/disputes?colour=red", &merchant, "colour"),
+        ("/v1/audit/disputes/o-1?as_of=2026-06-01T08:00:00Z&colour=red", &auditor, "colour"),
+        // %FF decodes to a byte that is not UTF-8.
+        ("/v1/disputes/%FF", &buyer, "UTF-8"),
+        ("/v1/disputes/%FF/timeline", &buyer, "UTF-8"),
+        ("/v1/buyers/%FF/disputes", &buyer, "UTF-8"),
+        ("/v1/merchants/%C3%28/summary", &merchant, "UTF-8"),
+        ("/v1/audit/disputes/%FF/events", &auditor, "UTF-8"),
+    ];
+    for (path, token, named) in reads {
+        let answer = app.send(Method::GET, path, Some(token), None, &[]).await;
+        answer.assert_problem(400, "malformed_request");
+        let detail = answer.body["detail"].as_str().unwrap_or("");
+        assert!(detail.contains(named), "GET {path}: the detail names {named}: {detail}");
+    }
+
+    // A command route's path is read before the body, and refused the same way.
+    let body = request_body(cny(6_000), vec![evidence("photo")]);
+    let answer = app.send(Method::POST, "/v1/disputes/%FF/request", Some(&buyer), Some(&body), &[]).await;
+    answer.assert_problem(400, "malformed_request");
+    let answer =
+        send_raw(&app, Method::PUT, "/v1/orders/%FF", Some(&app.token(Role::System, "orders")), "{", &[])
+            .await;
+    answer.assert_problem(400, "malformed_request");
+    assert_eq!(stream_sequence(&app, "o-1").await, 1);
+}
+
+#[tokio::test]
+async fn a_401_challenges_for_a_bearer_token() {
+    let app = TestApp::postgres().await;
+    app.register(&order("o-1")).await.assert_ok();
+    let foreign = TokenKeys::new("another-secret-of-at-least-32-bytes!!")
+        .issue(&Actor::new(Role::Buyer, BUYER), Duration::hours(1));
+    let expired = TokenKeys::new(SECRET).issue(&Actor::new(Role::Buyer, BUYER), Duration::hours(-1));
+    // (what, token, headers, the challenge)
+    type Case<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
+        ("no token", None, &[], "Bearer"),
+        ("another scheme", None, &[("authorization", "Basic YnV5ZXItMTpzZWNyZXQ=")], "Bearer"),
+        ("a token signed with another secret", Some(&foreign), &[], r#"Bearer error="invalid_token""#),
+        ("an expired token", Some(&expired), &[], r#"Bearer error="invalid_token""#),
+        ("not a JWT", Some("not-a-jwt"), &[], r#"Bearer error="invalid_token""#),
+    ];
+    for (what, token, headers, challenge) in cases {
+        for (method, path) in [(Method::GET, "/v1/disputes/o-1"), (Method::POST, "/v1/disputes/o-1/withdraw")]
+        {
+            let answer = app.send(method.clone(), path, token, Some(&json!({})), headers).await;
+            answer.assert_problem(401, "unauthenticated");
+            assert_eq!(header(&answer, "www-authenticate"), Some(challenge), "{what}: {method} {path}");
+        }
+    }
+    assert_eq!(stream_sequence(&app, "o-1").await, 1);
+}
+
+#[tokio::test]
+async fn a_view_that_stays_behind_says_when_to_retry() {
+    let app = TestApp::postgres().await;
+    let registered = app.register(&order("o-1")).await.assert_ok().sequence();
+    let token = app.token(Role::Buyer, BUYER);
+    let wanted = (registered + 100).to_string();
+    let answer =
+        app.send(Method::GET, "/v1/disputes/o-1", Some(&token), None, &[("x-min-sequence", &wanted)]).await;
+    answer.assert_problem(409, "view_behind");
+    assert_eq!(header(&answer, "retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn not_ready_says_when_to_retry() {
+    let app = TestApp::postgres().await;
+    app.send(Method::GET, "/readyz", None, None, &[]).await.assert_ok();
+    // Closing the store's pool is the database going away, as the readiness check sees it.
+    // (Closing waits for connections in use; the pool refuses new work at once.)
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.close()).await;
+    let answer = app.send(Method::GET, "/readyz", None, None, &[]).await;
+    answer.assert_problem(503, "not_ready");
+    assert_eq!(header(&answer, "retry-after"), Some("5"));
 }

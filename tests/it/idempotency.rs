@@ -98,6 +98,63 @@ async fn the_same_key_for_another_request_is_409_idempotency_key_reused() {
     assert_eq!(again.body, first.body);
 }
 
+/// Sends `body` exactly as written, with a key.
+async fn keyed_text(app: &TestApp, path: &str, role: Role, sub: &str, body: &str, key: &str) -> Answer {
+    let mut request = reqwest::Client::new()
+        .post(app.url(path))
+        .bearer_auth(app.token(role, sub))
+        .header("idempotency-key", key);
+    if !body.is_empty() {
+        request = request.header("content-type", "application/json").body(body.to_string());
+    }
+    let response = request.send().await.expect("the service answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("a body");
+    Answer { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+}
+
+#[tokio::test]
+async fn the_same_json_written_differently_replays_and_other_json_is_409() {
+    let app = TestApp::postgres().await;
+    app.register(&order("o-1")).await.assert_ok();
+    let path = "/v1/disputes/o-1/request";
+    let compact = r#"{"kind":"refund_only","reason":"quality_issue","amount":{"amount_minor":6000,"currency":"CNY"},"description":"torn","evidence":[]}"#;
+    let first = keyed_text(&app, path, Role::Buyer, BUYER, compact, "req-1").await;
+    assert_eq!(first.assert_ok().sequence(), 2);
+    let state = app.store.load("o-1").await.expect("the stream loads");
+
+    // Other whitespace, another key order at every level, another escape of the same text.
+    let reformatted = "{\n  \"evidence\": [ ],\n  \"description\": \"t\\u006frn\",\n  \"amount\": { \"currency\": \"CNY\", \"amount_minor\": 6000 },\r\n  \"reason\": \"quality_issue\",\t\"kind\" : \"refund_only\"\n}\n";
+    let again = keyed_text(&app, path, Role::Buyer, BUYER, reformatted, "req-1").await;
+    again.assert_ok();
+    assert!(replayed(&again), "the same parameters replay: {:?}", again.headers);
+    assert_eq!(again.body, first.body);
+    assert_eq!(app.store.load("o-1").await.expect("the stream loads"), state, "a replay writes nothing");
+
+    // Genuinely different parameters, however close: still the key reused.
+    for other in [
+        r#"{"kind":"refund_only","reason":"quality_issue","amount":{"amount_minor":6001,"currency":"CNY"},"description":"torn","evidence":[]}"#,
+        r#"{"kind":"refund_only","reason":"quality_issue","amount":{"amount_minor":6000,"currency":"CNY"},"description":"torn ","evidence":[]}"#,
+        r#"{"kind":"refund_only","reason":"quality_issue","amount":{"amount_minor":6000,"currency":"CNY"},"description":"torn"}"#,
+    ] {
+        let answer = keyed_text(&app, path, Role::Buyer, BUYER, other, "req-1").await;
+        answer.assert_problem(409, "idempotency_key_reused");
+    }
+    assert_eq!(app.store.load("o-1").await.expect("the stream loads"), state);
+
+    // A command whose body is optional: no body and `{}` are the same request.
+    let withdrawn = keyed_text(&app, "/v1/disputes/o-1/withdraw", Role::Buyer, BUYER, "", "w-1").await;
+    assert_eq!((withdrawn.assert_ok().sequence(), withdrawn.status_text()), (3, "closed"));
+    let again = keyed_text(&app, "/v1/disputes/o-1/withdraw", Role::Buyer, BUYER, " { } ", "w-1").await;
+    assert!(replayed(again.assert_ok()), "`{{}}` replays the empty body's answer");
+    assert_eq!(again.body, withdrawn.body);
+    let noted =
+        keyed_text(&app, "/v1/disputes/o-1/withdraw", Role::Buyer, BUYER, r#"{"note":"n"}"#, "w-1").await;
+    noted.assert_problem(409, "idempotency_key_reused");
+    assert_eq!(stream_sequence(&app, "o-1").await, 3);
+}
+
 #[tokio::test]
 async fn keys_belong_to_the_caller() {
     let app = TestApp::postgres().await;

@@ -2,13 +2,14 @@
 //! of an instant, and its raw events with their hashes. Read-only; auditors never write.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use dispute_domain::{DisputeError, Role};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::extract::{Path, Query};
 use crate::{ApiError, AppState};
 
 fn auditor(caller: &Caller) -> Result<(), ApiError> {

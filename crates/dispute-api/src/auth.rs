@@ -67,10 +67,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or(ApiError::Unauthenticated("the Authorization header is not a bearer token"))?;
-        let actor = state
-            .tokens
-            .verify(token.trim())
-            .ok_or(ApiError::Unauthenticated("the token is invalid or expired"))?;
+        let actor = state.tokens.verify(token.trim()).ok_or(ApiError::InvalidToken)?;
         Ok(Caller(actor))
     }
 }

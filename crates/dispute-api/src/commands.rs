@@ -6,8 +6,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::ops::Deref;
@@ -20,10 +20,12 @@ use dispute_domain::{
 use dispute_store::{Claim, CommandMetadata, Executed, Outcome, StoredResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::PROBLEM_JSON;
+use crate::extract::Path;
 use crate::{ApiError, AppState};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -178,10 +180,7 @@ pub(crate) async fn handle(
     if !route.roles.contains(&caller.0.role) {
         return Err(ApiError::Refused(DisputeError::Forbidden));
     }
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-        _ => ApiError::Malformed(rejection.body_text()),
-    })?;
+    let body = body?;
     let mut action = (route.parse)(&body)?;
     if let Action::RegisterOrder(facts) = &action
         && facts.order_id != order_id
@@ -309,8 +308,22 @@ fn correlation_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// What makes two requests "the same" for an idempotency key: route, order, `If-Match` and body.
+/// What makes two requests "the same" for an idempotency key: route, order, `If-Match` and the
+/// body's parameters. The body is compared as parsed JSON, not as bytes (as Stripe compares
+/// parameters): other whitespace, another key order or other string escapes are the same
+/// request. An empty body counts as `{}`: for the commands whose body is optional the two
+/// carry the same parameters (none) and execute the same command. `body` has parsed already.
 fn fingerprint(route: &CommandRoute, order_id: &str, headers: &HeaderMap, body: &[u8]) -> String {
+    let mut canonical = Vec::with_capacity(body.len());
+    if body.iter().all(u8::is_ascii_whitespace) {
+        canonical.extend_from_slice(b"{}");
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(parameters) => write_canonical(&parameters, &mut canonical),
+            // Not reached: the body parsed as the command's payload before.
+            Err(_) => canonical.extend_from_slice(body),
+        }
+    }
     let mut hasher = Sha256::new();
     for part in [
         route.path.as_bytes(),
@@ -320,8 +333,40 @@ fn fingerprint(route: &CommandRoute, order_id: &str, headers: &HeaderMap, body: 
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
-    hasher.update(body);
+    hasher.update(&canonical);
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `value` as compact JSON with every object's keys sorted, whatever order `serde_json::Map`
+/// keeps (its `preserve_order` feature may be on somewhere in the build).
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by_key(|(key, _)| *key);
+            out.push(b'{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key).expect("a string serializes");
+                out.push(b':');
+                write_canonical(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serializes"),
+    }
 }
 
 /// Axum handler shape: extracts the path id and hands over to [`handle`].
@@ -367,5 +412,31 @@ mod tests {
         ];
         let have: Vec<_> = ROUTES.iter().map(|r| (r.method, r.path, r.roles, r.body_schema)).collect();
         assert_eq!(have, want);
+    }
+
+    #[test]
+    fn the_fingerprint_compares_parameters_not_bytes() {
+        let route = &ROUTES[0];
+        let headers = HeaderMap::new();
+        let print = |body: &str| fingerprint(route, "o-1", &headers, body.as_bytes());
+        let compact = r#"{"a":1,"b":{"c":[1,2,{"d":"\u00e9"}],"e":null}}"#;
+        let same = "{ \"b\" : { \"e\": null, \"c\": [1, 2, {\"d\": \"\\u00e9\"}] },\n  \"a\": 1 }";
+        let escaped = r#"{"b":{"c":[1,2,{"d":"é"}],"e":null},"a":1}"#;
+        assert_eq!(print(compact), print(same));
+        assert_eq!(print(compact), print(escaped));
+        assert_eq!(print(""), print(" {} "), "an empty body is `{{}}`");
+        for other in [
+            r#"{"a":2,"b":{"c":[1,2,{"d":"é"}],"e":null}}"#,
+            r#"{"a":1,"b":{"c":[2,1,{"d":"é"}],"e":null}}"#,
+            r#"{"a":1,"b":{"c":[1,2,{"d":"é"}]}}"#,
+            r#"{"a":"1","b":{"c":[1,2,{"d":"é"}],"e":null}}"#,
+        ] {
+            assert_ne!(print(compact), print(other), "{other}");
+        }
+        let mut if_match = HeaderMap::new();
+        if_match.insert(header::IF_MATCH, HeaderValue::from_static("2"));
+        assert_ne!(print(compact), fingerprint(route, "o-1", &if_match, compact.as_bytes()));
+        assert_ne!(print(compact), fingerprint(route, "o-2", &headers, compact.as_bytes()));
+        assert_ne!(print(compact), fingerprint(&ROUTES[1], "o-1", &headers, compact.as_bytes()));
     }
 }

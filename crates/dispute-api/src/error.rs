@@ -1,6 +1,15 @@
 //! The one error type of the HTTP edge, rendered as `application/problem+json` (RFC 9457).
 //! Internal failures are logged and never described to the client.
+//!
+//! Every answer that is not a success goes through here: axum's own rejections (path, query,
+//! body) are mapped by the `From` impls below, a panicking handler by [`panic_response`].
+//! A 401 carries `WWW-Authenticate: Bearer` (RFC 6750 §3); `view_behind`, `not_ready` and a
+//! held `Idempotency-Key` carry `Retry-After`.
 
+use std::any::Any;
+use std::time::Duration;
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispute_domain::{DisputeError, RefusalKind};
@@ -11,8 +20,12 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("{0}")]
     Malformed(String),
+    /// No bearer token was sent.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// A bearer token was sent and refused (bad signature, algorithm or claims, expired).
+    #[error("the token is invalid or expired")]
+    InvalidToken,
     #[error(transparent)]
     Refused(#[from] DisputeError),
     #[error("the dispute changed since it was read, or another request won a race; reload and retry")]
@@ -53,7 +66,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated(_) | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::Refused(e) => match e.kind() {
                 RefusalKind::NotFound => StatusCode::NOT_FOUND,
                 RefusalKind::Forbidden => StatusCode::FORBIDDEN,
@@ -75,7 +88,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Malformed(_) => "malformed_request",
-            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Unauthenticated(_) | ApiError::InvalidToken => "unauthenticated",
             ApiError::Refused(e) => e.code(),
             ApiError::ConcurrentModification | ApiError::IdempotencyKeyInFlight { .. } => {
                 "concurrent_modification"
@@ -106,6 +119,60 @@ impl ApiError {
             code,
         }
     }
+
+    /// How long the client should wait before retrying, for the answers that say so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::IdempotencyKeyInFlight { retry_after } => Some(*retry_after),
+            ApiError::ViewBehind => Some(VIEW_BEHIND_RETRY),
+            ApiError::NotReady => Some(NOT_READY_RETRY),
+            _ => None,
+        }
+    }
+
+    /// Any rejection of an axum extractor: a 4xx is the client's (400, or 413 for a body over
+    /// the limit), a 5xx is a wiring fault of this crate and stays internal.
+    fn rejected(status: StatusCode, text: String) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            status if status.is_server_error() => ApiError::Internal(text),
+            _ => ApiError::Malformed(text),
+        }
+    }
+}
+
+/// A view that has not caught up within the wait is usually there a moment later.
+const VIEW_BEHIND_RETRY: Duration = Duration::from_secs(1);
+/// The database is unreachable: ask load balancers and clients to look again in a while.
+const NOT_READY_RETRY: Duration = Duration::from_secs(5);
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::rejected(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::rejected(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        ApiError::rejected(rejection.status(), rejection.body_text())
+    }
+}
+
+/// The answer to a panicking handler (for tower-http's `CatchPanicLayer`): a 500 `internal`
+/// problem, the panic's message logged.
+pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    ApiError::Internal(format!("the handler panicked: {message}")).into_response()
 }
 
 impl From<ExecuteError> for ApiError {
@@ -142,10 +209,21 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let ApiError::IdempotencyKeyInFlight { retry_after } = &self {
+        if let Some(retry_after) = self.retry_after() {
             // Whole seconds, rounded up (RFC 9110 §10.2.3).
             let seconds = retry_after.as_millis().div_ceil(1000).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
+        match self {
+            // RFC 6750 §3: no error code when no credentials were sent.
+            ApiError::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken => {
+                let challenge = HeaderValue::from_static(r#"Bearer error="invalid_token""#);
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            _ => {}
         }
         response
     }

@@ -8,19 +8,22 @@ mod audit;
 mod auth;
 mod commands;
 mod error;
+mod extract;
 mod openapi;
 mod views;
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on};
 use axum::{Json, Router};
 use dispute_store::{ClaimTimes, Store};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Caller, TokenKeys};
 pub use commands::{CommandAnswer, ROUTES};
@@ -86,7 +89,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(catch_panics())
         .with_state(state)
+}
+
+/// A panicking handler answers 500 `internal` (problem+json) instead of dropping the
+/// connection.
+fn catch_panics() -> CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> Response> {
+    CatchPanicLayer::custom(error::panic_response)
 }
 
 async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
@@ -104,4 +114,39 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, header};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("the handler broke")
+    }
+
+    /// The production router has no route that panics: the layer it uses is tried on one.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_internal() {
+        let router = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(catch_panics());
+        let request = Request::get("/boom").body(Body::empty()).expect("a request");
+        let response = router.clone().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        assert_eq!(content_type.as_ref().and_then(|v| v.to_str().ok()), Some("application/problem+json"));
+        let body = to_bytes(response.into_body(), 4096).await.expect("a body");
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("a problem");
+        assert_eq!((problem["status"].as_u64(), problem["code"].as_str()), (Some(500), Some("internal")));
+        assert!(!problem.to_string().contains("the handler broke"), "the cause stays in the log: {problem}");
+
+        let request = Request::get("/fine").body(Body::empty()).expect("a request");
+        let response = router.oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::OK, "the router serves on after a panic");
+    }
 }

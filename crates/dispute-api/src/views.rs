@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use dispute_domain::{DisputeError, Role};
 use dispute_views::DisputeView;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::extract::{Path, Query};
 use crate::{ApiError, AppState};
 
 const MAX_WAIT: Duration = Duration::from_secs(5);

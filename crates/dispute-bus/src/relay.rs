@@ -65,12 +65,11 @@ impl Relay {
     /// Takes the lease, then publishes until the stop or an error.
     async fn lead(&self, stop: &CancellationToken) -> Result<(), BusError> {
         let Some(lease) = self.acquire_lease(stop).await? else { return Ok(()) };
-        let mut listener = self.store.listen_for_commits().await?;
         self.bus.ensure_stream().await?;
         tracing::info!(stream = self.bus.stream_name(), "relay publishing");
         let follower = Follower::new(self.store.clone(), &self.name);
         let mut publisher = Publisher { bus: &self.bus, lease };
-        follower.follow(&mut publisher, Some(&mut listener), stop).await
+        follower.follow(&mut publisher, stop).await
     }
 
     /// The lease of this relay's stream (on PostgreSQL, an advisory lock held on a dedicated

@@ -4,9 +4,13 @@
 //!
 //! A [`Follower`] reads a batch after its cursor, hands it to its [`Consumer`], saves the cursor
 //! to its named checkpoint, and repeats until nothing is left; then it waits for this process's
-//! next commit, an optional wake-up ([`CommitListener`]), the poll interval, or the stop. The
-//! cursor is a position in commit order ([`Store::events_after`]), so a transaction that
-//! commits late is read late, never skipped.
+//! next commit, the poll interval, or the stop. The cursor is a position in commit order
+//! ([`Store::events_after`]), so a transaction that commits late is read late, never skipped.
+//!
+//! No notification from the database wakes it: a `NOTIFY` in the appending transaction would
+//! serialise every commit in the cluster. Other instances' commits are found by polling, and
+//! the poll adapts: a poll that finds events polls again after [`POLL_MIN`], one that finds
+//! none waits twice as long, up to [`POLL`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,12 +20,15 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{CommitListener, Cursor, Store, StoreError, StoredEvent};
+use crate::{Cursor, Store, StoreError, StoredEvent};
 
 /// The most events read and applied at once.
 pub const BATCH: i64 = 512;
-/// How often a follower looks at the log when nothing wakes it.
+/// How often a follower looks at the log when nothing wakes it and no other instance is
+/// committing.
 pub const POLL: Duration = Duration::from_millis(250);
+/// How soon a follower looks again after a poll found events another instance committed.
+pub const POLL_MIN: Duration = Duration::from_millis(5);
 
 /// What a [`Follower`] hands the log to.
 pub trait Consumer {
@@ -76,7 +83,7 @@ impl Follower {
         let mut backoff = Backoff::new();
         while !stop.is_cancelled() {
             backoff.attempt();
-            match self.follow(consumer, None, stop).await {
+            match self.follow(consumer, stop).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "{what} interrupted; retrying");
@@ -88,39 +95,38 @@ impl Follower {
         }
     }
 
-    /// Follows the log until `stop` (`Ok`) or a failure (`Err`), from the saved checkpoint.
-    /// Besides this process's commits and the poll, `wake` (if any) wakes it. A stop is
-    /// honoured between batches.
+    /// Follows the log until `stop` (`Ok`) or a failure (`Err`), from the saved checkpoint,
+    /// woken by this process's commits and the adaptive poll. A stop is honoured between
+    /// batches.
     pub async fn follow<C: Consumer>(
         &self,
         consumer: &mut C,
-        mut wake: Option<&mut CommitListener>,
         stop: &CancellationToken,
     ) -> Result<(), C::Error> {
         // Another reader may have moved the checkpoint meanwhile (a relay that held the lease).
         if self.checkpoint.is_some() {
             *self.cursor.lock().await = None;
         }
+        let mut poll = POLL;
+        let mut polled = false;
         while !stop.is_cancelled() {
             // Listening before reading: a commit after the last read still wakes the wait.
             let committed = self.store.committed().notified();
             tokio::pin!(committed);
             committed.as_mut().enable();
-            self.read(consumer, Some(stop)).await?;
+            let read = self.read(consumer, Some(stop)).await?;
             if stop.is_cancelled() {
                 break;
             }
+            if polled {
+                // Events found by polling were committed elsewhere: more are likely to follow.
+                poll = if read > 0 { POLL_MIN } else { (poll * 2).min(POLL) };
+            }
             consumer.idle().await?;
-            let woken = async {
-                match wake.as_deref_mut() {
-                    Some(listener) => listener.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
+            polled = false;
             tokio::select! {
                 _ = committed => {}
-                woken = woken => woken?,
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(poll) => polled = true,
                 _ = stop.cancelled() => break,
             }
         }

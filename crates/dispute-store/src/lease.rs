@@ -1,19 +1,13 @@
 //! What a relay needs from the database besides the log: a lease, so that one relay per stream
-//! publishes at a time, and a wake-up when events commit.
+//! publishes at a time.
 //!
 //! On PostgreSQL the lease is a session advisory lock held on a connection of its own, taken
 //! out of the pool: when the holder's process dies, its connection closes and the lock goes
-//! with it. The wake-up is `LISTEN` on the channel the events table's trigger notifies
-//! (migration `0002_relay.sql`). SQLite has neither: its lease is granted at once and its
-//! listener never wakes, so a relay there relies on the commit signal and its polling.
+//! with it. SQLite has one process: its lease is granted at once.
 
-use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 
 use crate::{Backend, Store, StoreError};
-
-/// The channel `notify_events_committed()` notifies after every insert into `events`.
-const COMMITS_CHANNEL: &str = "disputes_events";
 
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
 
@@ -21,12 +15,6 @@ const TRY_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
 pub struct Lease {
     /// The connection holding the advisory lock; `None` on SQLite.
     connection: Option<PgConnection>,
-}
-
-/// Notifications of commits from any instance.
-pub struct CommitListener {
-    /// `None` on SQLite.
-    listener: Option<PgListener>,
 }
 
 impl Store {
@@ -39,16 +27,6 @@ impl Store {
         let locked: bool = sqlx::query_scalar(TRY_LOCK).bind(key).fetch_one(&mut connection).await?;
         Ok(locked.then_some(Lease { connection: Some(connection) }))
     }
-
-    /// Starts listening for commits.
-    pub async fn listen_for_commits(&self) -> Result<CommitListener, StoreError> {
-        let Backend::Postgres(pool) = &self.backend else {
-            return Ok(CommitListener { listener: None });
-        };
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(COMMITS_CHANNEL).await?;
-        Ok(CommitListener { listener: Some(listener) })
-    }
 }
 
 impl Lease {
@@ -58,18 +36,5 @@ impl Lease {
             connection.ping().await?;
         }
         Ok(())
-    }
-}
-
-impl CommitListener {
-    /// Completes at the next commit notification (never on SQLite).
-    pub async fn recv(&mut self) -> Result<(), StoreError> {
-        match &mut self.listener {
-            Some(listener) => {
-                listener.recv().await?;
-                Ok(())
-            }
-            None => std::future::pending().await,
-        }
     }
 }

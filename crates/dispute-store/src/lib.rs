@@ -32,7 +32,7 @@ pub use bulk::BulkEvent;
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome, StoreFailure};
 pub use follow::{Backoff, Consumer, Follower};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
-pub use lease::{CommitListener, Lease};
+pub use lease::Lease;
 pub use log::{Cursor, RawEvent, StoredEvent};
 pub use metadata::EventMetadata;
 pub use views::{

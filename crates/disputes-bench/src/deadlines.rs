@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use dispute_domain::command::RequestRefund;
 use dispute_domain::*;
@@ -25,11 +26,10 @@ const WINDOW: &str = "30s";
 /// Requests sent at once while loading.
 const LOADERS: usize = 32;
 
-pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<(), String> {
-    let policy = Policy::from_toml(&format!("[default]\nmerchant_response = \"{WINDOW}\"\n"))
-        .map_err(|e| e.to_string())?;
+pub async fn run(settings: Settings, count: usize, json_line: bool) -> anyhow::Result<()> {
+    let policy = Policy::from_toml(&format!("[default]\nmerchant_response = \"{WINDOW}\"\n"))?;
     let services = DisputeServices::new(Arc::new(SystemClock), Arc::new(policy));
-    let store = Store::open(&settings.store(), services).await.map_err(|e| e.to_string())?;
+    let store = Store::open(&settings.store(), services).await?;
     let stop = CancellationToken::new();
     let timer = tokio::spawn(DeadlineTimer::new(store.clone()).run(stop.clone()));
 
@@ -43,14 +43,14 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(id) = ids.get(i) else { return Ok::<_, String>(()) };
+                    let Some(id) = ids.get(i) else { return Ok::<_, anyhow::Error>(()) };
                     request(&store, id).await?;
                 }
             })
         })
         .collect();
     for loader in loaders {
-        loader.await.map_err(|e| e.to_string())??;
+        loader.await??;
     }
     let load_seconds = loaded.elapsed().as_secs_f64();
     eprintln!("{count} requests sent in {load_seconds:.1}s; waiting for their deadlines ({WINDOW})");
@@ -68,7 +68,7 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
             break;
         }
         if Instant::now() > limit {
-            return Err(format!("only {fired} of {count} deadlines fired within two minutes"));
+            anyhow::bail!("only {fired} of {count} deadlines fired within two minutes");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -80,15 +80,12 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
     let mut first_due: Option<DateTime<Utc>> = None;
     let mut last_due: Option<DateTime<Utc>> = None;
     for id in ids.iter() {
-        let events = store.stream_events(id, 2, 3).await.map_err(|e| e.to_string())?;
+        let events = store.stream_events(id, 2, 3).await?;
         let [requested, missed] = events.as_slice() else {
-            return Err(format!(
-                "{id}: expected a request and a missed deadline, got {} events",
-                events.len()
-            ));
+            anyhow::bail!("{id}: expected a request and a missed deadline, got {} events", events.len());
         };
         let due = instant(&requested.payload["RefundRequested"]["merchant_response_due"])?;
-        let fired = missed.typed_metadata().map_err(|e| format!("{id}: {e}"))?.time;
+        let fired = missed.typed_metadata().with_context(|| id.to_string())?.time;
         first_due = first_due.min(Some(due)).or(Some(due));
         last_due = last_due.max(Some(due));
         lateness_us.push((fired - due).num_microseconds().unwrap_or(i64::MAX).max(0) as u64);
@@ -118,7 +115,7 @@ pub async fn run(settings: Settings, count: usize, json_line: bool) -> Result<()
     Ok(())
 }
 
-async fn request(store: &Store, id: &str) -> Result<(), String> {
+async fn request(store: &Store, id: &str) -> anyhow::Result<()> {
     let now = Utc::now();
     let facts = OrderFacts {
         order_id: id.to_string(),
@@ -139,7 +136,7 @@ async fn request(store: &Store, id: &str) -> Result<(), String> {
                 .execute(id, DisputeCommand { actor, action }, None, metadata)
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("{id}: {e}"))
+                .with_context(|| id.to_string())
         }
     };
     send(Actor::new(Role::System, "bench"), Action::RegisterOrder(facts)).await?;
@@ -156,15 +153,15 @@ async fn request(store: &Store, id: &str) -> Result<(), String> {
     .await
 }
 
-async fn fired_count(store: &Store, prefix: &str) -> Result<i64, String> {
-    let fired = store.count_events_of("MerchantResponseMissed", prefix).await.map_err(|e| e.to_string())?;
+async fn fired_count(store: &Store, prefix: &str) -> anyhow::Result<i64> {
+    let fired = store.count_events_of("MerchantResponseMissed", prefix).await?;
     Ok(fired as i64)
 }
 
-fn instant(value: &serde_json::Value) -> Result<DateTime<Utc>, String> {
+fn instant(value: &serde_json::Value) -> anyhow::Result<DateTime<Utc>> {
     value
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| format!("not an instant: {value}"))
+        .ok_or_else(|| anyhow::anyhow!("not an instant: {value}"))
 }

@@ -78,7 +78,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
         return preload(settings, orders).await;
     }
     if let Some(count) = options.deadlines {
-        return crate::deadlines::run(settings, count, options.json).await.map_err(anyhow::Error::msg);
+        return crate::deadlines::run(settings, count, options.json).await;
     }
     if let Some(events) = options.audit {
         let store = settings.open_store().await?;

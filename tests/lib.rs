@@ -224,6 +224,21 @@ impl TestApp {
         }
     }
 
+    /// The service on a fresh PostgreSQL database checking tokens with `tokens` (which must
+    /// hold [`SECRET`] for [`Self::token`]; a restart goes back to [`SECRET`] alone).
+    pub async fn postgres_with_tokens(tokens: TokenKeys) -> Self {
+        let db = TestDatabase::create().await;
+        let clock = Arc::new(ManualClock::new(epoch()));
+        Self::start_with(
+            Backing::Postgres(db),
+            Arc::new(Policy::builtin()),
+            clock,
+            ClaimTimes::default(),
+            tokens,
+        )
+        .await
+    }
+
     /// The API and the projections (no timer: timer tests step it by hand), started as
     /// `disputes serve` starts them, with the test's clock and policy.
     async fn start(
@@ -232,7 +247,16 @@ impl TestApp {
         clock: Arc<ManualClock>,
         idempotency: ClaimTimes,
     ) -> Self {
-        let tokens = TokenKeys::new(SECRET);
+        Self::start_with(backing, policy, clock, idempotency, TokenKeys::new(SECRET)).await
+    }
+
+    async fn start_with(
+        backing: Backing,
+        policy: Arc<Policy>,
+        clock: Arc<ManualClock>,
+        idempotency: ClaimTimes,
+        tokens: TokenKeys,
+    ) -> Self {
         let app = App::start(disputes::Config {
             store: Self::store_config(&backing),
             services: DisputeServices::new(clock.clone(), policy.clone()),

@@ -1,5 +1,6 @@
-//! Bearer tokens: only HS256 with the shared secret and an `exp` in the future; the role
-//! decides which commands a caller may issue (403), and a party to another order learns
+//! Bearer tokens: HS256 with the shared secret, or RS256 / ES256 with the identity provider's
+//! public keys (PEM or JWKS), each key checking only its own algorithm, and an `exp` in the
+//! future; the role decides which commands a caller may issue (403), and a party to another order learns
 //! nothing about it (404, the same answer as for an unknown order).
 
 use chrono::Utc;
@@ -42,6 +43,8 @@ enum Sign<'a> {
     Nothing,
     Hs256(&'a str),
     Hs512(&'a str),
+    Rs256(&'a rsa::RsaPrivateKey),
+    Es256(&'a p256::ecdsa::SigningKey),
 }
 
 fn jwt(header: Value, claims: Value, sign: Sign<'_>) -> String {
@@ -51,6 +54,14 @@ fn jwt(header: Value, claims: Value, sign: Sign<'_>) -> String {
         Sign::Nothing => Vec::new(),
         Sign::Hs256(secret) => hmac::<Sha256>(64, secret.as_bytes(), input.as_bytes()),
         Sign::Hs512(secret) => hmac::<Sha512>(128, secret.as_bytes(), input.as_bytes()),
+        Sign::Rs256(key) => key
+            .sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(input.as_bytes()))
+            .expect("RSA signs"),
+        Sign::Es256(key) => {
+            use p256::ecdsa::signature::Signer as _;
+            let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+            signature.to_bytes().to_vec()
+        }
     };
     format!("{input}.{}", b64url(&signature))
 }
@@ -335,4 +346,143 @@ async fn another_buyer_gets_404_as_for_an_unknown_order() {
 #[tokio::test]
 async fn another_merchant_gets_404_as_for_an_unknown_order() {
     assert_no_leak(Role::Merchant, "merchant-2").await;
+}
+
+// Test-only key pairs (tests/test-keys/README.md).
+const RSA_PRIVATE: &str = include_str!("../test-keys/rsa-private.pem");
+const RSA_PUBLIC: &str = include_str!("../test-keys/rsa-public.pem");
+const EC_PRIVATE: &str = include_str!("../test-keys/ec-private.pem");
+const EC_PUBLIC: &str = include_str!("../test-keys/ec-public.pem");
+
+fn rsa_key() -> rsa::RsaPrivateKey {
+    use rsa::pkcs8::DecodePrivateKey as _;
+    rsa::RsaPrivateKey::from_pkcs8_pem(RSA_PRIVATE).expect("the test RSA key")
+}
+
+fn ec_key() -> p256::ecdsa::SigningKey {
+    use p256::pkcs8::DecodePrivateKey as _;
+    p256::ecdsa::SigningKey::from_pkcs8_pem(EC_PRIVATE).expect("the test P-256 key")
+}
+
+fn header(alg: &str, kid: Option<&str>) -> Value {
+    match kid {
+        Some(kid) => json!({ "alg": alg, "typ": "JWT", "kid": kid }),
+        None => json!({ "alg": alg, "typ": "JWT" }),
+    }
+}
+
+/// A JWKS document with the test RSA key as `rsa_kid` and the test P-256 key as `ec_kid`, as an
+/// identity provider publishes it.
+fn jwks(rsa_kid: &str, ec_kid: &str) -> String {
+    use rsa::traits::PublicKeyParts as _;
+    let rsa = rsa_key().to_public_key();
+    let ec = ec_key().verifying_key().to_encoded_point(false);
+    json!({ "keys": [
+        {
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": rsa_kid,
+            "n": b64url(&rsa.n().to_bytes_be()), "e": b64url(&rsa.e().to_bytes_be()),
+        },
+        {
+            "kty": "EC", "use": "sig", "crv": "P-256", "kid": ec_kid,
+            "x": b64url(ec.x().expect("an uncompressed point")),
+            "y": b64url(ec.y().expect("an uncompressed point")),
+        },
+    ]})
+    .to_string()
+}
+
+fn with_public_keys() -> dispute_api::TokenKeys {
+    dispute_api::TokenKeys::new(SECRET)
+        .with_public_key_pem(RSA_PUBLIC)
+        .and_then(|keys| keys.with_public_key_pem(EC_PUBLIC))
+        .expect("the test public keys load")
+}
+
+#[tokio::test]
+async fn rs256_and_es256_tokens_are_accepted_with_the_identity_providers_public_keys() {
+    let app = TestApp::postgres_with_tokens(with_public_keys()).await;
+    let system = jwt(header("RS256", None), claims("system", "order-service"), Sign::Rs256(&rsa_key()));
+    let registered = app.send(Method::PUT, "/v1/orders/o-1", Some(&system), Some(&order("o-1")), &[]).await;
+    assert_eq!(registered.assert_ok().sequence(), 1);
+    // HS256 tokens with the secret still work beside them.
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    let merchant = jwt(header("ES256", None), claims("merchant", MERCHANT), Sign::Es256(&ec_key()));
+    let accepted = app
+        .send(Method::POST, "/v1/disputes/o-1/merchant-accept", Some(&merchant), Some(&json!({})), &[])
+        .await;
+    assert_eq!((accepted.assert_ok().sequence(), accepted.status_text()), (3, "refund_pending"));
+}
+
+#[tokio::test]
+async fn a_jwks_key_is_picked_by_the_tokens_kid_and_an_unknown_kid_is_401() {
+    let keys =
+        dispute_api::TokenKeys::new(SECRET).with_jwks(&jwks("rsa-2026", "ec-2026")).expect("the JWKS loads");
+    let app = TestApp::postgres_with_tokens(keys).await;
+    let system = jwt(header("RS256", Some("rsa-2026")), claims("system", "orders"), Sign::Rs256(&rsa_key()));
+    let registered = app.send(Method::PUT, "/v1/orders/o-1", Some(&system), Some(&order("o-1")), &[]).await;
+    assert_eq!(registered.assert_ok().sequence(), 1);
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    let merchant = claims("merchant", MERCHANT);
+    let cases = [
+        (jwt(header("ES256", Some("ec-2025")), merchant.clone(), Sign::Es256(&ec_key())), "an unknown kid"),
+        (
+            jwt(header("RS256", Some("rsa-2025")), merchant.clone(), Sign::Rs256(&rsa_key())),
+            "another unknown kid",
+        ),
+        (
+            jwt(header("RS256", Some("ec-2026")), merchant.clone(), Sign::Rs256(&rsa_key())),
+            "the kid of a key of another algorithm",
+        ),
+    ];
+    for (token, what) in cases {
+        assert_unauthenticated(&app, "o-1", Some(&format!("Bearer {token}")), what).await;
+    }
+    let by_kid = jwt(header("ES256", Some("ec-2026")), merchant, Sign::Es256(&ec_key()));
+    let accepted = app
+        .send(Method::POST, "/v1/disputes/o-1/merchant-accept", Some(&by_kid), Some(&json!({})), &[])
+        .await;
+    assert_eq!(accepted.assert_ok().sequence(), 3);
+}
+
+#[tokio::test]
+async fn an_hs256_token_keyed_with_a_public_key_or_alg_none_is_401() {
+    let app = TestApp::postgres_with_tokens(with_public_keys()).await;
+    awaiting_merchant(&app, "o-1").await;
+    let merchant = claims("merchant", MERCHANT);
+    let cases = [
+        (
+            jwt(hs256(), merchant.clone(), Sign::Hs256(RSA_PUBLIC)),
+            "HS256 keyed with the RSA public key's PEM",
+        ),
+        (
+            jwt(hs256(), merchant.clone(), Sign::Hs256(EC_PUBLIC)),
+            "HS256 keyed with the P-256 public key's PEM",
+        ),
+        (jwt(json!({ "alg": "none", "typ": "JWT" }), merchant.clone(), Sign::Nothing), "alg none"),
+        (
+            jwt(json!({ "alg": "none", "typ": "JWT" }), merchant.clone(), Sign::Rs256(&rsa_key())),
+            "alg none with an RS256 signature",
+        ),
+    ];
+    for (token, what) in cases {
+        assert_unauthenticated(&app, "o-1", Some(&format!("Bearer {token}")), what).await;
+    }
+    assert_eq!(app.merchant_accept("o-1").await.assert_ok().sequence(), 3);
+
+    // With public keys alone (no secret), HS256 finds no key at all.
+    let public_only = dispute_api::TokenKeys::public_only()
+        .with_public_key_pem(RSA_PUBLIC)
+        .and_then(|keys| keys.with_jwks(&jwks("rsa-2026", "ec-2026")))
+        .expect("the test public keys load");
+    assert!(!public_only.can_issue(), "no secret, no minting");
+    let valid = jwt(header("RS256", None), merchant.clone(), Sign::Rs256(&rsa_key()));
+    assert!(public_only.verify(&valid).is_some(), "the control: an RS256 token is accepted");
+    for pem in [RSA_PUBLIC, EC_PUBLIC] {
+        for kid in [None, Some("rsa-2026"), Some("ec-2026")] {
+            let confused = jwt(header("HS256", kid), merchant.clone(), Sign::Hs256(pem));
+            assert!(public_only.verify(&confused).is_none(), "HS256 keyed with a public key, kid {kid:?}");
+        }
+    }
+    let none = jwt(json!({ "alg": "none" }), merchant, Sign::Nothing);
+    assert!(public_only.verify(&none).is_none(), "alg none");
 }

@@ -86,6 +86,23 @@ fn other_secret_token(cwd: &Path) -> String {
     token(cwd, &[("DISPUTES_JWT_SECRET", SECRET_B)], "system", "x")
 }
 
+#[test]
+fn token_with_no_secret_anywhere_refuses_names_where_it_looked_and_creates_nothing() {
+    let cwd = TempDir::new();
+    let output = disputes(cwd.path(), &[], &["token", "--role", "system", "--sub", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("disputes token runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "no token without a secret; stderr:\n{stderr}");
+    assert!(output.stdout.is_empty(), "nothing on stdout: {:?}", String::from_utf8_lossy(&output.stdout));
+    for place in ["data/jwt-secret", "DISPUTES_JWT_SECRET", "--jwt-secret", "jwt_secret"] {
+        assert!(stderr.contains(place), "stderr names {place}: {stderr}");
+    }
+    let created: Vec<_> = std::fs::read_dir(cwd.path()).expect("the directory reads").collect();
+    assert!(created.is_empty(), "nothing is created: {created:?}");
+}
+
 #[tokio::test]
 async fn a_broken_policy_file_stops_the_start_with_its_name_and_the_problem() {
     let cwd = TempDir::new();
@@ -278,11 +295,12 @@ async fn deadlines_fire_in_the_running_binary_and_after_a_restart() {
     let env =
         [("DISPUTES_DATA_DIR", data.path().to_str().expect("a UTF-8 path")), ("DISPUTES_POLICY", &policy)];
     let client = reqwest::Client::new();
-    let system = token(cwd.path(), &env, "system", "x");
-    let buyer = token(cwd.path(), &env, "buyer", BUYER);
 
     let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
     let addr = server.listening();
+    // `serve` generated the secret `token` signs with.
+    let system = token(cwd.path(), &env, "system", "x");
+    let buyer = token(cwd.path(), &env, "buyer", BUYER);
     register(&client, addr, &system, &recent_order("tm-1")).await;
     let (status, body) = post(&client, addr, &buyer, "tm-1", "request", request_body()).await;
     assert_eq!(status, 200, "{body}");

@@ -17,8 +17,8 @@ use serde::Deserialize;
 #[derive(Debug, Default, Args)]
 pub struct Settings {
     /// A TOML file with any of the settings below, keyed by their flag's name with `_`
-    /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret, policy,
-    /// addr, idempotency_wait, idempotency_takeover, log_format).
+    /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret,
+    /// jwt_public_key, jwks, policy, addr, idempotency_wait, idempotency_takeover, log_format).
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
@@ -38,10 +38,19 @@ pub struct Settings {
     /// [default: ./data].
     #[arg(long, env = "DISPUTES_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// The token secret (HMAC key). Embedded default: generated once into the data dir.
-    /// Required with DATABASE_URL.
+    /// The token secret (HMAC key) for HS256 tokens. Embedded default: generated once into the
+    /// data dir by `serve`, unless public keys are configured. Required with DATABASE_URL
+    /// unless public keys are configured.
     #[arg(long, env = "DISPUTES_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// A PEM public key (RSA or P-256) of the identity provider: RS256 or ES256 tokens it
+    /// signed are accepted.
+    #[arg(long, env = "DISPUTES_JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
+    /// A JWKS file of the identity provider: RS256 and ES256 tokens are checked with the key
+    /// their `kid` names.
+    #[arg(long, env = "DISPUTES_JWKS", global = true)]
+    pub jwks: Option<PathBuf>,
     /// A policy file (TOML). Unset: the built-in defaults.
     #[arg(long, env = "DISPUTES_POLICY", global = true)]
     pub policy: Option<PathBuf>,
@@ -82,6 +91,8 @@ struct FileSettings {
     stream: Option<String>,
     data_dir: Option<PathBuf>,
     jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    jwks: Option<PathBuf>,
     policy: Option<PathBuf>,
     addr: Option<SocketAddr>,
     idempotency_wait: Option<String>,
@@ -98,12 +109,29 @@ pub enum ConfigError {
     File { path: String, message: String },
     #[error("policy file {path}: {source}")]
     Policy { path: String, source: dispute_domain::PolicyError },
-    #[error("DISPUTES_JWT_SECRET is required with DATABASE_URL (every instance must share it)")]
+    #[error(
+        "DISPUTES_JWT_SECRET is required with DATABASE_URL (every instance must share it), \
+         unless DISPUTES_JWT_PUBLIC_KEY or DISPUTES_JWKS is set"
+    )]
     SecretRequired,
     #[error("DISPUTES_JWT_SECRET must be at least 32 bytes")]
     SecretTooShort,
     #[error("cannot keep the token secret in {path}: {source}")]
     SecretFile { path: String, source: std::io::Error },
+    #[error(
+        "no token secret: {path} does not exist (`disputes serve` on the embedded default \
+         generates it) and none is configured (DISPUTES_JWT_SECRET, --jwt-secret, or jwt_secret \
+         in the --config file)"
+    )]
+    NoSecret { path: String },
+    #[error(
+        "cannot mint tokens: only public keys are configured (DISPUTES_JWT_PUBLIC_KEY / \
+         DISPUTES_JWKS), so tokens come from the identity provider; DISPUTES_JWT_SECRET also \
+         accepts HS256 tokens this command can mint"
+    )]
+    CannotMint,
+    #[error("token key file {path}: {message}")]
+    Key { path: String, message: String },
     #[error(transparent)]
     Store(#[from] dispute_store::StoreError),
 }
@@ -131,6 +159,8 @@ impl Settings {
         self.stream = self.stream.or(file.stream);
         self.data_dir = self.data_dir.or(file.data_dir);
         self.jwt_secret = self.jwt_secret.or(file.jwt_secret);
+        self.jwt_public_key = self.jwt_public_key.or(file.jwt_public_key);
+        self.jwks = self.jwks.or(file.jwks);
         self.policy = self.policy.or(file.policy);
         self.addr = self.addr.or(file.addr);
         self.log_format = self.log_format.or(file.log_format);
@@ -207,7 +237,6 @@ impl Settings {
     /// What `App::start` needs to run the service on `listen` with every part, on the system
     /// clock.
     pub fn app_config(&self, listen: SocketAddr) -> Result<crate::Config, ConfigError> {
-        let secret = self.jwt_secret()?;
         Ok(crate::Config {
             store: self.store(),
             services: DisputeServices::new(Arc::new(SystemClock), self.policy()?),
@@ -215,7 +244,7 @@ impl Settings {
                 .nats_url
                 .as_ref()
                 .map(|urls| crate::BusConfig { urls: urls.clone(), stream: self.stream() }),
-            tokens: TokenKeys::new(&secret),
+            tokens: self.token_keys()?,
             idempotency: self.idempotency(),
             listen,
             parts: crate::Parts::ALL,
@@ -230,20 +259,18 @@ impl Settings {
 
     /// The token secret: configured, or (embedded default only) generated once into the data dir.
     pub fn jwt_secret(&self) -> Result<String, ConfigError> {
-        if let Some(secret) = &self.jwt_secret {
-            return if secret.len() < 32 { Err(ConfigError::SecretTooShort) } else { Ok(secret.clone()) };
+        if let Some(secret) = self.configured_secret()? {
+            return Ok(secret);
         }
         if self.database_url.is_some() {
             return Err(ConfigError::SecretRequired);
         }
-        let dir = self.data_dir();
-        let path = dir.join("jwt-secret");
-        let file_error = |source| ConfigError::SecretFile { path: path.display().to_string(), source };
-        match std::fs::read_to_string(&path) {
-            Ok(secret) => return Ok(secret.trim().to_string()),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(file_error(e)),
-            Err(_) => {}
+        if let Some(secret) = self.stored_secret()? {
+            return Ok(secret);
         }
+        let dir = self.data_dir();
+        let path = self.secret_path();
+        let file_error = |source| ConfigError::SecretFile { path: path.display().to_string(), source };
         std::fs::create_dir_all(&dir).map_err(file_error)?;
         let secret: String = {
             use rand::Rng;
@@ -253,6 +280,64 @@ impl Settings {
         write_new_secret(&path, &secret).map_err(file_error)?;
         // Another process may have created it first: whatever is on disk wins.
         Ok(std::fs::read_to_string(&path).map_err(file_error)?.trim().to_string())
+    }
+
+    /// The keys `serve` checks tokens with: the identity provider's public keys when configured,
+    /// and the secret when configured (or, with no public key, as [`Self::jwt_secret`] finds it).
+    pub fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
+        let mut keys = match self.configured_secret()? {
+            Some(secret) => TokenKeys::new(&secret),
+            None if self.has_public_keys() => TokenKeys::public_only(),
+            None => TokenKeys::new(&self.jwt_secret()?),
+        };
+        if let Some(path) = &self.jwt_public_key {
+            keys = keys.with_public_key_pem(&read(path)?).map_err(key_error(path))?;
+        }
+        if let Some(path) = &self.jwks {
+            keys = keys.with_jwks(&read(path)?).map_err(key_error(path))?;
+        }
+        Ok(keys)
+    }
+
+    /// The secret `disputes token` signs with: the one `serve` checks HS256 tokens with, never a
+    /// new one (a made-up secret's tokens would be refused by the running service).
+    pub fn minting_secret(&self) -> Result<String, ConfigError> {
+        if let Some(secret) = self.configured_secret()? {
+            return Ok(secret);
+        }
+        if self.has_public_keys() {
+            return Err(ConfigError::CannotMint);
+        }
+        if self.database_url.is_some() {
+            return Err(ConfigError::SecretRequired);
+        }
+        self.stored_secret()?
+            .ok_or_else(|| ConfigError::NoSecret { path: self.secret_path().display().to_string() })
+    }
+
+    fn has_public_keys(&self) -> bool {
+        self.jwt_public_key.is_some() || self.jwks.is_some()
+    }
+
+    fn configured_secret(&self) -> Result<Option<String>, ConfigError> {
+        match &self.jwt_secret {
+            Some(secret) if secret.len() < 32 => Err(ConfigError::SecretTooShort),
+            secret => Ok(secret.clone()),
+        }
+    }
+
+    fn secret_path(&self) -> PathBuf {
+        self.data_dir().join("jwt-secret")
+    }
+
+    /// The secret generated into the data dir earlier, if there is one.
+    fn stored_secret(&self) -> Result<Option<String>, ConfigError> {
+        let path = self.secret_path();
+        match std::fs::read_to_string(&path) {
+            Ok(secret) => Ok(Some(secret.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ConfigError::SecretFile { path: path.display().to_string(), source }),
+        }
     }
 }
 
@@ -267,6 +352,11 @@ fn write_new_secret(path: &Path, secret: &str) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+fn key_error<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> ConfigError {
+    let path = path.display().to_string();
+    move |e| ConfigError::Key { path, message: e.to_string() }
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

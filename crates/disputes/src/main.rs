@@ -37,7 +37,8 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
-    /// Print a signed bearer token (one line) made with the same secret as `serve`.
+    /// Print a signed HS256 bearer token (one line) made with the same secret as `serve`: the
+    /// configured one, or the one `serve` generated into the data dir; never a new one.
     Token {
         #[arg(long, value_parser = parse_role)]
         role: Role,
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
 async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Token { role, sub, ttl } => {
-            let secret = settings.jwt_secret()?;
+            let secret = settings.minting_secret()?;
             println!("{}", TokenKeys::new(&secret).issue(&Actor::new(role, sub), ttl));
             Ok(())
         }

@@ -25,7 +25,7 @@ use dispute_store::{ClaimTimes, Store};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use auth::{Caller, TokenKeys};
+pub use auth::{Caller, KeyError, TokenKeys};
 pub use commands::{CommandAnswer, ROUTES};
 pub use error::{ApiError, Problem};
 pub use openapi::document as openapi_document;

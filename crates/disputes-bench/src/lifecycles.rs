@@ -91,7 +91,11 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
     if options.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
         anyhow::bail!("--rate must be a positive number of commands per second");
     }
-    let secret = settings.jwt_secret()?;
+    // Against a running service, sign with the secret it uses; never make one up.
+    let secret = match options.target {
+        Some(_) => settings.minting_secret()?,
+        None => settings.jwt_secret()?,
+    };
     let (base, app) = match &options.target {
         Some(target) => (target.trim_end_matches('/').to_string(), None),
         None => {

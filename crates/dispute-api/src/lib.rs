@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod commands;
+mod edge;
 mod error;
 mod extract;
 mod openapi;
@@ -15,6 +16,7 @@ mod views;
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -22,11 +24,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on};
 use axum::{Json, Router};
 use dispute_store::{ClaimTimes, Store};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Caller, TokenKeys};
 pub use commands::{CommandAnswer, ROUTES};
+pub use edge::EdgeConfig;
 pub use error::{ApiError, Problem};
 pub use openapi::document as openapi_document;
 
@@ -41,6 +47,8 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     /// How long a keyed request waits for a concurrent one, and when a dead one's claim lapses.
     pub idempotency: ClaimTimes,
+    /// Time limits (and the like) applied to every request and connection.
+    pub edge: EdgeConfig,
 }
 
 impl AppState {
@@ -50,16 +58,22 @@ impl AppState {
             store,
             tokens: Arc::new(tokens),
             idempotency: ClaimTimes::default(),
+            edge: EdgeConfig::default(),
         }
     }
 
     pub fn with_idempotency(self, idempotency: ClaimTimes) -> Self {
         Self { idempotency, ..self }
     }
+
+    pub fn with_edge(self, edge: EdgeConfig) -> Self {
+        Self { edge, ..self }
+    }
 }
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
+    let request_timeout = state.edge.request_timeout;
     let mut router = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
@@ -90,6 +104,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(catch_panics())
+        .layer(axum::middleware::from_fn(move |request, next| {
+            edge::time_limit(request_timeout, request, next)
+        }))
         .with_state(state)
 }
 
@@ -108,12 +125,52 @@ async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiEr
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+///
+/// HTTP/1.1 only. A client that has not sent a request's headers within the edge's
+/// `header_timeout` is disconnected (axum's own `serve` has no such limit).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(state.edge.header_timeout);
+    let service = TowerToHyperService::new(router(state));
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a connection ended with an error");
+            }
+        });
+    }
+    // No new connections; open ones finish their request in progress and close.
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// A connection that failed while being accepted is the client's; anything else (e.g. too
+/// many open files) is waited out, as axum's `serve` does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use dispute_api::TokenKeys;
+use dispute_api::{EdgeConfig, TokenKeys};
 use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub struct Settings {
     /// A TOML file with any of the settings below, keyed by their flag's name with `_`
     /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret, policy,
-    /// addr, idempotency_wait, idempotency_takeover, log_format).
+    /// addr, idempotency_wait, idempotency_takeover, log_format, request_timeout, header_timeout).
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
@@ -60,6 +60,15 @@ pub struct Settings {
     /// Log lines as `text` or `json` (one object per line) [default: text].
     #[arg(long, env = "DISPUTES_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    // The HTTP edge behind a load balancer.
+    /// How long a request may take, its body included, before it is answered 408
+    /// `request_timeout`, e.g. `30s` [default: 30s].
+    #[arg(long, env = "DISPUTES_REQUEST_TIMEOUT", global = true, value_parser = parse_duration)]
+    pub request_timeout: Option<chrono::Duration>,
+    /// How long a client may take to send a request's headers before its connection is closed
+    /// [default: 10s].
+    #[arg(long, env = "DISPUTES_HEADER_TIMEOUT", global = true, value_parser = parse_duration)]
+    pub header_timeout: Option<chrono::Duration>,
 }
 
 /// How log lines are written to stderr.
@@ -87,6 +96,9 @@ struct FileSettings {
     idempotency_wait: Option<String>,
     idempotency_takeover: Option<String>,
     log_format: Option<LogFormat>,
+    // The HTTP edge.
+    request_timeout: Option<String>,
+    header_timeout: Option<String>,
 }
 
 /// A fatal configuration problem, printed as is before exiting.
@@ -134,6 +146,9 @@ impl Settings {
         self.policy = self.policy.or(file.policy);
         self.addr = self.addr.or(file.addr);
         self.log_format = self.log_format.or(file.log_format);
+        // The HTTP edge.
+        self.request_timeout = self.request_timeout.or(duration("request_timeout", file.request_timeout)?);
+        self.header_timeout = self.header_timeout.or(duration("header_timeout", file.header_timeout)?);
         Ok(self)
     }
 
@@ -182,6 +197,16 @@ impl Settings {
         }
     }
 
+    /// The HTTP edge's time limits.
+    pub fn edge(&self) -> EdgeConfig {
+        let defaults = EdgeConfig::default();
+        let std = |d: Option<chrono::Duration>, default| d.and_then(|d| d.to_std().ok()).unwrap_or(default);
+        EdgeConfig {
+            request_timeout: std(self.request_timeout, defaults.request_timeout),
+            header_timeout: std(self.header_timeout, defaults.header_timeout),
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"))
     }
@@ -217,6 +242,7 @@ impl Settings {
                 .map(|urls| crate::BusConfig { urls: urls.clone(), stream: self.stream() }),
             tokens: TokenKeys::new(&secret),
             idempotency: self.idempotency(),
+            edge: self.edge(),
             listen,
             parts: crate::Parts::ALL,
         })

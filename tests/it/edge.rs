@@ -1,10 +1,12 @@
-//! The HTTP edge behind a load balancer: time limits on requests and on their headers.
+//! The HTTP edge behind a load balancer: time limits on requests and on their headers, the
+//! correlation id from request to answer, event and published CloudEvent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dispute_api::{AppState, EdgeConfig, TokenKeys};
+use dispute_bus::CloudEvent;
 use dispute_domain::{Actor, DisputeServices, ManualClock, Policy, Role};
 use dispute_store::{Store, StoreConfig};
 use disputes_tests::*;
@@ -112,4 +114,75 @@ async fn a_prompt_request_is_answered_within_the_limits() {
 
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// The correlation id the answer carries, the one in the events' metadata and the one the
+/// relay publishes with them.
+async fn correlation_ids(
+    app: &TestApp,
+    order_id: &str,
+    answer: &Answer,
+) -> (String, Vec<String>, Vec<String>) {
+    let answered = answer.headers.get("x-correlation-id").expect("the answer names its correlation id");
+    let answered = answered.to_str().expect("a text header").to_string();
+    let events = app.store.whole_stream(order_id).await.expect("the stream reads");
+    assert!(!events.is_empty(), "the command wrote events");
+    let stored = events.iter().map(|e| e.typed_metadata().expect("metadata").correlation_id).collect();
+    let published = events
+        .iter()
+        .map(|e| {
+            let json = serde_json::to_value(CloudEvent::from_stored(e, "disputes")).expect("serializes");
+            json["correlationid"].as_str().expect("the extension correlationid").to_string()
+        })
+        .collect();
+    (answered, stored, published)
+}
+
+#[tokio::test]
+async fn the_callers_correlation_id_is_echoed_and_travels_with_the_events() {
+    let app = TestApp::sqlite().await;
+    let token = app.token(Role::System, "order-service");
+    let answer = app
+        .send(
+            reqwest::Method::PUT,
+            "/v1/orders/c-1",
+            Some(&token),
+            Some(&order("c-1")),
+            &[("x-correlation-id", "checkout-42")],
+        )
+        .await;
+    answer.assert_ok();
+
+    let (answered, stored, published) = correlation_ids(&app, "c-1", &answer).await;
+    assert_eq!(answered, "checkout-42");
+    assert!(stored.iter().all(|id| id == "checkout-42"), "{stored:?}");
+    assert!(published.iter().all(|id| id == "checkout-42"), "{published:?}");
+}
+
+#[tokio::test]
+async fn without_a_correlation_id_one_is_generated_and_used_throughout() {
+    let app = TestApp::sqlite().await;
+    let answer = app.register(&order("c-2")).await;
+    answer.assert_ok();
+
+    let (answered, stored, published) = correlation_ids(&app, "c-2", &answer).await;
+    assert!(uuid::Uuid::parse_str(&answered).is_ok(), "a generated UUID: {answered}");
+    assert!(stored.iter().all(|id| *id == answered), "{stored:?} vs {answered}");
+    assert!(published.iter().all(|id| *id == answered), "{published:?} vs {answered}");
+}
+
+#[tokio::test]
+async fn every_answer_echoes_the_correlation_id() {
+    let app = TestApp::sqlite().await;
+    for (path, token) in [("/healthz", None), ("/no/such/route", None), ("/v1/disputes/nope", None)] {
+        let answer =
+            app.send(reqwest::Method::GET, path, token, None, &[("x-correlation-id", "probe-7")]).await;
+        let echoed = answer.headers.get("x-correlation-id").and_then(|v| v.to_str().ok());
+        assert_eq!(echoed, Some("probe-7"), "{path} answered {}", answer.status);
+    }
+    let too_long = "x".repeat(129);
+    let answer =
+        app.send(reqwest::Method::GET, "/healthz", None, None, &[("x-correlation-id", &too_long)]).await;
+    let echoed = answer.headers.get("x-correlation-id").and_then(|v| v.to_str().ok()).expect("an id");
+    assert!(uuid::Uuid::parse_str(echoed).is_ok(), "an over-long id is replaced: {echoed}");
 }

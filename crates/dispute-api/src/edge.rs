@@ -1,9 +1,11 @@
 //! What the edge does to every request before a handler sees it, so that the service can run
-//! behind a load balancer: a time limit on each request and on reading its headers.
+//! behind a load balancer: a time limit on each request and on reading its headers, and a
+//! correlation id on every request and answer.
 
 use std::time::Duration;
 
 use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -34,4 +36,31 @@ pub(crate) async fn time_limit(limit: Duration, request: Request, next: Next) ->
         Ok(response) => response,
         Err(_) => ApiError::RequestTimeout.into_response(),
     }
+}
+
+/// The header a caller (or the load balancer) names a request with; it becomes the events'
+/// `correlation_id` and is echoed on the answer.
+pub(crate) const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// The longest correlation id taken from a request; a longer one is replaced.
+const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// Gives every request an `X-Correlation-Id`: the caller's when it is 1 to 128 visible ASCII
+/// characters, otherwise a new UUID, which replaces it in the request so that the handlers and
+/// the events see the same one. Every answer carries it back.
+pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
+    let given = request.headers().get(&CORRELATION_ID).filter(|value| {
+        value.to_str().is_ok_and(|text| !text.is_empty() && text.len() <= MAX_CORRELATION_ID_LEN)
+    });
+    let id = match given {
+        Some(value) => value.clone(),
+        None => {
+            let generated = HeaderValue::try_from(uuid::Uuid::new_v4().to_string());
+            generated.expect("a UUID is a header value")
+        }
+    };
+    request.headers_mut().insert(CORRELATION_ID, id.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(CORRELATION_ID, id);
+    response
 }

@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             edge::time_limit(request_timeout, request, next)
         }))
+        .layer(axum::middleware::from_fn(edge::correlate))
         .with_state(state)
 }
 

@@ -1,13 +1,15 @@
 //! What the edge does to every request before a handler sees it, so that the service can run
-//! behind a load balancer: a time limit on each request and on reading its headers, and a
-//! correlation id on every request and answer.
+//! behind a load balancer: a time limit on each request and on reading its headers, a
+//! correlation id on every request and answer, and a log line and span per request.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use tracing::Instrument;
 
 use crate::ApiError;
 
@@ -63,4 +65,27 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     response.headers_mut().insert(CORRELATION_ID, id);
     response
+}
+
+/// One span per request (method, matched route, correlation id) around everything the request
+/// logs, and one `info` line when it is answered, with the status and the latency. The route
+/// is the pattern (`/v1/disputes/{id}`), never the path with its ids; `-` when none matched.
+pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string());
+    let correlation_id = request.headers().get(&CORRELATION_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = route.as_deref().unwrap_or("-"),
+        correlation_id,
+    );
+    async move {
+        let response = next.run(request).await;
+        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
+        tracing::info!(status = response.status().as_u16(), latency_ms, "answered");
+        response
+    }
+    .instrument(span)
+    .await
 }

@@ -73,7 +73,7 @@ impl AppState {
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
-    let request_timeout = state.edge.request_timeout;
+    let edge = state.edge.clone();
     let mut router = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
@@ -99,16 +99,25 @@ pub fn router(state: AppState) -> Router {
             }),
         );
     }
-    router
+    let router = router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(catch_panics())
+        .layer(catch_panics());
+    edge_layers(router, &edge).with_state(state)
+}
+
+/// What wraps every route and fallback, from the inside out: the time limit, the request's
+/// log line and span, the correlation id (outermost, so that every answer and log line has
+/// it).
+fn edge_layers<S: Clone + Send + Sync + 'static>(router: Router<S>, edge: &EdgeConfig) -> Router<S> {
+    let request_timeout = edge.request_timeout;
+    router
         .layer(axum::middleware::from_fn(move |request, next| {
             edge::time_limit(request_timeout, request, next)
         }))
+        .layer(axum::middleware::from_fn(edge::log_request))
         .layer(axum::middleware::from_fn(edge::correlate))
-        .with_state(state)
 }
 
 /// A panicking handler answers 500 `internal` (problem+json) instead of dropping the
@@ -206,5 +215,61 @@ mod tests {
         let request = Request::get("/fine").body(Body::empty()).expect("a request");
         let response = router.oneshot(request).await.expect("an answer");
         assert_eq!(response.status(), StatusCode::OK, "the router serves on after a panic");
+    }
+
+    /// What the log receives, for the test that reads it.
+    #[derive(Clone, Default)]
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("the log").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The edge's layers on a small router (the production one needs a store).
+    fn edged() -> Router {
+        let router = Router::new().route("/orders/{id}", get(|| async { "an order" }));
+        edge_layers(router, &EdgeConfig::default())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_request_logs_one_line_with_route_status_latency_and_correlation_id() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+
+        let request = Request::get("/orders/o-secret")
+            .header("x-correlation-id", "corr-9")
+            .body(Body::empty())
+            .expect("a request");
+        let response = edged().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        let request = Request::get("/nowhere").body(Body::empty()).expect("a request");
+        let response = edged().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+        let text = String::from_utf8(log.0.lock().expect("the log").clone()).expect("text");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "one line per request: {text}");
+        for part in [
+            "INFO",
+            "method=GET",
+            r#"route="/orders/{id}""#,
+            r#"correlation_id="corr-9""#,
+            "status=200",
+            "latency_ms=",
+        ] {
+            assert!(lines[0].contains(part), "{part} in {}", lines[0]);
+        }
+        assert!(!lines[0].contains("o-secret"), "the route, not the path: {}", lines[0]);
+        assert!(lines[1].contains(r#"route="-""#) && lines[1].contains("status=404"), "{}", lines[1]);
     }
 }

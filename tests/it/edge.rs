@@ -1,5 +1,6 @@
 //! The HTTP edge behind a load balancer: time limits on requests and on their headers, the
-//! correlation id from request to answer, event and published CloudEvent.
+//! correlation id from request to answer, event and published CloudEvent, CORS from the
+//! configuration.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 /// the limit at work, not the test's patience.
 const BOUND: Duration = Duration::from_secs(10);
 
-/// The API alone on the embedded store, with one-second request and header limits.
+/// The API alone on the embedded store, with one-second request and header limits (by
+/// default; [`Edge::with`] takes others).
 struct Edge {
     addr: SocketAddr,
     tokens: TokenKeys,
@@ -28,14 +30,21 @@ struct Edge {
 
 impl Edge {
     async fn start() -> Self {
+        Self::with(EdgeConfig {
+            request_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            ..EdgeConfig::default()
+        })
+        .await
+    }
+
+    async fn with(edge: EdgeConfig) -> Self {
         let dir = tempdir::TempDir::new();
         let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
         let store = Store::open(&StoreConfig::Sqlite { path: tempdir::join(&dir, "disputes.db") }, services)
             .await
             .expect("store opens");
         let tokens = TokenKeys::new(SECRET);
-        let edge =
-            EdgeConfig { request_timeout: Duration::from_secs(1), header_timeout: Duration::from_secs(1) };
         let state = AppState::new(store, tokens.clone()).with_edge(edge);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let addr = listener.local_addr().expect("an address");
@@ -185,4 +194,66 @@ async fn every_answer_echoes_the_correlation_id() {
         app.send(reqwest::Method::GET, "/healthz", None, None, &[("x-correlation-id", &too_long)]).await;
     let echoed = answer.headers.get("x-correlation-id").and_then(|v| v.to_str().ok()).expect("an id");
     assert!(uuid::Uuid::parse_str(echoed).is_ok(), "an over-long id is replaced: {echoed}");
+}
+
+const SHOP: &str = "https://shop.example";
+
+async fn with_cors(origins: &str) -> Edge {
+    let cors_origins = dispute_api::parse_cors_origins(origins).expect("origins");
+    Edge::with(EdgeConfig { cors_origins, ..EdgeConfig::default() }).await
+}
+
+/// A browser's preflight for a command from `origin`.
+async fn preflight(edge: &Edge, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("http://{}/v1/disputes/o-1/request", edge.addr))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type, idempotency-key")
+        .send()
+        .await
+        .expect("the service answers")
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn a_preflight_from_a_configured_origin_is_allowed() {
+    let edge = with_cors("https://admin.example, https://shop.example").await;
+    let answer = preflight(&edge, SHOP).await;
+    assert!(answer.status().is_success(), "{}", answer.status());
+    assert_eq!(header(&answer, "access-control-allow-origin"), Some(SHOP));
+    let methods = header(&answer, "access-control-allow-methods").expect("allowed methods");
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = header(&answer, "access-control-allow-headers").expect("allowed headers");
+    for name in ["authorization", "content-type", "idempotency-key"] {
+        assert!(headers.contains(name), "{name} in {headers}");
+    }
+
+    let answer = reqwest::Client::new()
+        .get(format!("http://{}/healthz", edge.addr))
+        .header("origin", SHOP)
+        .send()
+        .await
+        .expect("the service answers");
+    assert_eq!(header(&answer, "access-control-allow-origin"), Some(SHOP));
+    let exposed = header(&answer, "access-control-expose-headers").expect("exposed headers");
+    assert!(exposed.contains("x-correlation-id"), "{exposed}");
+}
+
+#[tokio::test]
+async fn a_preflight_from_another_origin_is_not_allowed() {
+    let edge = with_cors(SHOP).await;
+    let answer = preflight(&edge, "https://elsewhere.example").await;
+    assert_eq!(header(&answer, "access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn without_configured_origins_there_is_no_cors() {
+    let edge = with_cors("").await;
+    let answer = preflight(&edge, SHOP).await;
+    assert_eq!(header(&answer, "access-control-allow-origin"), None);
+    assert_eq!(header(&answer, "access-control-allow-methods"), None);
 }

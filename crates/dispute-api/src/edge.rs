@@ -1,14 +1,16 @@
 //! What the edge does to every request before a handler sees it, so that the service can run
 //! behind a load balancer: a time limit on each request and on reading its headers, a
-//! correlation id on every request and answer, and a log line and span per request.
+//! correlation id on every request and answer, a log line and span per request, and CORS for
+//! the configured origins.
 
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
 use crate::ApiError;
@@ -23,12 +25,56 @@ pub struct EdgeConfig {
     /// How long a client may take to send a request's headers (a slow-loris client), after
     /// which its connection is closed without an answer.
     pub header_timeout: Duration,
+    /// The origins (`https://shop.example`) whose browser pages may call the API. Empty: no
+    /// CORS headers at all, so browsers keep other origins out.
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), header_timeout: Duration::from_secs(10) }
+        Self {
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
+        }
     }
+}
+
+/// Reads a comma-separated list of origins (`scheme://host[:port]`, as browsers send them in
+/// `Origin`); blanks are skipped. The error names the first origin that is not one.
+pub fn parse_cors_origins(text: &str) -> Result<Vec<HeaderValue>, String> {
+    let origin = |text: &str| {
+        let (scheme, rest) = text.split_once("://")?;
+        let host = !rest.is_empty() && !rest.contains(['/', '?', '#']);
+        let value = HeaderValue::from_str(text).ok()?;
+        (matches!(scheme, "http" | "https") && host && !text.contains(char::is_whitespace)).then_some(value)
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(|text| origin(text).ok_or_else(|| text.to_string()))
+        .collect()
+}
+
+/// CORS for browser pages on `origins`, or nothing when the list is empty. A preflight from
+/// another origin is answered without `Access-Control-Allow-Origin`, so the browser refuses.
+pub(crate) fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            CORRELATION_ID,
+        ])
+        .expose_headers([header::ETAG, header::RETRY_AFTER, header::WWW_AUTHENTICATE, CORRELATION_ID])
+        .max_age(Duration::from_secs(3600));
+    Some(layer)
 }
 
 /// Answers 408 `request_timeout` when the handler (reading the body included) has not answered
@@ -88,4 +134,19 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_are_scheme_host_and_port() {
+        let origins = parse_cors_origins(" https://shop.example, http://localhost:3000 ,").expect("origins");
+        assert_eq!(origins, ["https://shop.example", "http://localhost:3000"]);
+        assert_eq!(parse_cors_origins(""), Ok(Vec::new()));
+        for wrong in ["shop.example", "https://shop.example/", "ftp://shop.example", "https://", "*"] {
+            assert_eq!(parse_cors_origins(wrong), Err(wrong.to_string()), "{wrong}");
+        }
+    }
 }

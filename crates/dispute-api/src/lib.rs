@@ -32,7 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Caller, TokenKeys};
 pub use commands::{CommandAnswer, ROUTES};
-pub use edge::EdgeConfig;
+pub use edge::{EdgeConfig, parse_cors_origins};
 pub use error::{ApiError, Problem};
 pub use openapi::document as openapi_document;
 
@@ -107,15 +107,18 @@ pub fn router(state: AppState) -> Router {
     edge_layers(router, &edge).with_state(state)
 }
 
-/// What wraps every route and fallback, from the inside out: the time limit, the request's
-/// log line and span, the correlation id (outermost, so that every answer and log line has
-/// it).
+/// What wraps every route and fallback, from the inside out: the time limit, CORS when
+/// configured (a preflight is answered there), the request's log line and span, the
+/// correlation id (outermost, so that every answer and log line has it).
 fn edge_layers<S: Clone + Send + Sync + 'static>(router: Router<S>, edge: &EdgeConfig) -> Router<S> {
     let request_timeout = edge.request_timeout;
+    let mut router = router.layer(axum::middleware::from_fn(move |request, next| {
+        edge::time_limit(request_timeout, request, next)
+    }));
+    if let Some(cors) = edge::cors(&edge.cors_origins) {
+        router = router.layer(cors);
+    }
     router
-        .layer(axum::middleware::from_fn(move |request, next| {
-            edge::time_limit(request_timeout, request, next)
-        }))
         .layer(axum::middleware::from_fn(edge::log_request))
         .layer(axum::middleware::from_fn(edge::correlate))
 }

@@ -18,7 +18,8 @@ use serde::Deserialize;
 pub struct Settings {
     /// A TOML file with any of the settings below, keyed by their flag's name with `_`
     /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret, policy,
-    /// addr, idempotency_wait, idempotency_takeover, log_format, request_timeout, header_timeout).
+    /// addr, idempotency_wait, idempotency_takeover, log_format, request_timeout, header_timeout,
+    /// cors_origins).
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
@@ -69,6 +70,10 @@ pub struct Settings {
     /// [default: 10s].
     #[arg(long, env = "DISPUTES_HEADER_TIMEOUT", global = true, value_parser = parse_duration)]
     pub header_timeout: Option<chrono::Duration>,
+    /// Origins whose browser pages may call the API (CORS), comma-separated, e.g.
+    /// `https://shop.example,https://admin.shop.example` [default: none, CORS off].
+    #[arg(long, env = "DISPUTES_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
 }
 
 /// How log lines are written to stderr.
@@ -99,6 +104,7 @@ struct FileSettings {
     // The HTTP edge.
     request_timeout: Option<String>,
     header_timeout: Option<String>,
+    cors_origins: Option<String>,
 }
 
 /// A fatal configuration problem, printed as is before exiting.
@@ -116,6 +122,8 @@ pub enum ConfigError {
     SecretTooShort,
     #[error("cannot keep the token secret in {path}: {source}")]
     SecretFile { path: String, source: std::io::Error },
+    #[error("DISPUTES_CORS_ORIGINS: {0:?} is not an origin (scheme://host[:port], http or https)")]
+    CorsOrigin(String),
     #[error(transparent)]
     Store(#[from] dispute_store::StoreError),
 }
@@ -149,6 +157,7 @@ impl Settings {
         // The HTTP edge.
         self.request_timeout = self.request_timeout.or(duration("request_timeout", file.request_timeout)?);
         self.header_timeout = self.header_timeout.or(duration("header_timeout", file.header_timeout)?);
+        self.cors_origins = self.cors_origins.or(file.cors_origins);
         Ok(self)
     }
 
@@ -197,14 +206,17 @@ impl Settings {
         }
     }
 
-    /// The HTTP edge's time limits.
-    pub fn edge(&self) -> EdgeConfig {
+    /// The HTTP edge's time limits and CORS origins.
+    pub fn edge(&self) -> Result<EdgeConfig, ConfigError> {
         let defaults = EdgeConfig::default();
         let std = |d: Option<chrono::Duration>, default| d.and_then(|d| d.to_std().ok()).unwrap_or(default);
-        EdgeConfig {
+        let cors_origins = dispute_api::parse_cors_origins(self.cors_origins.as_deref().unwrap_or(""))
+            .map_err(ConfigError::CorsOrigin)?;
+        Ok(EdgeConfig {
             request_timeout: std(self.request_timeout, defaults.request_timeout),
             header_timeout: std(self.header_timeout, defaults.header_timeout),
-        }
+            cors_origins,
+        })
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -242,7 +254,7 @@ impl Settings {
                 .map(|urls| crate::BusConfig { urls: urls.clone(), stream: self.stream() }),
             tokens: TokenKeys::new(&secret),
             idempotency: self.idempotency(),
-            edge: self.edge(),
+            edge: self.edge()?,
             listen,
             parts: crate::Parts::ALL,
         })

@@ -263,6 +263,7 @@ impl TestApp {
             bus: None,
             tokens: tokens.clone(),
             idempotency,
+            edge: Default::default(),
             listen: "127.0.0.1:0".parse().expect("an address"),
             parts: Parts { projections: true, timer: false },
         })

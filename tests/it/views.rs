@@ -1427,6 +1427,7 @@ async fn views_are_built_from_the_nats_stream() {
         bus: Some(disputes::BusConfig { urls: urls.clone(), stream: stream.clone() }),
         tokens: dispute_api::TokenKeys::new(SECRET),
         idempotency: Default::default(),
+        edge: Default::default(),
         listen: "127.0.0.1:0".parse().expect("an address"),
         parts: disputes::Parts { projections: true, timer: false },
     })

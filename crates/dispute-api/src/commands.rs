@@ -299,13 +299,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The request's correlation id, which the edge has set or checked ([`crate::edge::correlate`]).
 fn correlation_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-correlation-id")
+        .get(&crate::edge::CORRELATION_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .expect("the edge gives every request a correlation id")
 }
 
 /// What makes two requests "the same" for an idempotency key: route, order, `If-Match` and the

@@ -46,6 +46,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the service is not ready")]
     NotReady,
+    /// The request (its body included) took longer than the configured limit.
+    #[error("the request took longer than the time limit")]
+    RequestTimeout,
     /// Logged with its cause; the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,6 +103,7 @@ impl ApiError {
             ApiError::RouteNotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotReady => "not_ready",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -222,6 +227,10 @@ impl IntoResponse for ApiError {
             ApiError::InvalidToken => {
                 let challenge = HeaderValue::from_static(r#"Bearer error="invalid_token""#);
                 headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            // RFC 9110 §15.5.9: the connection may hold the rest of an unread body.
+            ApiError::RequestTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -1,5 +1,5 @@
 //! The wire shape of a published event: CloudEvents 1.0, JSON structured mode, with the
-//! extensions `sequence`, `actor`, `hash` and `prevhash`.
+//! extensions `sequence`, `actor`, `hash`, `prevhash` and `correlationid`.
 
 use dispute_store::{EventMetadata, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,10 @@ pub struct CloudEvent {
     pub actor: String,
     pub hash: String,
     pub prevhash: String,
+    /// The `correlation_id` of the request that caused the event (its `X-Correlation-Id`).
+    /// Absent from events published before it was added, hence optional on the wire.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub correlationid: String,
 }
 
 impl CloudEvent {
@@ -51,6 +55,7 @@ impl CloudEvent {
             ),
             hash: text(|m| m.hash.clone()),
             prevhash: text(|m| m.prevhash.clone()),
+            correlationid: text(|m| Some(m.correlation_id.clone())),
         }
     }
 

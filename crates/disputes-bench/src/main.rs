@@ -29,7 +29,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    disputes::logging::init(settings.log_format(), "info,sqlx=error");
+    // The service it starts in-process logs a line per request: noise here, and a cost.
+    disputes::logging::init(settings.log_format(), "info,sqlx=error,dispute_api::edge=warn");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let result = runtime.block_on(lifecycles::run(settings, cli.options));
     match result {

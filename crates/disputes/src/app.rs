@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispute_api::{AppState, TokenKeys};
+use dispute_api::{AppState, EdgeConfig, TokenKeys};
 use dispute_bus::{BusError, NatsBus, Relay};
 use dispute_domain::DisputeServices;
 use dispute_store::{ClaimTimes, Store, StoreConfig, StoreError};
@@ -31,6 +31,8 @@ pub struct Config {
     pub bus: Option<BusConfig>,
     pub tokens: TokenKeys,
     pub idempotency: ClaimTimes,
+    /// Request and header time limits of the HTTP edge.
+    pub edge: EdgeConfig,
     /// Where the API listens (port 0: any free port).
     pub listen: SocketAddr,
     pub parts: Parts,
@@ -110,7 +112,9 @@ impl App {
             tasks.spawn(DeadlineTimer::new(store.clone()).run(stop.clone()));
         }
         tasks.spawn(purge_idempotency_answers(store.clone(), stop.clone()));
-        let state = AppState::new(store.clone(), config.tokens).with_idempotency(config.idempotency);
+        let state = AppState::new(store.clone(), config.tokens)
+            .with_idempotency(config.idempotency)
+            .with_edge(config.edge);
         let server = tokio::spawn(dispute_api::serve(listener, state, stop.clone().cancelled_owned()));
         Ok(App { addr, store, stop, tasks, server })
     }

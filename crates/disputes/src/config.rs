@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use dispute_api::TokenKeys;
+use dispute_api::{EdgeConfig, TokenKeys};
 use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
@@ -18,7 +18,8 @@ use serde::Deserialize;
 pub struct Settings {
     /// A TOML file with any of the settings below, keyed by their flag's name with `_`
     /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret,
-    /// jwt_public_key, jwks, policy, addr, idempotency_wait, idempotency_takeover, log_format).
+    /// jwt_public_key, jwks, policy, addr, idempotency_wait, idempotency_takeover, log_format,
+    /// request_timeout, header_timeout, cors_origins).
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
@@ -69,6 +70,19 @@ pub struct Settings {
     /// Log lines as `text` or `json` (one object per line) [default: text].
     #[arg(long, env = "DISPUTES_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    // The HTTP edge behind a load balancer.
+    /// How long a request may take, its body included, before it is answered 408
+    /// `request_timeout`, e.g. `30s` [default: 30s].
+    #[arg(long, env = "DISPUTES_REQUEST_TIMEOUT", global = true, value_parser = parse_duration)]
+    pub request_timeout: Option<chrono::Duration>,
+    /// How long a client may take to send a request's headers before its connection is closed
+    /// [default: 10s].
+    #[arg(long, env = "DISPUTES_HEADER_TIMEOUT", global = true, value_parser = parse_duration)]
+    pub header_timeout: Option<chrono::Duration>,
+    /// Origins whose browser pages may call the API (CORS), comma-separated, e.g.
+    /// `https://shop.example,https://admin.shop.example` [default: none, CORS off].
+    #[arg(long, env = "DISPUTES_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
 }
 
 /// How log lines are written to stderr.
@@ -98,6 +112,10 @@ struct FileSettings {
     idempotency_wait: Option<String>,
     idempotency_takeover: Option<String>,
     log_format: Option<LogFormat>,
+    // The HTTP edge.
+    request_timeout: Option<String>,
+    header_timeout: Option<String>,
+    cors_origins: Option<String>,
 }
 
 /// A fatal configuration problem, printed as is before exiting.
@@ -132,6 +150,8 @@ pub enum ConfigError {
     CannotMint,
     #[error("token key file {path}: {message}")]
     Key { path: String, message: String },
+    #[error("DISPUTES_CORS_ORIGINS: {0:?} is not an origin (scheme://host[:port], http or https)")]
+    CorsOrigin(String),
     #[error(transparent)]
     Store(#[from] dispute_store::StoreError),
 }
@@ -164,6 +184,10 @@ impl Settings {
         self.policy = self.policy.or(file.policy);
         self.addr = self.addr.or(file.addr);
         self.log_format = self.log_format.or(file.log_format);
+        // The HTTP edge.
+        self.request_timeout = self.request_timeout.or(duration("request_timeout", file.request_timeout)?);
+        self.header_timeout = self.header_timeout.or(duration("header_timeout", file.header_timeout)?);
+        self.cors_origins = self.cors_origins.or(file.cors_origins);
         Ok(self)
     }
 
@@ -212,6 +236,19 @@ impl Settings {
         }
     }
 
+    /// The HTTP edge's time limits and CORS origins.
+    pub fn edge(&self) -> Result<EdgeConfig, ConfigError> {
+        let defaults = EdgeConfig::default();
+        let std = |d: Option<chrono::Duration>, default| d.and_then(|d| d.to_std().ok()).unwrap_or(default);
+        let cors_origins = dispute_api::parse_cors_origins(self.cors_origins.as_deref().unwrap_or(""))
+            .map_err(ConfigError::CorsOrigin)?;
+        Ok(EdgeConfig {
+            request_timeout: std(self.request_timeout, defaults.request_timeout),
+            header_timeout: std(self.header_timeout, defaults.header_timeout),
+            cors_origins,
+        })
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"))
     }
@@ -246,6 +283,7 @@ impl Settings {
                 .map(|urls| crate::BusConfig { urls: urls.clone(), stream: self.stream() }),
             tokens: self.token_keys()?,
             idempotency: self.idempotency(),
+            edge: self.edge()?,
             listen,
             parts: crate::Parts::ALL,
         })

@@ -1,0 +1,259 @@
+//! The HTTP edge behind a load balancer: time limits on requests and on their headers, the
+//! correlation id from request to answer, event and published CloudEvent, CORS from the
+//! configuration.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispute_api::{AppState, EdgeConfig, TokenKeys};
+use dispute_bus::CloudEvent;
+use dispute_domain::{Actor, DisputeServices, ManualClock, Policy, Role};
+use dispute_store::{Store, StoreConfig};
+use disputes_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Far above the one-second limits the edge runs with here: an answer or a close before it is
+/// the limit at work, not the test's patience.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// The API alone on the embedded store, with one-second request and header limits (by
+/// default; [`Edge::with`] takes others).
+struct Edge {
+    addr: SocketAddr,
+    tokens: TokenKeys,
+    stop: CancellationToken,
+    _dir: tempdir::TempDir,
+}
+
+impl Edge {
+    async fn start() -> Self {
+        Self::with(EdgeConfig {
+            request_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            ..EdgeConfig::default()
+        })
+        .await
+    }
+
+    async fn with(edge: EdgeConfig) -> Self {
+        let dir = tempdir::TempDir::new();
+        let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
+        let store = Store::open(&StoreConfig::Sqlite { path: tempdir::join(&dir, "disputes.db") }, services)
+            .await
+            .expect("store opens");
+        let tokens = TokenKeys::new(SECRET);
+        let state = AppState::new(store, tokens.clone()).with_edge(edge);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        let stop = CancellationToken::new();
+        tokio::spawn(dispute_api::serve(listener, state, stop.clone().cancelled_owned()));
+        Self { addr, tokens, stop, _dir: dir }
+    }
+
+    fn token(&self) -> String {
+        self.tokens.issue(&Actor::new(Role::System, "order-service"), chrono::Duration::hours(1))
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Everything the server sends until it closes the connection (or the bound passes: panics).
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    tokio::time::timeout(BOUND, stream.read_to_end(&mut received))
+        .await
+        .expect("the server answers or closes before the bound")
+        .ok();
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_request_timeout() {
+    let edge = Edge::start().await;
+    let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
+    let head = format!(
+        "PUT /v1/orders/o-1 HTTP/1.1\r\nhost: disputes\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"order_id\":",
+        edge.token()
+    );
+    stream.write_all(head.as_bytes()).await.expect("sends the headers and part of the body");
+
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+}
+
+#[tokio::test]
+async fn half_a_request_line_is_disconnected() {
+    let edge = Edge::start().await;
+    let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
+    stream.write_all(b"GET /healthz HT").await.expect("sends half a request line");
+
+    let answer = read_until_closed(&mut stream).await;
+    assert!(!answer.contains("200 OK"), "no answer to an unfinished request: {answer}");
+}
+
+#[tokio::test]
+async fn stalled_headers_are_disconnected() {
+    let edge = Edge::start().await;
+    let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: disputes\r\n").await.expect("sends some headers");
+
+    let answer = read_until_closed(&mut stream).await;
+    assert!(!answer.contains("200 OK"), "no answer to unfinished headers: {answer}");
+}
+
+#[tokio::test]
+async fn a_prompt_request_is_answered_within_the_limits() {
+    let edge = Edge::start().await;
+    let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: disputes\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("sends a request");
+
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// The correlation id the answer carries, the one in the events' metadata and the one the
+/// relay publishes with them.
+async fn correlation_ids(
+    app: &TestApp,
+    order_id: &str,
+    answer: &Answer,
+) -> (String, Vec<String>, Vec<String>) {
+    let answered = answer.headers.get("x-correlation-id").expect("the answer names its correlation id");
+    let answered = answered.to_str().expect("a text header").to_string();
+    let events = app.store.whole_stream(order_id).await.expect("the stream reads");
+    assert!(!events.is_empty(), "the command wrote events");
+    let stored = events.iter().map(|e| e.typed_metadata().expect("metadata").correlation_id).collect();
+    let published = events
+        .iter()
+        .map(|e| {
+            let json = serde_json::to_value(CloudEvent::from_stored(e, "disputes")).expect("serializes");
+            json["correlationid"].as_str().expect("the extension correlationid").to_string()
+        })
+        .collect();
+    (answered, stored, published)
+}
+
+#[tokio::test]
+async fn the_callers_correlation_id_is_echoed_and_travels_with_the_events() {
+    let app = TestApp::sqlite().await;
+    let token = app.token(Role::System, "order-service");
+    let answer = app
+        .send(
+            reqwest::Method::PUT,
+            "/v1/orders/c-1",
+            Some(&token),
+            Some(&order("c-1")),
+            &[("x-correlation-id", "checkout-42")],
+        )
+        .await;
+    answer.assert_ok();
+
+    let (answered, stored, published) = correlation_ids(&app, "c-1", &answer).await;
+    assert_eq!(answered, "checkout-42");
+    assert!(stored.iter().all(|id| id == "checkout-42"), "{stored:?}");
+    assert!(published.iter().all(|id| id == "checkout-42"), "{published:?}");
+}
+
+#[tokio::test]
+async fn without_a_correlation_id_one_is_generated_and_used_throughout() {
+    let app = TestApp::sqlite().await;
+    let answer = app.register(&order("c-2")).await;
+    answer.assert_ok();
+
+    let (answered, stored, published) = correlation_ids(&app, "c-2", &answer).await;
+    assert!(uuid::Uuid::parse_str(&answered).is_ok(), "a generated UUID: {answered}");
+    assert!(stored.iter().all(|id| *id == answered), "{stored:?} vs {answered}");
+    assert!(published.iter().all(|id| *id == answered), "{published:?} vs {answered}");
+}
+
+#[tokio::test]
+async fn every_answer_echoes_the_correlation_id() {
+    let app = TestApp::sqlite().await;
+    for (path, token) in [("/healthz", None), ("/no/such/route", None), ("/v1/disputes/nope", None)] {
+        let answer =
+            app.send(reqwest::Method::GET, path, token, None, &[("x-correlation-id", "probe-7")]).await;
+        let echoed = answer.headers.get("x-correlation-id").and_then(|v| v.to_str().ok());
+        assert_eq!(echoed, Some("probe-7"), "{path} answered {}", answer.status);
+    }
+    let too_long = "x".repeat(129);
+    let answer =
+        app.send(reqwest::Method::GET, "/healthz", None, None, &[("x-correlation-id", &too_long)]).await;
+    let echoed = answer.headers.get("x-correlation-id").and_then(|v| v.to_str().ok()).expect("an id");
+    assert!(uuid::Uuid::parse_str(echoed).is_ok(), "an over-long id is replaced: {echoed}");
+}
+
+const SHOP: &str = "https://shop.example";
+
+async fn with_cors(origins: &str) -> Edge {
+    let cors_origins = dispute_api::parse_cors_origins(origins).expect("origins");
+    Edge::with(EdgeConfig { cors_origins, ..EdgeConfig::default() }).await
+}
+
+/// A browser's preflight for a command from `origin`.
+async fn preflight(edge: &Edge, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("http://{}/v1/disputes/o-1/request", edge.addr))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type, idempotency-key")
+        .send()
+        .await
+        .expect("the service answers")
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn a_preflight_from_a_configured_origin_is_allowed() {
+    let edge = with_cors("https://admin.example, https://shop.example").await;
+    let answer = preflight(&edge, SHOP).await;
+    assert!(answer.status().is_success(), "{}", answer.status());
+    assert_eq!(header(&answer, "access-control-allow-origin"), Some(SHOP));
+    let methods = header(&answer, "access-control-allow-methods").expect("allowed methods");
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = header(&answer, "access-control-allow-headers").expect("allowed headers");
+    for name in ["authorization", "content-type", "idempotency-key"] {
+        assert!(headers.contains(name), "{name} in {headers}");
+    }
+
+    let answer = reqwest::Client::new()
+        .get(format!("http://{}/healthz", edge.addr))
+        .header("origin", SHOP)
+        .send()
+        .await
+        .expect("the service answers");
+    assert_eq!(header(&answer, "access-control-allow-origin"), Some(SHOP));
+    let exposed = header(&answer, "access-control-expose-headers").expect("exposed headers");
+    assert!(exposed.contains("x-correlation-id"), "{exposed}");
+}
+
+#[tokio::test]
+async fn a_preflight_from_another_origin_is_not_allowed() {
+    let edge = with_cors(SHOP).await;
+    let answer = preflight(&edge, "https://elsewhere.example").await;
+    assert_eq!(header(&answer, "access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn without_configured_origins_there_is_no_cors() {
+    let edge = with_cors("").await;
+    let answer = preflight(&edge, SHOP).await;
+    assert_eq!(header(&answer, "access-control-allow-origin"), None);
+    assert_eq!(header(&answer, "access-control-allow-methods"), None);
+}

@@ -13,7 +13,7 @@ use dispute_domain::{
     RefundReason, Role, expected_arrival,
 };
 use dispute_store::chain::{self, GENESIS, Unlinked};
-use dispute_store::{BulkEvent, EventMetadata, Store};
+use dispute_store::{BulkStream, EventMetadata, Store};
 
 use crate::AuditError;
 
@@ -24,7 +24,7 @@ pub const EVENTS_PER_ORDER: u64 = 4;
 const ORDERS_PER_INSERT: u64 = 2_500;
 
 /// The four chained events of synthetic order `n`.
-fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<BulkEvent> {
+fn lifecycle(n: u64, start: DateTime<Utc>) -> BulkStream {
     let order_id = format!("bench-{n:08}");
     let t0 = start + Duration::seconds(n as i64);
     let amount = Money::new(1_000 + (n % 9_000) as i64, "CNY");
@@ -106,17 +106,8 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> Vec<BulkEvent> {
             hash: None,
         },
     });
-    chain::link(&order_id, 0, GENESIS, unlinked)
-        .into_iter()
-        .map(|linked| BulkEvent {
-            order_id: order_id.clone(),
-            sequence: linked.sequence,
-            event_type: linked.event_type,
-            event_version: linked.event_version,
-            payload: linked.payload,
-            metadata: linked.metadata,
-        })
-        .collect()
+    let linked = chain::link(&order_id, 0, GENESIS, unlinked);
+    (order_id, linked)
 }
 
 /// Inserts `orders` synthetic lifecycles into an empty store, calling `progress(done, total)`
@@ -139,9 +130,9 @@ pub async fn load_synthetic(
     let mut first = 0;
     while first < orders {
         let last = (first + ORDERS_PER_INSERT).min(orders);
-        let rows: Vec<BulkEvent> = (first..last).flat_map(|n| lifecycle(n, start)).collect();
-        store.insert_bulk(&rows).await?;
-        done += rows.len() as u64;
+        let streams: Vec<BulkStream> = (first..last).map(|n| lifecycle(n, start)).collect();
+        store.insert_bulk(&streams).await?;
+        done += streams.iter().map(|(_, events)| events.len() as u64).sum::<u64>();
         progress(done, total);
         first = last;
     }
@@ -157,10 +148,11 @@ mod tests {
 
     #[test]
     fn a_synthetic_lifecycle_is_chained_and_replays_to_refunded() {
-        let events: Vec<StoredEvent> = lifecycle(7, Utc::now())
+        let (order_id, linked) = lifecycle(7, Utc::now());
+        let events: Vec<StoredEvent> = linked
             .into_iter()
             .map(|row| StoredEvent {
-                order_id: row.order_id,
+                order_id: order_id.clone(),
                 sequence: row.sequence,
                 event_type: row.event_type,
                 event_version: row.event_version,
@@ -176,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_synthetic_lifecycle_is_stored_exactly_as_before() {
-        let rows = lifecycle(7, "2026-01-01T00:00:00Z".parse().unwrap());
+        let (_, rows) = lifecycle(7, "2026-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(
             rows[3].metadata.to_string(),
             r#"{"actor_id":"payments","actor_role":"system","command":"refund_paid","correlation_id":"corr-7-4","hash":"4d82c2cda19f3f27144300dc10deb1d8fb464b0865a0523584a32b7d823ee10b","prevhash":"9941686a9050a080a2b2b2cb259793ecc21ad52932f03e13869fc73fbd5b1efd","time":"2026-01-01T03:00:07.000000Z"}"#

@@ -3,21 +3,11 @@
 //! transaction per batch on SQLite. Nothing checks the events: the caller chains them
 //! ([`crate::chain::link`]) and loads only into a store set aside for measuring.
 
-use serde_json::Value;
-
+use crate::chain::Linked;
 use crate::{Backend, Store, StoreError};
 
-/// One event to insert as it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BulkEvent {
-    pub order_id: String,
-    pub sequence: u64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: Value,
-    /// The stored metadata, `prevhash` and `hash` included.
-    pub metadata: Value,
-}
+/// One stream's events, as [`crate::chain::link`] made them, to insert as they are.
+pub type BulkStream = (String, Vec<Linked>);
 
 /// An insert into `events` of the given rows.
 macro_rules! insert_events {
@@ -40,14 +30,16 @@ const POSTGRES_INSERT: &str = insert_events!(
 const SQLITE_INSERT: &str = insert_events!("VALUES ('dispute', $1, $2, $3, $4, $5, $6)");
 
 impl Store {
-    /// Inserts `events` in one transaction.
-    pub async fn insert_bulk(&self, events: &[BulkEvent]) -> Result<(), StoreError> {
+    /// Inserts the events of `streams` in one transaction.
+    pub async fn insert_bulk(&self, streams: &[BulkStream]) -> Result<(), StoreError> {
+        let events =
+            || streams.iter().flat_map(|(order_id, events)| events.iter().map(move |e| (order_id, e)));
         match &self.backend {
             Backend::Postgres(pool) => {
-                let column = |f: fn(&BulkEvent) -> String| events.iter().map(f).collect::<Vec<String>>();
+                let column = |f: fn(&Linked) -> String| events().map(|(_, e)| f(e)).collect::<Vec<String>>();
                 sqlx::query(POSTGRES_INSERT)
-                    .bind(column(|e| e.order_id.clone()))
-                    .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<i64>>())
+                    .bind(events().map(|(order_id, _)| order_id.clone()).collect::<Vec<String>>())
+                    .bind(events().map(|(_, e)| e.sequence as i64).collect::<Vec<i64>>())
                     .bind(column(|e| e.event_type.clone()))
                     .bind(column(|e| e.event_version.clone()))
                     .bind(column(|e| e.payload.to_string()))
@@ -57,9 +49,9 @@ impl Store {
             }
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                for event in events {
+                for (order_id, event) in events() {
                     sqlx::query(SQLITE_INSERT)
-                        .bind(&event.order_id)
+                        .bind(order_id)
                         .bind(event.sequence as i64)
                         .bind(&event.event_type)
                         .bind(&event.event_version)

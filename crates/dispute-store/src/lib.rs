@@ -28,7 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use bulk::BulkEvent;
+pub use bulk::BulkStream;
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome, StoreFailure};
 pub use follow::{Backoff, Consumer, Follower};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};

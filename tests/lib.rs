@@ -142,11 +142,31 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub store: Arc<Store>,
     pub backing: Backing,
-    policy: Arc<Policy>,
-    idempotency: ClaimTimes,
-    tokens: TokenKeys,
+    setup: Setup,
     client: reqwest::Client,
     app: Option<App>,
+}
+
+/// What a [`TestApp`] runs with besides its store and clock; each part defaults to what
+/// `disputes serve` uses, with the token secret [`SECRET`].
+#[derive(Clone)]
+pub struct Setup {
+    pub policy: Arc<Policy>,
+    pub idempotency: ClaimTimes,
+    /// Must hold [`SECRET`] for [`TestApp::token`].
+    pub tokens: TokenKeys,
+    pub edge: dispute_api::EdgeConfig,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            policy: Arc::new(Policy::builtin()),
+            idempotency: ClaimTimes::default(),
+            tokens: TokenKeys::new(SECRET),
+            edge: Default::default(),
+        }
+    }
 }
 
 /// An HTTP answer: status, headers and the JSON body (Null when empty or not JSON).
@@ -189,32 +209,38 @@ impl Answer {
 impl TestApp {
     /// The service on a fresh PostgreSQL database with the built-in policy.
     pub async fn postgres() -> Self {
-        Self::postgres_with_policy(Policy::builtin()).await
+        Self::postgres_with(Setup::default()).await
     }
 
     pub async fn postgres_with_policy(policy: Policy) -> Self {
-        let db = TestDatabase::create().await;
-        let clock = Arc::new(ManualClock::new(epoch()));
-        Self::start(Backing::Postgres(db), Arc::new(policy), clock, ClaimTimes::default()).await
+        Self::postgres_with(Setup { policy: Arc::new(policy), ..Setup::default() }).await
     }
 
     /// The service on a fresh PostgreSQL database whose idempotency claims wait and lapse as
     /// `times` says (the lapse measured on the test's clock).
     pub async fn postgres_with_idempotency(times: ClaimTimes) -> Self {
+        Self::postgres_with(Setup { idempotency: times, ..Setup::default() }).await
+    }
+
+    /// The service on a fresh PostgreSQL database checking tokens with `tokens` (which must
+    /// hold [`SECRET`] for [`Self::token`]).
+    pub async fn postgres_with_tokens(tokens: TokenKeys) -> Self {
+        Self::postgres_with(Setup { tokens, ..Setup::default() }).await
+    }
+
+    pub async fn postgres_with(setup: Setup) -> Self {
         let db = TestDatabase::create().await;
-        let clock = Arc::new(ManualClock::new(epoch()));
-        Self::start(Backing::Postgres(db), Arc::new(Policy::builtin()), clock, times).await
+        Self::start(Backing::Postgres(db), Arc::new(ManualClock::new(epoch())), setup).await
     }
 
     /// The service on the embedded SQLite store in a fresh directory.
     pub async fn sqlite() -> Self {
-        Self::start(
-            Backing::Sqlite(tempdir::TempDir::new()),
-            Arc::new(Policy::builtin()),
-            Arc::new(ManualClock::new(epoch())),
-            ClaimTimes::default(),
-        )
-        .await
+        Self::sqlite_with(Setup::default()).await
+    }
+
+    pub async fn sqlite_with(setup: Setup) -> Self {
+        let dir = tempdir::TempDir::new();
+        Self::start(Backing::Sqlite(dir), Arc::new(ManualClock::new(epoch())), setup).await
     }
 
     fn store_config(backing: &Backing) -> StoreConfig {
@@ -224,46 +250,16 @@ impl TestApp {
         }
     }
 
-    /// The service on a fresh PostgreSQL database checking tokens with `tokens` (which must
-    /// hold [`SECRET`] for [`Self::token`]; a restart goes back to [`SECRET`] alone).
-    pub async fn postgres_with_tokens(tokens: TokenKeys) -> Self {
-        let db = TestDatabase::create().await;
-        let clock = Arc::new(ManualClock::new(epoch()));
-        Self::start_with(
-            Backing::Postgres(db),
-            Arc::new(Policy::builtin()),
-            clock,
-            ClaimTimes::default(),
-            tokens,
-        )
-        .await
-    }
-
     /// The API and the projections (no timer: timer tests step it by hand), started as
-    /// `disputes serve` starts them, with the test's clock and policy.
-    async fn start(
-        backing: Backing,
-        policy: Arc<Policy>,
-        clock: Arc<ManualClock>,
-        idempotency: ClaimTimes,
-    ) -> Self {
-        Self::start_with(backing, policy, clock, idempotency, TokenKeys::new(SECRET)).await
-    }
-
-    async fn start_with(
-        backing: Backing,
-        policy: Arc<Policy>,
-        clock: Arc<ManualClock>,
-        idempotency: ClaimTimes,
-        tokens: TokenKeys,
-    ) -> Self {
+    /// `disputes serve` starts them, with the test's clock.
+    async fn start(backing: Backing, clock: Arc<ManualClock>, setup: Setup) -> Self {
         let app = App::start(disputes::Config {
             store: Self::store_config(&backing),
-            services: DisputeServices::new(clock.clone(), policy.clone()),
+            services: DisputeServices::new(clock.clone(), setup.policy.clone()),
             bus: None,
-            tokens: tokens.clone(),
-            idempotency,
-            edge: Default::default(),
+            tokens: setup.tokens.clone(),
+            idempotency: setup.idempotency,
+            edge: setup.edge.clone(),
             listen: "127.0.0.1:0".parse().expect("an address"),
             parts: Parts { projections: true, timer: false },
         })
@@ -274,9 +270,7 @@ impl TestApp {
             clock,
             store: app.store().clone(),
             backing,
-            policy,
-            idempotency,
-            tokens,
+            setup,
             client: reqwest::Client::new(),
             app: Some(app),
         }
@@ -286,7 +280,7 @@ impl TestApp {
     pub async fn restart(mut self) -> Self {
         self.stop().await;
         let backing = std::mem::replace(&mut self.backing, Backing::Sqlite(tempdir::TempDir::new()));
-        Self::start(backing, self.policy.clone(), self.clock.clone(), self.idempotency).await
+        Self::start(backing, self.clock.clone(), self.setup.clone()).await
     }
 
     async fn stop(&mut self) {
@@ -300,7 +294,7 @@ impl TestApp {
     }
 
     pub fn token(&self, role: Role, sub: &str) -> String {
-        self.tokens.issue(&Actor::new(role, sub), Duration::hours(1))
+        self.setup.tokens.issue(&Actor::new(role, sub), Duration::hours(1))
     }
 
     pub fn advance(&self, by: Duration) {

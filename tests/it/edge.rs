@@ -2,66 +2,35 @@
 //! correlation id from request to answer, event and published CloudEvent, CORS from the
 //! configuration.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use dispute_api::{AppState, EdgeConfig, TokenKeys};
+use dispute_api::EdgeConfig;
 use dispute_bus::CloudEvent;
-use dispute_domain::{Actor, DisputeServices, ManualClock, Policy, Role};
-use dispute_store::{Store, StoreConfig};
+use dispute_domain::Role;
 use disputes_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 /// Far above the one-second limits the edge runs with here: an answer or a close before it is
 /// the limit at work, not the test's patience.
 const BOUND: Duration = Duration::from_secs(10);
 
-/// The API alone on the embedded store, with one-second request and header limits (by
-/// default; [`Edge::with`] takes others).
-struct Edge {
-    addr: SocketAddr,
-    tokens: TokenKeys,
-    stop: CancellationToken,
-    _dir: tempdir::TempDir,
+/// The service on the embedded store with one-second request and header limits.
+async fn quick_limits() -> TestApp {
+    with_edge(EdgeConfig {
+        request_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
+        ..EdgeConfig::default()
+    })
+    .await
 }
 
-impl Edge {
-    async fn start() -> Self {
-        Self::with(EdgeConfig {
-            request_timeout: Duration::from_secs(1),
-            header_timeout: Duration::from_secs(1),
-            ..EdgeConfig::default()
-        })
-        .await
-    }
-
-    async fn with(edge: EdgeConfig) -> Self {
-        let dir = tempdir::TempDir::new();
-        let services = DisputeServices::new(Arc::new(ManualClock::new(epoch())), Arc::new(Policy::builtin()));
-        let store = Store::open(&StoreConfig::Sqlite { path: tempdir::join(&dir, "disputes.db") }, services)
-            .await
-            .expect("store opens");
-        let tokens = TokenKeys::new(SECRET);
-        let state = AppState::new(store, tokens.clone()).with_edge(edge);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let addr = listener.local_addr().expect("an address");
-        let stop = CancellationToken::new();
-        tokio::spawn(dispute_api::serve(listener, state, stop.clone().cancelled_owned()));
-        Self { addr, tokens, stop, _dir: dir }
-    }
-
-    fn token(&self) -> String {
-        self.tokens.issue(&Actor::new(Role::System, "order-service"), chrono::Duration::hours(1))
-    }
+async fn with_edge(edge: EdgeConfig) -> TestApp {
+    TestApp::sqlite_with(Setup { edge, ..Setup::default() }).await
 }
 
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+fn system_token(app: &TestApp) -> String {
+    app.token(Role::System, "order-service")
 }
 
 /// Everything the server sends until it closes the connection (or the bound passes: panics).
@@ -76,12 +45,12 @@ async fn read_until_closed(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn a_stalled_body_is_answered_408_request_timeout() {
-    let edge = Edge::start().await;
+    let edge = quick_limits().await;
     let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
     let head = format!(
         "PUT /v1/orders/o-1 HTTP/1.1\r\nhost: disputes\r\nauthorization: Bearer {}\r\n\
          content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"order_id\":",
-        edge.token()
+        system_token(&edge)
     );
     stream.write_all(head.as_bytes()).await.expect("sends the headers and part of the body");
 
@@ -94,7 +63,7 @@ async fn a_stalled_body_is_answered_408_request_timeout() {
 
 #[tokio::test]
 async fn half_a_request_line_is_disconnected() {
-    let edge = Edge::start().await;
+    let edge = quick_limits().await;
     let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
     stream.write_all(b"GET /healthz HT").await.expect("sends half a request line");
 
@@ -104,7 +73,7 @@ async fn half_a_request_line_is_disconnected() {
 
 #[tokio::test]
 async fn stalled_headers_are_disconnected() {
-    let edge = Edge::start().await;
+    let edge = quick_limits().await;
     let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
     stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: disputes\r\n").await.expect("sends some headers");
 
@@ -114,7 +83,7 @@ async fn stalled_headers_are_disconnected() {
 
 #[tokio::test]
 async fn a_prompt_request_is_answered_within_the_limits() {
-    let edge = Edge::start().await;
+    let edge = quick_limits().await;
     let mut stream = TcpStream::connect(edge.addr).await.expect("connects");
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: disputes\r\nconnection: close\r\n\r\n")
@@ -198,13 +167,13 @@ async fn every_answer_echoes_the_correlation_id() {
 
 const SHOP: &str = "https://shop.example";
 
-async fn with_cors(origins: &str) -> Edge {
+async fn with_cors(origins: &str) -> TestApp {
     let cors_origins = dispute_api::parse_cors_origins(origins).expect("origins");
-    Edge::with(EdgeConfig { cors_origins, ..EdgeConfig::default() }).await
+    with_edge(EdgeConfig { cors_origins, ..EdgeConfig::default() }).await
 }
 
 /// A browser's preflight for a command from `origin`.
-async fn preflight(edge: &Edge, origin: &str) -> reqwest::Response {
+async fn preflight(edge: &TestApp, origin: &str) -> reqwest::Response {
     reqwest::Client::new()
         .request(reqwest::Method::OPTIONS, format!("http://{}/v1/disputes/o-1/request", edge.addr))
         .header("origin", origin)

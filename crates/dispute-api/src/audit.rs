@@ -4,13 +4,15 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use dispute_audit::{ChainCheck, EventRecord, ReplayedRecord};
 use dispute_domain::{DisputeError, Role};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::extract::{Path, Query};
-use crate::{ApiError, AppState};
+use crate::views::OrderId;
+use crate::{ApiError, AppState, Problem};
 
 fn auditor(caller: &Caller) -> Result<(), ApiError> {
     match caller.0.role {
@@ -19,19 +21,34 @@ fn auditor(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AsOf {
+    /// The instant (RFC 3339); the latest state when absent.
+    #[param(format = DateTime, example = "2026-11-05T12:00:00Z")]
     as_of: Option<String>,
 }
 
-/// `GET /v1/audit/disputes/{id}?as_of=RFC3339`
+/// `GET /v1/audit/disputes/{id}?as_of=RFC3339`: the state folded from the events at or before
+/// the instant.
+#[utoipa::path(
+    get, path = "/v1/audit/disputes/{id}", tag = "audit", security(("bearer" = [])),
+    params(OrderId, AsOf),
+    responses(
+        (status = 200, description = "The replayed state.", body = ReplayedRecord),
+        (status = 400, description = "`as_of` is not an RFC 3339 instant. Codes: `malformed_request`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No events (as of the instant). Codes: `not_found`.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn replayed(
     State(state): State<AppState>,
     caller: Caller,
-    Path(order_id): Path<String>,
+    Path(OrderId { id: order_id }): Path<OrderId>,
     Query(query): Query<AsOf>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayedRecord>, ApiError> {
     auditor(&caller)?;
     let as_of = query
         .as_of
@@ -44,24 +61,41 @@ pub(crate) async fn replayed(
     let events = state.store.whole_stream(&order_id).await?;
     let replayed = dispute_audit::replay(&events, as_of).map_err(|e| ApiError::Internal(e.to_string()))?;
     let replayed = replayed.ok_or(ApiError::Refused(DisputeError::OrderNotFound))?;
-    Ok(Json(replayed.to_json()))
+    Ok(Json(replayed.record()))
 }
 
-/// `GET /v1/audit/disputes/{id}/events`
+/// A dispute's stored events and the check of their hash chain.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditedEvents {
+    dispute_id: String,
+    /// The last event's sequence.
+    sequence: u64,
+    chain: ChainCheck,
+    events: Vec<EventRecord>,
+}
+
+/// `GET /v1/audit/disputes/{id}/events`: every stored event with its hashes.
+#[utoipa::path(
+    get, path = "/v1/audit/disputes/{id}/events", tag = "audit", security(("bearer" = [])),
+    params(OrderId),
+    responses(
+        (status = 200, description = "The events and the chain check.", body = AuditedEvents),
+        (status = 404, description = "No events. Codes: `not_found`.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(order_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Path(OrderId { id: order_id }): Path<OrderId>,
+) -> Result<Json<AuditedEvents>, ApiError> {
     auditor(&caller)?;
     let events = state.store.whole_stream(&order_id).await?;
-    if events.is_empty() {
-        return Err(DisputeError::OrderNotFound.into());
-    }
-    Ok(Json(json!({
-        "dispute_id": order_id,
-        "sequence": events.last().map(|e| e.sequence),
-        "chain": dispute_audit::chain_json(&events),
-        "events": events.iter().map(dispute_audit::event_json).collect::<Vec<_>>(),
-    })))
+    let Some(last) = events.last() else { return Err(DisputeError::OrderNotFound.into()) };
+    Ok(Json(AuditedEvents {
+        dispute_id: order_id,
+        sequence: last.sequence,
+        chain: ChainCheck::of(&events),
+        events: events.iter().map(EventRecord::of).collect(),
+    }))
 }

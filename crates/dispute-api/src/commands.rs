@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use std::ops::Deref;
 use std::sync::LazyLock;
 
@@ -43,6 +44,8 @@ pub struct CommandRoute {
     pub roles: &'static [Role],
     /// The OpenAPI schema of the body; `None` when the command takes none.
     pub body_schema: Option<&'static str>,
+    /// Whether a body must be sent; the commands whose fields are all optional take none.
+    pub body_required: bool,
     parse: Parse,
 }
 
@@ -58,37 +61,37 @@ fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiEr
     if bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { body(bytes) }
 }
 
-/// The body of each command sent over HTTP: its OpenAPI schema and its parser. `None` for the
-/// service's internal commands, which have no route.
-fn http_body(kind: ActionKind) -> Option<(Option<&'static str>, Parse)> {
+/// The body of each command sent over HTTP: its OpenAPI schema, whether it must be sent, and
+/// its parser. `None` for the service's internal commands, which have no route.
+fn http_body(kind: ActionKind) -> Option<(Option<&'static str>, bool, Parse)> {
     use ActionKind::*;
-    let (schema, parse): (&str, Parse) = match kind {
-        RegisterOrder => ("OrderFacts", |b| Ok(Action::RegisterOrder(body(b)?))),
-        MarkDelivered => ("MarkDelivered", |b| Ok(Action::MarkDelivered(body(b)?))),
-        RequestRefund => ("RequestRefund", |b| Ok(Action::RequestRefund(body(b)?))),
-        MerchantAccept => ("MerchantAccept", |b| Ok(Action::MerchantAccept(optional_body(b)?))),
-        MerchantReject => ("MerchantReject", |b| Ok(Action::MerchantReject(body(b)?))),
-        MerchantOffer => ("MerchantOffer", |b| Ok(Action::MerchantOffer(body(b)?))),
+    let (schema, required, parse): (&str, bool, Parse) = match kind {
+        RegisterOrder => ("OrderFacts", true, |b| Ok(Action::RegisterOrder(body(b)?))),
+        MarkDelivered => ("MarkDelivered", true, |b| Ok(Action::MarkDelivered(body(b)?))),
+        RequestRefund => ("RequestRefund", true, |b| Ok(Action::RequestRefund(body(b)?))),
+        MerchantAccept => ("MerchantAccept", false, |b| Ok(Action::MerchantAccept(optional_body(b)?))),
+        MerchantReject => ("MerchantReject", true, |b| Ok(Action::MerchantReject(body(b)?))),
+        MerchantOffer => ("MerchantOffer", true, |b| Ok(Action::MerchantOffer(body(b)?))),
         AcceptOffer => {
             let parse: Parse = |b| {
                 let _: EmptyBody = optional_body(b)?;
                 Ok(Action::AcceptOffer)
             };
-            return Some((None, parse));
+            return Some((None, false, parse));
         }
-        DeclineOffer => ("DeclineOffer", |b| Ok(Action::DeclineOffer(optional_body(b)?))),
-        SubmitEvidence => ("SubmitEvidence", |b| Ok(Action::SubmitEvidence(body(b)?))),
-        Escalate => ("Escalate", |b| Ok(Action::Escalate(body(b)?))),
-        Assign => ("Assign", |b| Ok(Action::Assign(body(b)?))),
-        Judge => ("Judge", |b| Ok(Action::Judge(body(b)?))),
-        Appeal => ("Appeal", |b| Ok(Action::Appeal(body(b)?))),
-        ShipReturn => ("ShipReturn", |b| Ok(Action::ShipReturn(body(b)?))),
-        ConfirmReturn => ("ConfirmReturn", |b| Ok(Action::ConfirmReturn(optional_body(b)?))),
-        RecordRefundPaid => ("RecordRefundPaid", |b| Ok(Action::RecordRefundPaid(body(b)?))),
-        Withdraw => ("Withdraw", |b| Ok(Action::Withdraw(optional_body(b)?))),
+        DeclineOffer => ("DeclineOffer", false, |b| Ok(Action::DeclineOffer(optional_body(b)?))),
+        SubmitEvidence => ("SubmitEvidence", true, |b| Ok(Action::SubmitEvidence(body(b)?))),
+        Escalate => ("Escalate", true, |b| Ok(Action::Escalate(body(b)?))),
+        Assign => ("Assign", true, |b| Ok(Action::Assign(body(b)?))),
+        Judge => ("Judge", true, |b| Ok(Action::Judge(body(b)?))),
+        Appeal => ("Appeal", true, |b| Ok(Action::Appeal(body(b)?))),
+        ShipReturn => ("ShipReturn", true, |b| Ok(Action::ShipReturn(body(b)?))),
+        ConfirmReturn => ("ConfirmReturn", false, |b| Ok(Action::ConfirmReturn(optional_body(b)?))),
+        RecordRefundPaid => ("RecordRefundPaid", true, |b| Ok(Action::RecordRefundPaid(body(b)?))),
+        Withdraw => ("Withdraw", false, |b| Ok(Action::Withdraw(optional_body(b)?))),
         ExpireDeadline => return None,
     };
-    Some((Some(schema), parse))
+    Some((Some(schema), required, parse))
 }
 
 /// The route of a command of the table: order commands under `/v1/orders/{id}`, dispute
@@ -99,7 +102,7 @@ fn route_of(spec: &'static CommandSpec) -> Option<CommandRoute> {
         Scope::Dispute => "/v1/disputes/{id}",
         Scope::Internal => return None,
     };
-    let (body_schema, parse) = http_body(spec.kind)?;
+    let (body_schema, body_required, parse) = http_body(spec.kind)?;
     let path = if spec.segment.is_empty() { base.to_string() } else { format!("{base}/{}", spec.segment) };
     Some(CommandRoute {
         method: spec.method,
@@ -108,6 +111,7 @@ fn route_of(spec: &'static CommandSpec) -> Option<CommandRoute> {
         name: spec.name,
         roles: spec.roles,
         body_schema,
+        body_required,
         parse,
     })
 }
@@ -369,8 +373,17 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The handler of `route`, on its one method.
+pub(crate) fn method_router(route: &'static CommandRoute) -> MethodRouter<AppState> {
+    let method = match route.method {
+        Method::Put => MethodFilter::PUT,
+        Method::Post => MethodFilter::POST,
+    };
+    on(method, move |state, caller, path, headers, body| endpoint(route, state, caller, path, headers, body))
+}
+
 /// Axum handler shape: extracts the path id and hands over to [`handle`].
-pub(crate) async fn endpoint(
+async fn endpoint(
     route: &'static CommandRoute,
     State(state): State<AppState>,
     caller: Caller,

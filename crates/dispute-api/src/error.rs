@@ -54,14 +54,28 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The problem document. `code` is the stable machine-readable reason.
-#[derive(Debug, Serialize)]
+/// The problem document (RFC 9457) of every answer that is not a success. `code` is the
+/// stable machine-readable reason; `detail` is for people and may change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "urn:disputes:problem:outside_request_window",
+    "title": "Unprocessable Entity",
+    "status": 422,
+    "detail": "the refund request window has closed",
+    "code": "outside_request_window"
+}))]
 pub struct Problem {
+    /// `urn:disputes:problem:{code}`.
     #[serde(rename = "type")]
     pub type_uri: String,
+    /// The status's reason phrase.
     pub title: &'static str,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     pub detail: String,
+    /// The reason, in snake_case; each answer's description lists the codes it may carry.
+    #[schema(pattern = "^[a-z_]+$")]
     pub code: &'static str,
 }
 

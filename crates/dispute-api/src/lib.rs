@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, on};
+use axum::response::Response;
 use axum::{Json, Router};
 use dispute_store::{ClaimTimes, Store};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -29,6 +27,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Caller, KeyError, TokenKeys};
 pub use commands::{CommandAnswer, ROUTES};
@@ -71,35 +71,39 @@ impl AppState {
     }
 }
 
-/// The full router.
+/// Every route of the API and its documentation, registered together: a route is served only
+/// as documented, and documented only where it is served.
+pub(crate) fn api() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(openapi_json))
+        .routes(routes!(views::dispute))
+        .routes(routes!(views::timeline))
+        .routes(routes!(views::buyer_disputes))
+        .routes(routes!(views::merchant_disputes))
+        .routes(routes!(views::merchant_summary))
+        .routes(routes!(views::platform_queue))
+        .routes(routes!(views::platform_stats))
+        .routes(routes!(audit::replayed))
+        .routes(routes!(audit::events));
+    for command in openapi::commands() {
+        api = api.routes(command);
+    }
+    utoipa::Modify::modify(&openapi::Edge, api.get_openapi_mut());
+    api
+}
+
+/// The full router: the API, its document at `/openapi.json` and its browsable page at
+/// `/docs`.
 pub fn router(state: AppState) -> Router {
     let edge = state.edge.clone();
-    let mut router = Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
-        .route("/readyz", get(ready))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .route("/v1/disputes/{id}", get(views::dispute))
-        .route("/v1/disputes/{id}/timeline", get(views::timeline))
-        .route("/v1/buyers/{id}/disputes", get(views::buyer_disputes))
-        .route("/v1/merchants/{id}/disputes", get(views::merchant_disputes))
-        .route("/v1/merchants/{id}/summary", get(views::merchant_summary))
-        .route("/v1/platform/queue", get(views::platform_queue))
-        .route("/v1/platform/stats", get(views::platform_stats))
-        .route("/v1/audit/disputes/{id}", get(audit::replayed))
-        .route("/v1/audit/disputes/{id}/events", get(audit::events));
-    for route in ROUTES {
-        let method = match route.method {
-            dispute_domain::Method::Put => axum::routing::MethodFilter::PUT,
-            dispute_domain::Method::Post => axum::routing::MethodFilter::POST,
-        };
-        router = router.route(
-            route.path,
-            on(method, move |state, caller, path, headers, body| {
-                commands::endpoint(route, state, caller, path, headers, body)
-            }),
-        );
-    }
+    let (router, document) = api().split_for_parts();
+    let document = Arc::new(document);
     let router = router
+        .layer(axum::Extension(document.clone()))
+        .merge(docs_page())
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -129,12 +133,52 @@ fn catch_panics() -> CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> Respon
     CatchPanicLayer::custom(error::panic_response)
 }
 
-async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// The answer of `/healthz` and `/readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// The process is alive: it answers, whatever the state of its store.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The status.", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The event store answers: send traffic here.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The status.", body = Health),
+        (status = 503, description = "The event store does not answer. Codes: `not_ready`.",
+         body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait before asking again."))),
+    )
+)]
+async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::NotReady
     })?;
-    Ok((StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))))
+    Ok(Json(Health { status: "ready" }))
+}
+
+/// This document (OpenAPI 3.1); a browsable page of it is at `/docs`.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document.", body = Object))
+)]
+async fn openapi_json(
+    axum::Extension(document): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<Arc<utoipa::openapi::OpenApi>> {
+    Json(document)
+}
+
+/// Swagger UI on the document, its assets built into the binary.
+fn docs_page<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let config = utoipa_swagger_ui::Config::from("/openapi.json");
+    utoipa_swagger_ui::SwaggerUi::new("/docs").config(config).into()
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
@@ -189,7 +233,8 @@ async fn accept_failed(e: std::io::Error) {
 #[cfg(test)]
 mod tests {
     use axum::body::{Body, to_bytes};
-    use axum::http::{Request, header};
+    use axum::http::{Request, StatusCode, header};
+    use axum::routing::get;
     use tower::ServiceExt;
 
     use super::*;

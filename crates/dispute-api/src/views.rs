@@ -7,14 +7,44 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use dispute_domain::{DisputeError, Role};
-use dispute_views::DisputeView;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use dispute_domain::{DisputeError, Role, Status};
+use dispute_views::{DisputeView, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::extract::{Path, Query};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Problem};
+
+/// The dispute a route is about, named by its order id.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct OrderId {
+    /// The order id; an order has one dispute, named by it.
+    #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_:-]+$", example = "o-1001")]
+    pub(crate) id: String,
+}
+
+/// The party a list is about.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct PartyId {
+    /// The buyer's or merchant's id, as the token's `sub` names it.
+    #[param(example = "m-1")]
+    id: String,
+}
+
+/// Waiting for one's own write.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers by `min_sequence`; declared for the document
+pub(crate) struct MinSequence {
+    /// Wait (at most 5 s) until the view reflects this sequence (a command's answer's
+    /// `sequence`); 409 `view_behind` if it does not by then.
+    #[param(rename = "X-Min-Sequence", value_type = String, required = false, pattern = "^[0-9]{1,19}$")]
+    x_min_sequence: Option<String>,
+}
 
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How often a wait for `X-Min-Sequence` looks again without a local projection signal.
@@ -27,7 +57,8 @@ fn min_sequence(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     value
         .to_str()
         .ok()
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
         .map(Some)
         .ok_or_else(|| ApiError::Malformed("X-Min-Sequence must be a sequence number".to_string()))
 }
@@ -77,32 +108,80 @@ async fn readable_dispute(
     }
 }
 
+/// A dispute as the caller reads it: the view, and what the caller may do now.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DisputeAnswer {
+    #[serde(flatten)]
+    view: DisputeView,
+    /// The commands the caller's role may send now (the route's last segment, e.g. `appeal`).
+    actions: Vec<&'static str>,
+    /// When the caller's next step is due, if one is.
+    act_by: Option<DateTime<Utc>>,
+}
+
+/// A dispute's events, in order, as far as its view reflects them.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Timeline {
+    dispute_id: String,
+    sequence: u64,
+    events: Vec<TimelineEntry>,
+}
+
+/// `GET /v1/disputes/{id}`: one dispute, for its parties, arbitrators and auditors.
+#[utoipa::path(
+    get, path = "/v1/disputes/{id}", tag = "views", security(("bearer" = [])),
+    params(OrderId, MinSequence),
+    responses(
+        (status = 200, description = "The dispute, and what the caller may do now.", body = DisputeAnswer),
+        (status = 400, description = "A malformed `X-Min-Sequence`. Codes: `malformed_request`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dispute, or not the caller's. Codes: `not_found`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The view has not reached `X-Min-Sequence` in 5 s. Codes: `view_behind`.",
+         body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub(crate) async fn dispute(
     State(state): State<AppState>,
     caller: Caller,
-    Path(order_id): Path<String>,
+    Path(OrderId { id: order_id }): Path<OrderId>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DisputeAnswer>, ApiError> {
     let view = readable_dispute(&state, &caller, &order_id, &headers).await?;
     let role = caller.0.role;
     let now = state.store.services().clock.now();
-    let mut body = serde_json::to_value(&view).expect("views serialize");
     let policy = state.store.services().policy.for_category(&view.category);
-    body["actions"] = json!(view.actions(role, now, policy));
-    body["act_by"] = json!(view.act_by(role, now));
-    Ok(Json(body))
+    let actions = view.actions(role, now, policy);
+    let act_by = view.act_by(role, now);
+    Ok(Json(DisputeAnswer { view, actions, act_by }))
 }
 
+/// `GET /v1/disputes/{id}/timeline`: the dispute's events, for the same readers.
+#[utoipa::path(
+    get, path = "/v1/disputes/{id}/timeline", tag = "views", security(("bearer" = [])),
+    params(OrderId, MinSequence),
+    responses(
+        (status = 200, description = "The events, oldest first.", body = Timeline),
+        (status = 400, description = "A malformed `X-Min-Sequence`. Codes: `malformed_request`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dispute, or not the caller's. Codes: `not_found`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The view has not reached `X-Min-Sequence` in 5 s. Codes: `view_behind`.",
+         body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub(crate) async fn timeline(
     State(state): State<AppState>,
     caller: Caller,
-    Path(order_id): Path<String>,
+    Path(OrderId { id: order_id }): Path<OrderId>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Timeline>, ApiError> {
     let view = readable_dispute(&state, &caller, &order_id, &headers).await?;
     let mut events = state.views.timeline(&order_id).await?;
     events.retain(|e| e.sequence <= view.sequence);
-    Ok(Json(json!({ "dispute_id": order_id, "sequence": view.sequence, "events": events })))
+    Ok(Json(Timeline { dispute_id: order_id, sequence: view.sequence, events }))
 }
 
 /// Lists keyed by a party's id: that party (or an auditor) only.
@@ -115,48 +194,111 @@ fn own_list(caller: &Caller, role: Role, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A buyer's disputes.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BuyerDisputes {
+    buyer_id: String,
+    disputes: Vec<DisputeView>,
+}
+
+/// `GET /v1/buyers/{id}/disputes`: the buyer's own disputes (or any buyer's, for auditors).
+#[utoipa::path(
+    get, path = "/v1/buyers/{id}/disputes", tag = "views", security(("bearer" = [])),
+    params(PartyId),
+    responses(
+        (status = 200, description = "The buyer's disputes.", body = BuyerDisputes),
+        (status = 404, description = "Another buyer's list. Codes: `not_found`.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn buyer_disputes(
     State(state): State<AppState>,
     caller: Caller,
-    Path(buyer_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Path(PartyId { id: buyer_id }): Path<PartyId>,
+) -> Result<Json<BuyerDisputes>, ApiError> {
     own_list(&caller, Role::Buyer, &buyer_id)?;
     let disputes = state.views.buyer_disputes(&buyer_id).await?;
-    Ok(Json(json!({ "buyer_id": buyer_id, "disputes": disputes })))
+    Ok(Json(BuyerDisputes { buyer_id, disputes }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of a merchant's disputes, the most urgent first.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MerchantQuery {
-    status: Option<String>,
+    /// Only disputes in this status.
+    status: Option<Status>,
+    /// How many disputes per page (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// The `next_cursor` of the page before.
+    #[param(pattern = "^-?[0-9]{1,19}:.+$")]
     cursor: Option<String>,
 }
 
+/// A page of a merchant's disputes.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MerchantDisputes {
+    merchant_id: String,
+    disputes: Vec<DisputeView>,
+    /// Send as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/merchants/{id}/disputes`: the merchant's own disputes, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/merchants/{id}/disputes", tag = "views", security(("bearer" = [])),
+    params(PartyId, MerchantQuery),
+    responses(
+        (status = 200, description = "A page of the merchant's disputes.", body = MerchantDisputes),
+        (status = 400, description = "A malformed query. Codes: `malformed_request`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Another merchant's list. Codes: `not_found`.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn merchant_disputes(
     State(state): State<AppState>,
     caller: Caller,
-    Path(merchant_id): Path<String>,
+    Path(PartyId { id: merchant_id }): Path<PartyId>,
     Query(query): Query<MerchantQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MerchantDisputes>, ApiError> {
     own_list(&caller, Role::Merchant, &merchant_id)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let page = state
-        .views
-        .merchant_disputes(&merchant_id, query.status.as_deref(), limit, query.cursor.as_deref())
-        .await?;
-    Ok(Json(
-        json!({ "merchant_id": merchant_id, "disputes": page.disputes, "next_cursor": page.next_cursor }),
-    ))
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    let cursor = query.cursor.map(|text| parse_cursor(&text)).transpose()?;
+    let status = query.status.map(|s| s.as_str());
+    let page = state.views.merchant_disputes(&merchant_id, status, limit, cursor).await?;
+    Ok(Json(MerchantDisputes { merchant_id, disputes: page.disputes, next_cursor: page.next_cursor }))
 }
 
+/// A cursor as `next_cursor` gives it: `{due}:{order id}`.
+fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
+    text.split_once(':')
+        .filter(|(due, id)| !id.is_empty() && due.len() <= 20)
+        .and_then(|(due, id)| Some((due.parse().ok()?, id.to_string())))
+        .ok_or_else(|| ApiError::Malformed("cursor must be a next_cursor this route gave".to_string()))
+}
+
+/// `GET /v1/merchants/{id}/summary`: the merchant's counts and amounts.
+#[utoipa::path(
+    get, path = "/v1/merchants/{id}/summary", tag = "views", security(("bearer" = [])),
+    params(PartyId),
+    responses(
+        (status = 200, description = "The summary.", body = MerchantSummary),
+        (status = 404, description = "Another merchant's summary. Codes: `not_found`.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(crate) async fn merchant_summary(
     State(state): State<AppState>,
     caller: Caller,
-    Path(merchant_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Path(PartyId { id: merchant_id }): Path<PartyId>,
+) -> Result<Json<MerchantSummary>, ApiError> {
     own_list(&caller, Role::Merchant, &merchant_id)?;
-    Ok(Json(serde_json::to_value(state.views.merchant_summary(&merchant_id).await?).expect("serializes")))
+    Ok(Json(state.views.merchant_summary(&merchant_id).await?))
 }
 
 fn platform_reader(caller: &Caller) -> Result<(), ApiError> {
@@ -166,19 +308,35 @@ fn platform_reader(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+/// The disputes waiting for the platform.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PlatformQueue {
+    queue: Vec<QueueEntry>,
+}
+
+/// `GET /v1/platform/queue`: escalated and appealed disputes, for arbitrators and auditors.
+#[utoipa::path(
+    get, path = "/v1/platform/queue", tag = "views", security(("bearer" = [])),
+    responses((status = 200, description = "The queue, oldest escalation first.", body = PlatformQueue))
+)]
 pub(crate) async fn platform_queue(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlatformQueue>, ApiError> {
     platform_reader(&caller)?;
     let now = state.store.services().clock.now();
-    Ok(Json(json!({ "queue": state.views.platform_queue(now).await? })))
+    Ok(Json(PlatformQueue { queue: state.views.platform_queue(now).await? }))
 }
 
+/// `GET /v1/platform/stats`: counts by reason, outcome and arbitrator.
+#[utoipa::path(
+    get, path = "/v1/platform/stats", tag = "views", security(("bearer" = [])),
+    responses((status = 200, description = "The counts.", body = PlatformStats))
+)]
 pub(crate) async fn platform_stats(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlatformStats>, ApiError> {
     platform_reader(&caller)?;
-    Ok(Json(serde_json::to_value(state.views.platform_stats().await?).expect("serializes")))
+    Ok(Json(state.views.platform_stats().await?))
 }

@@ -6,32 +6,76 @@ use std::sync::Arc;
 use chrono::{SecondsFormat, Utc};
 use dispute_store::chain::verify_stream;
 use dispute_store::{Store, StoredEvent};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{AuditError, replay};
 
 /// One stored event as auditors see it: every stored field plus its `hash` and `prevhash`
-/// (also present in `metadata`, where they are stored). Pure.
-pub fn event_json(event: &StoredEvent) -> Value {
-    json!({
-        "order_id": event.order_id,
-        "sequence": event.sequence,
-        "event_type": event.event_type,
-        "event_version": event.event_version,
-        "payload": event.payload,
-        "metadata": event.metadata,
-        "hash": event.hash(),
-        "prevhash": event.prevhash(),
-    })
+/// (also present in `metadata`, where they are stored).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventRecord {
+    pub order_id: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    /// The event, externally tagged: `{"RefundRequested": {…}}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    /// The stored metadata: actor, time, correlation id, idempotency key, hashes.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Value,
+    /// Absent only on a stream written before the chain existed, or tampered with.
+    pub hash: Option<String>,
+    pub prevhash: Option<String>,
 }
 
-/// The chain check of one stream's events, as JSON.
-pub fn chain_json(events: &[StoredEvent]) -> Value {
-    let breaks = verify_stream(events.iter().map(StoredEvent::hashed));
-    json!({
-        "intact": breaks.is_empty(),
-        "breaks": breaks.iter().map(|b| json!({ "sequence": b.sequence, "problem": b.to_string() })).collect::<Vec<_>>(),
-    })
+impl EventRecord {
+    /// Pure.
+    pub fn of(event: &StoredEvent) -> Self {
+        Self {
+            order_id: event.order_id.clone(),
+            sequence: event.sequence,
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            payload: event.payload.clone(),
+            metadata: event.metadata.clone(),
+            hash: event.hash().map(str::to_string),
+            prevhash: event.prevhash().map(str::to_string),
+        }
+    }
+}
+
+/// The chain check of one stream's events.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChainCheck {
+    /// No break found: every event's hash is its content's, and links to the one before.
+    pub intact: bool,
+    pub breaks: Vec<BreakRecord>,
+}
+
+/// Where the chain breaks, and how.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BreakRecord {
+    pub sequence: u64,
+    pub problem: String,
+}
+
+impl ChainCheck {
+    /// Checks one stream's events, in sequence order. Pure.
+    pub fn of(events: &[StoredEvent]) -> Self {
+        let breaks = verify_stream(events.iter().map(StoredEvent::hashed));
+        Self {
+            intact: breaks.is_empty(),
+            breaks: breaks
+                .iter()
+                .map(|b| BreakRecord { sequence: b.sequence, problem: b.to_string() })
+                .collect(),
+        }
+    }
 }
 
 /// The full record of `order_id`, or `None` when it has no events.
@@ -40,7 +84,7 @@ pub async fn export(store: &Arc<Store>, order_id: &str) -> Result<Option<Value>,
     let Some(last) = events.last() else { return Ok(None) };
     // A stream that was tampered with may not replay; the record says so and goes on.
     let state = match replay(&events, None) {
-        Ok(state) => state.map(|s| s.to_json()).unwrap_or(Value::Null),
+        Ok(state) => state.map(|s| json!(s.record())).unwrap_or(Value::Null),
         Err(e) => json!({ "error": e.to_string() }),
     };
     let views = dispute_views::Views::new(store.clone());
@@ -50,8 +94,8 @@ pub async fn export(store: &Arc<Store>, order_id: &str) -> Result<Option<Value>,
         "dispute_id": order_id,
         "exported_at": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
         "sequence": last.sequence,
-        "chain": chain_json(&events),
-        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "chain": ChainCheck::of(&events),
+        "events": events.iter().map(EventRecord::of).collect::<Vec<_>>(),
         "state": state,
         "views": { "dispute": view, "timeline": timeline },
     })))

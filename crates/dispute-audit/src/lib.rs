@@ -4,7 +4,7 @@
 //!
 //! Invariant: an audit never writes an event or a live view. Drift builds its own tables
 //! aside and drops them.
-//! Invariant: [`replay`] and [`event_json`] are pure; everything that reads the store or the
+//! Invariant: [`replay`] and [`EventRecord::of`] are pure; everything that reads the store or the
 //! bus is async and says so.
 
 mod drift;
@@ -16,9 +16,9 @@ mod verify;
 
 pub use dispute_store::chain::{BreakKind, ChainBreak};
 pub use drift::{DriftRow, drift};
-pub use export::{chain_json, event_json, export};
+pub use export::{BreakRecord, ChainCheck, EventRecord, export};
 pub use published::{PublishedCheck, compare_with_published};
-pub use replay::{Replayed, replay};
+pub use replay::{Replayed, ReplayedRecord, replay};
 pub use synthetic::{EVENTS_PER_ORDER, load_synthetic};
 pub use verify::{Head, HeadsRecord, VerifyReport, for_each_stream, verify};
 

@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::Aggregate;
-use dispute_domain::{Dispute, DisputeEvent};
+use dispute_domain::{CloseReason, Dispute, DisputeEvent, Money, Status};
 use dispute_store::StoredEvent;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::AuditError;
 
@@ -59,20 +60,42 @@ pub fn replay(events: &[StoredEvent], as_of: Option<DateTime<Utc>>) -> Result<Op
 
 impl Replayed {
     /// The answer of `disputes audit replay` and `GET /v1/audit/disputes/{id}`.
-    pub fn to_json(&self) -> Value {
+    /// What auditors read: the headline fields, and the whole state.
+    pub fn record(&self) -> ReplayedRecord {
         let state = &self.state;
-        json!({
-            "dispute_id": self.dispute_id,
-            "as_of": self.as_of.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
-            "sequence": self.sequence,
-            "time": self.time.to_rfc3339_opts(SecondsFormat::Micros, true),
-            "status": state.status(),
-            "close_reason": state.close_reason(),
-            "round": state.round(),
-            "refunded_total": state.refunded_total(),
-            "state": state,
-        })
+        ReplayedRecord {
+            dispute_id: self.dispute_id.clone(),
+            as_of: self.as_of.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            sequence: self.sequence,
+            time: self.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            status: state.status(),
+            close_reason: state.close_reason(),
+            round: state.round(),
+            refunded_total: state.refunded_total(),
+            state: serde_json::to_value(state).expect("the state serializes"),
+        }
     }
+}
+
+/// A dispute's state replayed as of an instant, as auditors read it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplayedRecord {
+    pub dispute_id: String,
+    /// The instant asked for; `null` for the latest state.
+    pub as_of: Option<String>,
+    /// The last event folded.
+    pub sequence: u64,
+    /// That event's time.
+    pub time: String,
+    pub status: Status,
+    pub close_reason: Option<CloseReason>,
+    pub round: u32,
+    /// `null` before the order is registered.
+    pub refunded_total: Option<Money>,
+    /// The whole aggregate state after the last event folded.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub state: Value,
 }
 
 #[cfg(test)]
@@ -130,7 +153,7 @@ mod tests {
         assert_eq!(between.sequence, 1);
         let all = replay(&events, None).unwrap().unwrap();
         assert_eq!((all.sequence, all.state.status()), (2, Status::Closed));
-        assert_eq!(all.to_json()["status"], json!("closed"));
+        assert_eq!(all.record().status, Status::Closed);
     }
 
     #[test]

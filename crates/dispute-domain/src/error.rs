@@ -123,6 +123,97 @@ impl DisputeError {
         }
     }
 
+    /// Every refusal once (details left blank), so that the codes a client may meet can be
+    /// listed where they are documented. The match below fails to compile when a variant is
+    /// added and not listed here.
+    pub fn every() -> Vec<DisputeError> {
+        use DisputeError::*;
+        let every = vec![
+            OrderNotFound,
+            NotAParty,
+            Forbidden,
+            NotAssignee,
+            InvalidTransition { command: "", status: "" },
+            OrderFactsConflict,
+            DeliveryConflict,
+            InvalidAmount,
+            InvalidCurrency,
+            CurrencyMismatch,
+            AmountExceedsRefundable,
+            OfferNotBelowRequest,
+            PartialNotBelowRequest,
+            OutsideRequestWindow,
+            ReasonNotAllowed,
+            NoReasonNotAllowed,
+            TooMuchEvidence,
+            InvalidEvidence,
+            ResponseDeadlinePassed,
+            ReturnWindowClosed,
+            EvidenceWindowClosed,
+            DeadlineNotReached,
+            EscalationWindowClosed,
+            SameArbitrator,
+            AmountRequired(""),
+            AmountNotAllowed,
+            ReturnWithoutRefund,
+            AppealWindowClosed,
+            MaxRoundsReached,
+            AmountMismatch,
+            ChannelMismatch,
+            EmptyField(""),
+            InvalidOrderId,
+        ];
+        for refusal in &every {
+            match refusal {
+                OrderNotFound
+                | NotAParty
+                | Forbidden
+                | NotAssignee
+                | InvalidTransition { .. }
+                | OrderFactsConflict
+                | DeliveryConflict
+                | InvalidAmount
+                | InvalidCurrency
+                | CurrencyMismatch
+                | AmountExceedsRefundable
+                | OfferNotBelowRequest
+                | PartialNotBelowRequest
+                | OutsideRequestWindow
+                | ReasonNotAllowed
+                | NoReasonNotAllowed
+                | TooMuchEvidence
+                | InvalidEvidence
+                | ResponseDeadlinePassed
+                | ReturnWindowClosed
+                | EvidenceWindowClosed
+                | DeadlineNotReached
+                | EscalationWindowClosed
+                | SameArbitrator
+                | AmountRequired(_)
+                | AmountNotAllowed
+                | ReturnWithoutRefund
+                | AppealWindowClosed
+                | MaxRoundsReached
+                | AmountMismatch
+                | ChannelMismatch
+                | EmptyField(_)
+                | InvalidOrderId => {}
+            }
+        }
+        every
+    }
+
+    /// The distinct codes of the refusals of `kind`, in declaration order.
+    pub fn codes(kind: RefusalKind) -> Vec<&'static str> {
+        let mut codes: Vec<&str> = Vec::new();
+        for refusal in Self::every().iter().filter(|r| r.kind() == kind) {
+            if !codes.contains(&refusal.code()) {
+                codes.push(refusal.code());
+            }
+        }
+        codes
+    }
+
     pub fn kind(&self) -> RefusalKind {
         use DisputeError::*;
         match self {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// The deadlines running now; each disappears when the step it waits for happens.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deadlines {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant_response_due: Option<DateTime<Utc>>,
@@ -40,6 +41,7 @@ impl Deadlines {
 
 /// A dispute as its parties, arbitrators and auditors read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DisputeView {
     pub dispute_id: String,
     /// The last event reflected.

@@ -18,6 +18,7 @@ pub struct Views {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimelineEntry {
     pub sequence: u64,
     pub event_type: String,
@@ -28,6 +29,7 @@ pub struct TimelineEntry {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MerchantPage {
     pub disputes: Vec<DisputeView>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -36,6 +38,7 @@ pub struct MerchantPage {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MerchantSummary {
     pub merchant_id: String,
     /// Orders registered for the merchant.
@@ -54,6 +57,7 @@ pub struct MerchantSummary {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueEntry {
     pub dispute_id: String,
     pub sequence: u64,
@@ -66,6 +70,7 @@ pub struct QueueEntry {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlatformStats {
     /// Each order's current round, by the reason asked.
     pub by_reason: BTreeMap<String, u64>,
@@ -120,12 +125,9 @@ impl Views {
         merchant_id: &str,
         status: Option<&str>,
         limit: u32,
-        cursor: Option<&str>,
+        after: Option<(i64, String)>,
     ) -> Result<MerchantPage, ViewError> {
-        let (after_due, after_id) = cursor
-            .and_then(|c| c.split_once(':'))
-            .and_then(|(due, id)| Some((due.parse::<i64>().ok()?, id.to_string())))
-            .unwrap_or((i64::MIN, String::new()));
+        let (after_due, after_id) = after.unwrap_or((i64::MIN, String::new()));
         let rows = self
             .store
             .merchant_rows(merchant_id, status, (after_due, &after_id), i64::from(limit) + 1)

@@ -70,7 +70,7 @@ async fn run_command(settings: Settings, command: AuditCommand) -> anyhow::Resul
             let events = store.whole_stream(&order_id).await?;
             match dispute_audit::replay(&events, as_of)? {
                 Some(replayed) => {
-                    print_json(&replayed.to_json());
+                    print_json(&serde_json::json!(replayed.record()));
                     Ok(ExitCode::SUCCESS)
                 }
                 None => Err(anyhow!("{order_id} has no events (as of that instant)")),

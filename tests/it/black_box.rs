@@ -765,3 +765,66 @@ async fn text_logs_into_a_pipe_carry_no_colours_and_a_misspelt_config_key_is_ref
     assert!(!output.status.success(), "an unknown key stops the start");
     assert!(stderr.contains("bad.toml") && stderr.contains("adress"), "{stderr}");
 }
+
+/// `disputes ARGS` in `cwd` with `env`, expected to stop at once; its stderr.
+fn refused_start(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let output = disputes(cwd, env, args).stdin(Stdio::null()).output().expect("disputes runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{args:?} with {env:?} must not start:\n{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn the_rate_limit_comes_from_flags_environment_or_config_file_and_nonsense_is_refused() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let data_dir = data.path().to_str().expect("a UTF-8 path");
+    let client = reqwest::Client::new();
+    let file = cwd.path().join("limits.toml");
+    let config = file.to_str().expect("a UTF-8 path");
+    let serve = ["--config", config, "serve", "--addr", "127.0.0.1:0"];
+
+    // The environment's rate wins over the file's, the flag's burst over the file's: two
+    // requests at once, then one an hour.
+    std::fs::write(&file, "rate_limit = \"1000/s\"\nrate_limit_burst = 1\n").expect("written");
+    let env = [("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_RATE_LIMIT", "1/h")];
+    let mut server =
+        Process::spawn(disputes(cwd.path(), &env, &[&serve[..], &["--rate-limit-burst", "2"]].concat()));
+    let addr = server.listening();
+    let system = token(cwd.path(), &env, "system", "orders");
+    for id in ["rl-1", "rl-2"] {
+        let (status, body) = register(&client, addr, &system, &recent_order(id)).await;
+        assert_eq!(status, 200, "within the burst: {body}");
+    }
+    let (status, body) = register(&client, addr, &system, &recent_order("rl-3")).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(server.terminate().success());
+
+    // The file alone.
+    std::fs::write(&file, "rate_limit = \"1/h\"\nrate_limit_burst = 1\n").expect("written");
+    let env = [("DISPUTES_DATA_DIR", data_dir)];
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &serve));
+    let addr = server.listening();
+    let (status, body) = register(&client, addr, &system, &recent_order("rl-4")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = register(&client, addr, &system, &recent_order("rl-5")).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(server.terminate().success());
+
+    // Nonsense stops the start with a message naming the setting.
+    let env = [("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_RATE_LIMIT", "0/s")];
+    let stderr = refused_start(cwd.path(), &env, &["serve"]);
+    assert!(stderr.contains("rate-limit") && stderr.contains("0/s"), "{stderr}");
+    let env = [("DISPUTES_DATA_DIR", data_dir)];
+    let stderr =
+        refused_start(cwd.path(), &env, &["serve", "--rate-limit", "5/s", "--rate-limit-burst", "0"]);
+    assert!(stderr.contains("rate-limit-burst") && stderr.contains("at least 1"), "{stderr}");
+    let stderr = refused_start(cwd.path(), &env, &["serve", "--rate-limit-burst", "3"]);
+    assert!(stderr.contains("without DISPUTES_RATE_LIMIT"), "{stderr}");
+    std::fs::write(&file, "rate_limit = \"-1/s\"\n").expect("written");
+    let stderr = refused_start(cwd.path(), &env, &["--config", config, "serve"]);
+    assert!(stderr.contains("limits.toml") && stderr.contains("rate_limit"), "{stderr}");
+    std::fs::write(&file, "rate_limit = \"5/s\"\nrate_limit_burst = -2\n").expect("written");
+    let stderr = refused_start(cwd.path(), &env, &["--config", config, "serve"]);
+    assert!(stderr.contains("limits.toml") && stderr.contains("rate_limit_burst"), "{stderr}");
+}

@@ -1,7 +1,8 @@
 //! The HTTP edge behind a load balancer: time limits on requests and on their headers, the
 //! correlation id from request to answer, event and published CloudEvent, CORS from the
-//! configuration.
+//! configuration, rate limits per caller.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use dispute_api::EdgeConfig;
@@ -225,4 +226,74 @@ async fn without_configured_origins_there_is_no_cors() {
     let answer = preflight(&edge, SHOP).await;
     assert_eq!(header(&answer, "access-control-allow-origin"), None);
     assert_eq!(header(&answer, "access-control-allow-methods"), None);
+}
+
+/// The whole-seconds wait an answer asks for.
+fn retry_after(answer: &Answer) -> u64 {
+    let value = answer.headers.get("retry-after").expect("a Retry-After header");
+    value.to_str().ok().and_then(|text| text.parse().ok()).expect("whole seconds")
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_limit_is_answered_429_while_others_are_served() {
+    // Two requests at once, then one an hour: nothing comes back while the test runs.
+    let limit = dispute_api::parse_rate_limit("1/h").expect("a rate");
+    let limit = limit.with_burst(NonZeroU32::new(2).expect("two"));
+    let app = with_edge(EdgeConfig { rate_limit: Some(limit), ..EdgeConfig::default() }).await;
+
+    app.register(&order("r-1")).await.assert_ok();
+    app.register(&order("r-2")).await.assert_ok();
+    let limited = app.register(&order("r-3")).await;
+    limited.assert_problem(429, "rate_limited");
+    let wait = retry_after(&limited);
+    assert!((3000..=3600).contains(&wait), "about an hour until one request is back: {wait}");
+    let written = app.store.whole_stream("r-3").await.expect("the stream reads");
+    assert!(written.is_empty(), "a limited command writes nothing: {written:?}");
+
+    // Meanwhile another caller is served, on its own budget.
+    app.request_refund("r-1", "refund_only", "changed_mind", 4000).await.assert_ok();
+    let other_service = app.token(Role::System, "returns-service");
+    let answer = app
+        .send(reqwest::Method::PUT, "/v1/orders/r-3", Some(&other_service), Some(&order("r-3")), &[])
+        .await;
+    answer.assert_ok();
+
+    // A limited command on a stream with events adds none, whatever its key.
+    app.request_refund("r-2", "refund_only", "changed_mind", 4000).await.assert_ok();
+    let before = app.store.whole_stream("r-2").await.expect("the stream reads").len();
+    let buyer = app.token(Role::Buyer, BUYER);
+    let body = serde_json::json!({
+        "kind": "refund_only", "reason": "changed_mind", "amount": cny(4000),
+        "description": "once more", "evidence": [],
+    });
+    let answer = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/disputes/r-2/request",
+            Some(&buyer),
+            Some(&body),
+            &[("idempotency-key", "again-1")],
+        )
+        .await;
+    answer.assert_problem(429, "rate_limited");
+    assert!(retry_after(&answer) >= 3000, "{:?}", answer.headers);
+    let after = app.store.whole_stream("r-2").await.expect("the stream reads").len();
+    assert_eq!(after, before, "no new events on the limited stream");
+
+    // Routes without a token are not limited; a request without one is unauthenticated.
+    for _ in 0..5 {
+        let answer = app.send(reqwest::Method::GET, "/healthz", None, None, &[]).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    app.send(reqwest::Method::GET, "/v1/disputes/r-1", None, None, &[])
+        .await
+        .assert_problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn without_a_rate_limit_a_caller_is_never_answered_429() {
+    let app = TestApp::sqlite().await;
+    for n in 0..20 {
+        app.register(&order(&format!("u-{n}"))).await.assert_ok();
+    }
 }

@@ -186,7 +186,7 @@ impl TokenKeys {
     }
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request, within its rate limit (429 `rate_limited` otherwise).
 pub struct Caller(pub Actor);
 
 impl FromRequestParts<AppState> for Caller {
@@ -200,6 +200,7 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or(ApiError::Unauthenticated("the Authorization header is not a bearer token"))?;
         let actor = state.tokens.verify(token.trim()).ok_or(ApiError::InvalidToken)?;
+        state.rate_limits.check(&actor)?;
         Ok(Caller(actor))
     }
 }

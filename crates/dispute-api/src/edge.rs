@@ -1,7 +1,7 @@
 //! What the edge does to every request before a handler sees it, so that the service can run
 //! behind a load balancer: a time limit on each request and on reading its headers, a
-//! correlation id on every request and answer, a log line and span per request, and CORS for
-//! the configured origins.
+//! correlation id on every request and answer, a log line and span per request, CORS for
+//! the configured origins, and a rate limit per caller (`ratelimit.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,9 @@ pub struct EdgeConfig {
     /// The origins (`https://shop.example`) whose browser pages may call the API. Empty: no
     /// CORS headers at all, so browsers keep other origins out.
     pub cors_origins: Vec<HeaderValue>,
+    /// How many requests each authenticated caller (role and token subject) may make; over it,
+    /// 429 `rate_limited` with `Retry-After`. `None`: no limit.
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 impl Default for EdgeConfig {
@@ -36,6 +39,7 @@ impl Default for EdgeConfig {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
+            rate_limit: None,
         }
     }
 }

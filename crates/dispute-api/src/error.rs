@@ -4,7 +4,7 @@
 //! Every answer that is not a success goes through here: axum's own rejections (path, query,
 //! body) are mapped by the `From` impls below, a panicking handler by [`panic_response`].
 //! A 401 carries `WWW-Authenticate: Bearer` (RFC 6750 §3); `view_behind`, `not_ready` and a
-//! held `Idempotency-Key` carry `Retry-After`.
+//! held `Idempotency-Key` and `rate_limited` carry `Retry-After`.
 
 use std::any::Any;
 use std::time::Duration;
@@ -49,6 +49,10 @@ pub enum ApiError {
     /// The request (its body included) took longer than the configured limit.
     #[error("the request took longer than the time limit")]
     RequestTimeout,
+    /// The caller sent more requests than its rate limit allows; one is allowed again after
+    /// `retry_after`.
+    #[error("too many requests from this caller; retry after the time given")]
+    RateLimited { retry_after: Duration },
     /// Logged with its cause; the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -99,6 +103,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,6 +123,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotReady => "not_ready",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -142,7 +148,9 @@ impl ApiError {
     /// How long the client should wait before retrying, for the answers that say so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::IdempotencyKeyInFlight { retry_after } => Some(*retry_after),
+            ApiError::IdempotencyKeyInFlight { retry_after } | ApiError::RateLimited { retry_after } => {
+                Some(*retry_after)
+            }
             ApiError::ViewBehind => Some(VIEW_BEHIND_RETRY),
             ApiError::NotReady => Some(NOT_READY_RETRY),
             _ => None,
@@ -230,7 +238,7 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(retry_after) = self.retry_after() {
             // Whole seconds, rounded up (RFC 9110 §10.2.3).
-            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
         }
         match self {

@@ -11,6 +11,7 @@ mod edge;
 mod error;
 mod extract;
 mod openapi;
+mod ratelimit;
 mod views;
 
 use std::any::Any;
@@ -35,6 +36,7 @@ pub use commands::{CommandAnswer, ROUTES};
 pub use edge::{EdgeConfig, parse_cors_origins};
 pub use error::{ApiError, Problem};
 pub use openapi::document as openapi_document;
+pub use ratelimit::{RateLimit, parse_rate_limit};
 
 /// The largest request body accepted (evidence is referenced by URI, never uploaded).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub idempotency: ClaimTimes,
     /// Time limits (and the like) applied to every request and connection.
     pub edge: EdgeConfig,
+    /// Each caller's request budget, from `edge.rate_limit`.
+    rate_limits: ratelimit::RateLimits,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             idempotency: ClaimTimes::default(),
             edge: EdgeConfig::default(),
+            rate_limits: ratelimit::RateLimits::default(),
         }
     }
 
@@ -67,7 +72,7 @@ impl AppState {
     }
 
     pub fn with_edge(self, edge: EdgeConfig) -> Self {
-        Self { edge, ..self }
+        Self { rate_limits: ratelimit::RateLimits::new(edge.rate_limit), edge, ..self }
     }
 }
 

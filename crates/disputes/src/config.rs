@@ -2,11 +2,12 @@
 //! then defaults. Everything the service reads from outside is named here.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use dispute_api::{EdgeConfig, TokenKeys};
+use dispute_api::{EdgeConfig, RateLimit, TokenKeys, parse_rate_limit};
 use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
@@ -19,7 +20,7 @@ pub struct Settings {
     /// A TOML file with any of the settings below, keyed by their flag's name with `_`
     /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret,
     /// jwt_public_key, jwks, policy, addr, idempotency_wait, idempotency_takeover, log_format,
-    /// request_timeout, header_timeout, cors_origins).
+    /// request_timeout, header_timeout, cors_origins, rate_limit, rate_limit_burst).
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
@@ -83,6 +84,14 @@ pub struct Settings {
     /// `https://shop.example,https://admin.shop.example` [default: none, CORS off].
     #[arg(long, env = "DISPUTES_CORS_ORIGINS", global = true)]
     pub cors_origins: Option<String>,
+    /// How many requests each caller (role and token subject) may make, as `N/s`, `N/min` or
+    /// `N/h`; over it, 429 `rate_limited` with Retry-After [default: none, no limit].
+    #[arg(long, env = "DISPUTES_RATE_LIMIT", global = true, value_parser = parse_rate_limit)]
+    pub rate_limit: Option<RateLimit>,
+    /// How many requests a caller that has been quiet may send at once [default: the N of
+    /// the rate limit].
+    #[arg(long, env = "DISPUTES_RATE_LIMIT_BURST", global = true, value_parser = parse_burst)]
+    pub rate_limit_burst: Option<NonZeroU32>,
 }
 
 /// How log lines are written to stderr.
@@ -116,6 +125,8 @@ struct FileSettings {
     request_timeout: Option<String>,
     header_timeout: Option<String>,
     cors_origins: Option<String>,
+    rate_limit: Option<String>,
+    rate_limit_burst: Option<i64>,
 }
 
 /// A fatal configuration problem, printed as is before exiting.
@@ -152,6 +163,8 @@ pub enum ConfigError {
     Key { path: String, message: String },
     #[error("DISPUTES_CORS_ORIGINS: {0:?} is not an origin (scheme://host[:port], http or https)")]
     CorsOrigin(String),
+    #[error("DISPUTES_RATE_LIMIT_BURST is set without DISPUTES_RATE_LIMIT: a burst needs a rate")]
+    BurstWithoutRate,
     #[error(transparent)]
     Store(#[from] dispute_store::StoreError),
 }
@@ -188,6 +201,14 @@ impl Settings {
         self.request_timeout = self.request_timeout.or(duration("request_timeout", file.request_timeout)?);
         self.header_timeout = self.header_timeout.or(duration("header_timeout", file.header_timeout)?);
         self.cors_origins = self.cors_origins.or(file.cors_origins);
+        let invalid = |key: &str, message: String| ConfigError::File {
+            path: path.display().to_string(),
+            message: format!("{key}: {message}"),
+        };
+        let rate_limit = file.rate_limit.map(|text| parse_rate_limit(&text)).transpose();
+        self.rate_limit = self.rate_limit.or(rate_limit.map_err(|e| invalid("rate_limit", e))?);
+        let burst = file.rate_limit_burst.map(burst).transpose();
+        self.rate_limit_burst = self.rate_limit_burst.or(burst.map_err(|e| invalid("rate_limit_burst", e))?);
         Ok(self)
     }
 
@@ -236,16 +257,22 @@ impl Settings {
         }
     }
 
-    /// The HTTP edge's time limits and CORS origins.
+    /// The HTTP edge's time limits, CORS origins and rate limit.
     pub fn edge(&self) -> Result<EdgeConfig, ConfigError> {
         let defaults = EdgeConfig::default();
         let std = |d: Option<chrono::Duration>, default| d.and_then(|d| d.to_std().ok()).unwrap_or(default);
         let cors_origins = dispute_api::parse_cors_origins(self.cors_origins.as_deref().unwrap_or(""))
             .map_err(ConfigError::CorsOrigin)?;
+        let rate_limit = match (self.rate_limit, self.rate_limit_burst) {
+            (Some(limit), burst) => Some(burst.map_or(limit, |burst| limit.with_burst(burst))),
+            (None, Some(_)) => return Err(ConfigError::BurstWithoutRate),
+            (None, None) => None,
+        };
         Ok(EdgeConfig {
             request_timeout: std(self.request_timeout, defaults.request_timeout),
             header_timeout: std(self.header_timeout, defaults.header_timeout),
             cors_origins,
+            rate_limit,
         })
     }
 
@@ -390,6 +417,21 @@ fn write_new_secret(path: &Path, secret: &str) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// A rate limit's burst: a whole number of requests, at least 1.
+fn parse_burst(text: &str) -> Result<NonZeroU32, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a burst: a whole number of at least 1"))
+        .and_then(burst)
+}
+
+fn burst(requests: i64) -> Result<NonZeroU32, String> {
+    u32::try_from(requests)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("{requests} is not a burst: a whole number of at least 1"))
 }
 
 fn key_error<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> ConfigError {

@@ -369,7 +369,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Axum handler shape: extracts the path id and hands over to [`handle`].
+/// Axum handler shape: extracts the path id, hands over to [`handle`] and counts the outcome.
 pub(crate) async fn endpoint(
     route: &'static CommandRoute,
     State(state): State<AppState>,
@@ -378,7 +378,9 @@ pub(crate) async fn endpoint(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(route, state, caller, order_id, headers, body).await
+    let result = handle(route, state, caller, order_id, headers, body).await;
+    crate::metrics::record_command(route.name, &result);
+    result
 }
 
 #[cfg(test)]

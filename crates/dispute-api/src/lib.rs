@@ -10,6 +10,7 @@ mod commands;
 mod edge;
 mod error;
 mod extract;
+mod metrics;
 mod openapi;
 mod views;
 
@@ -34,6 +35,10 @@ pub use auth::{Caller, KeyError, TokenKeys};
 pub use commands::{CommandAnswer, ROUTES};
 pub use edge::{EdgeConfig, parse_cors_origins};
 pub use error::{ApiError, Problem};
+pub use metrics::{
+    COMMANDS_TOTAL, HTTP_DURATION_BUCKETS, HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL,
+    IDEMPOTENT_REPLAYS_TOTAL, RenderMetrics, describe as describe_metrics,
+};
 pub use openapi::document as openapi_document;
 
 /// The largest request body accepted (evidence is referenced by URI, never uploaded).
@@ -49,6 +54,8 @@ pub struct AppState {
     pub idempotency: ClaimTimes,
     /// Time limits (and the like) applied to every request and connection.
     pub edge: EdgeConfig,
+    /// Renders `GET /metrics`; without it the route answers 404.
+    pub metrics: Option<RenderMetrics>,
 }
 
 impl AppState {
@@ -59,6 +66,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             idempotency: ClaimTimes::default(),
             edge: EdgeConfig::default(),
+            metrics: None,
         }
     }
 
@@ -69,6 +77,10 @@ impl AppState {
     pub fn with_edge(self, edge: EdgeConfig) -> Self {
         Self { edge, ..self }
     }
+
+    pub fn with_metrics(self, render: RenderMetrics) -> Self {
+        Self { metrics: Some(render), ..self }
+    }
 }
 
 /// The full router.
@@ -77,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::scrape))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/v1/disputes/{id}", get(views::dispute))
         .route("/v1/disputes/{id}/timeline", get(views::timeline))

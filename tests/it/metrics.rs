@@ -136,6 +136,22 @@ fn the_parser_reads_labels_values_and_escapes() {
     assert!(parse_sample("d{x=\"unterminated} 1").is_none());
 }
 
+/// Whether this test has the process's recorder to itself (nextest runs each test in a process
+/// of its own; `cargo test` runs them side by side, and they all count into one recorder).
+fn alone() -> bool {
+    std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
+}
+
+/// `have` is what this test caused (`want`) when it runs alone, at least that otherwise.
+#[track_caller]
+fn counted(have: f64, want: f64, what: &str) {
+    if alone() {
+        assert_eq!(have, want, "{what}");
+    } else {
+        assert!(have >= want, "{what}: {have} < {want}");
+    }
+}
+
 async fn scrape(app: &TestApp) -> Scrape {
     let response = reqwest::get(app.url("/metrics")).await.expect("the service answers");
     assert_eq!(response.status(), 200);
@@ -302,28 +318,32 @@ async fn every_metric_moves_through_a_lifecycle_and_the_dashboard_reads_only_exp
     {
         assert!(accepted(command) >= 1.0, "{command} accepted");
     }
-    assert_eq!(accepted("escalate"), 1.0, "the replay is not a second acceptance");
-    assert_eq!(scraped.sum("disputes_idempotent_replays_total", &[("command", "escalate")]), 1.0);
+    counted(accepted("escalate"), 1.0, "the replay is not a second acceptance");
+    counted(scraped.sum("disputes_idempotent_replays_total", &[("command", "escalate")]), 1.0, "replays");
     let refused = [("command", "merchant_reject"), ("outcome", "refused"), ("code", refusal_code.as_str())];
-    assert_eq!(scraped.sum("disputes_commands_total", &refused), 1.0);
+    counted(scraped.sum("disputes_commands_total", &refused), 1.0, "refusals");
     let conflict = [("command", "evidence"), ("outcome", "conflict")];
-    assert_eq!(scraped.sum("disputes_commands_total", &conflict), 1.0);
+    counted(scraped.sum("disputes_commands_total", &conflict), 1.0, "conflicts");
 
     // The lags.
     assert!(scraped.has("disputes_relay_lag_seconds_bucket", &[("le", "600")]));
     assert!(scraped.has("disputes_projection_lag_seconds_sum", &[("view", "timeline")]));
 
     // The timer: one fired a minute late, one stale, deadlines still running.
-    assert_eq!(scraped.sum("disputes_timer_fired_total", &[("deadline", "merchant_response")]), 1.0);
-    assert_eq!(scraped.sum("disputes_timer_stale_total", &[("deadline", "merchant_response")]), 1.0);
-    assert_eq!(scraped.sum("disputes_timer_lateness_seconds_count", &[]), 1.0);
-    assert_eq!(scraped.sum("disputes_timer_lateness_seconds_sum", &[]), 60.0);
+    counted(scraped.sum("disputes_timer_fired_total", &[("deadline", "merchant_response")]), 1.0, "fired");
+    counted(scraped.sum("disputes_timer_stale_total", &[("deadline", "merchant_response")]), 1.0, "stale");
+    counted(scraped.sum("disputes_timer_lateness_seconds_count", &[]), 1.0, "lateness samples");
+    counted(scraped.sum("disputes_timer_lateness_seconds_sum", &[]), 60.0, "a minute late");
     assert!(scraped.sum("disputes_timer_pending_deadlines", &[]) >= 1.0);
 
     // The pool, as the harness configured it.
     assert!(scraped.has("disputes_db_pool_connections", &[("state", "in_use")]));
     assert!(scraped.has("disputes_db_pool_connections", &[("state", "idle")]));
-    assert_eq!(scraped.sum("disputes_db_pool_max_connections", &[]), 20.0);
+    // Another test's service may have set the gauges last when tests share the process.
+    if alone() {
+        assert_eq!(scraped.sum("disputes_db_pool_max_connections", &[]), 20.0);
+    }
+    assert!(scraped.has("disputes_db_pool_max_connections", &[]));
 
     // Every family has a type; the documentation lists exactly these.
     let families: BTreeSet<String> = scraped.types.keys().cloned().collect();

@@ -156,6 +156,9 @@ pub struct Setup {
     /// Must hold [`SECRET`] for [`TestApp::token`].
     pub tokens: TokenKeys,
     pub edge: dispute_api::EdgeConfig,
+    /// JetStream: the relay publishes and the views are built from the stream, as with
+    /// `disputes serve --nats-url`. `None`: the views follow the log.
+    pub bus: Option<disputes::BusConfig>,
 }
 
 impl Default for Setup {
@@ -165,6 +168,7 @@ impl Default for Setup {
             idempotency: ClaimTimes::default(),
             tokens: TokenKeys::new(SECRET),
             edge: Default::default(),
+            bus: None,
         }
     }
 }
@@ -256,7 +260,7 @@ impl TestApp {
         let app = App::start(disputes::Config {
             store: Self::store_config(&backing),
             services: DisputeServices::new(clock.clone(), setup.policy.clone()),
-            bus: None,
+            bus: setup.bus.clone(),
             tokens: setup.tokens.clone(),
             idempotency: setup.idempotency,
             edge: setup.edge.clone(),

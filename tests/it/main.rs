@@ -11,6 +11,7 @@ mod errors;
 mod follower;
 mod idempotency;
 mod lifecycle;
+mod metrics;
 mod rebuild;
 mod relay;
 mod timer;

@@ -23,7 +23,7 @@ async fn step(app: &TestApp, timer: &DeadlineTimer) -> Fired {
 /// Tracks until the timer's checkpoint reaches the last event committed so far. The log is read
 /// below the oldest transaction running anywhere on the server, so one pass may stop short while
 /// other databases are busy.
-async fn tracked_all(app: &TestApp, timer: &DeadlineTimer) {
+pub(crate) async fn tracked_all(app: &TestApp, timer: &DeadlineTimer) {
     let last = app.store.last_cursor().await.expect("the last event reads").map(|c| (c.xid, c.position));
     let Some((xid, position)) = last else { return };
     let limit = Instant::now() + StdDuration::from_secs(10);

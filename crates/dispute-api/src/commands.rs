@@ -382,7 +382,7 @@ pub(crate) fn method_router(route: &'static CommandRoute) -> MethodRouter<AppSta
     on(method, move |state, caller, path, headers, body| endpoint(route, state, caller, path, headers, body))
 }
 
-/// Axum handler shape: extracts the path id and hands over to [`handle`].
+/// Axum handler shape: extracts the path id, hands over to [`handle`] and counts the outcome.
 async fn endpoint(
     route: &'static CommandRoute,
     State(state): State<AppState>,
@@ -391,7 +391,9 @@ async fn endpoint(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(route, state, caller, order_id, headers, body).await
+    let result = handle(route, state, caller, order_id, headers, body).await;
+    crate::metrics::record_command(route.name, &result);
+    result
 }
 
 #[cfg(test)]

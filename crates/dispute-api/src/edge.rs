@@ -118,7 +118,8 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
 }
 
 /// One span per request (method, matched route, correlation id) around everything the request
-/// logs, and one `info` line when it is answered, with the status and the latency. The route
+/// logs, and one `info` line when it is answered, with the status and the latency; the same
+/// route, status and latency are counted ([`crate::metrics::record_request`]). The route
 /// is the pattern (`/v1/disputes/{id}`), never the path with its ids; `-` when none matched.
 pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -132,7 +133,9 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     );
     async move {
         let response = next.run(request).await;
-        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
+        let elapsed = started.elapsed();
+        crate::metrics::record_request(route.as_deref().unwrap_or("-"), response.status(), elapsed);
+        let latency_ms = elapsed.as_micros() as f64 / 1000.0;
         tracing::info!(status = response.status().as_u16(), latency_ms, "answered");
         response
     }

@@ -10,6 +10,7 @@ mod commands;
 mod edge;
 mod error;
 mod extract;
+mod metrics;
 mod openapi;
 mod ratelimit;
 mod views;
@@ -35,6 +36,10 @@ pub use auth::{Caller, KeyError, TokenKeys};
 pub use commands::{CommandAnswer, ROUTES};
 pub use edge::{EdgeConfig, parse_cors_origins};
 pub use error::{ApiError, Problem};
+pub use metrics::{
+    COMMANDS_TOTAL, HTTP_DURATION_BUCKETS, HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL,
+    IDEMPOTENT_REPLAYS_TOTAL, RenderMetrics, describe as describe_metrics,
+};
 pub use openapi::document as openapi_document;
 pub use ratelimit::{RateLimit, parse_rate_limit};
 
@@ -53,6 +58,8 @@ pub struct AppState {
     pub edge: EdgeConfig,
     /// Each caller's request budget, from `edge.rate_limit`.
     rate_limits: ratelimit::RateLimits,
+    /// Renders `GET /metrics`; without it the route answers 404.
+    pub metrics: Option<RenderMetrics>,
 }
 
 impl AppState {
@@ -64,6 +71,7 @@ impl AppState {
             idempotency: ClaimTimes::default(),
             edge: EdgeConfig::default(),
             rate_limits: ratelimit::RateLimits::default(),
+            metrics: None,
         }
     }
 
@@ -73,6 +81,10 @@ impl AppState {
 
     pub fn with_edge(self, edge: EdgeConfig) -> Self {
         Self { rate_limits: ratelimit::RateLimits::new(edge.rate_limit), edge, ..self }
+    }
+
+    pub fn with_metrics(self, render: RenderMetrics) -> Self {
+        Self { metrics: Some(render), ..self }
     }
 }
 
@@ -84,6 +96,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(openapi_json))
+        .routes(routes!(metrics::scrape))
         .routes(routes!(views::dispute))
         .routes(routes!(views::timeline))
         .routes(routes!(views::buyer_disputes))

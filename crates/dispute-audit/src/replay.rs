@@ -102,6 +102,7 @@ pub struct ReplayedRecord {
 mod tests {
     use dispute_domain::{Money, OrderFacts, PaymentChannel, Status};
     use dispute_store::Cursor;
+    use serde_json::json;
 
     use super::*;
 

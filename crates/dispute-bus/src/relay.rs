@@ -17,6 +17,18 @@ use crate::{BusError, NatsBus};
 /// How long a relay waits before asking again for a lease another relay holds.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 
+/// How long events took from their commit to JetStream's acknowledgement of their publication.
+pub const RELAY_LAG_SECONDS: &str = "disputes_relay_lag_seconds";
+
+/// Describes the relay's metrics to the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        RELAY_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from an event's commit (its time on the service clock) to JetStream's ack of its publication."
+    );
+}
+
 pub struct Relay {
     store: Arc<Store>,
     bus: NatsBus,
@@ -68,7 +80,7 @@ impl Relay {
         self.bus.ensure_stream().await?;
         tracing::info!(stream = self.bus.stream_name(), "relay publishing");
         let follower = Follower::new(self.store.clone(), &self.name);
-        let mut publisher = Publisher { bus: &self.bus, lease };
+        let mut publisher = Publisher { bus: &self.bus, lease, store: &self.store };
         follower.follow(&mut publisher, stop).await
     }
 
@@ -92,13 +104,24 @@ impl Relay {
 struct Publisher<'a> {
     bus: &'a NatsBus,
     lease: Lease,
+    /// The clock events' times were taken on, for the lag.
+    store: &'a Store,
 }
 
 impl Consumer for Publisher<'_> {
     type Error = BusError;
 
     async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), BusError> {
-        self.bus.publish(batch).await
+        self.bus.publish(batch).await?;
+        // Every event of the batch is acknowledged now: its lag is now less its commit time.
+        let now = self.store.now();
+        let lag = metrics::histogram!(RELAY_LAG_SECONDS);
+        for event in batch {
+            if let Some(time) = event.time() {
+                lag.record((now - time).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6);
+            }
+        }
+        Ok(())
     }
 
     async fn idle(&mut self) -> Result<(), BusError> {

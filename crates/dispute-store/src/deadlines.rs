@@ -35,19 +35,31 @@ pub struct Claimed {
     /// The deadline's name as stored ([`dispute_domain::Deadline::as_str`]).
     pub deadline: String,
     pub round: u32,
+    /// When it came due (ms), by the service clock.
+    pub due_at_ms: i64,
+}
+
+/// The rows still running, as the firing loop plans its next pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// When the next row may be fired: its due time, or its claim's end if later.
+    pub next_due_ms: Option<i64>,
+    /// How many deadlines are running (due or not, claimed or not).
+    pub pending: i64,
 }
 
 /// Every statement on `deadlines` in one dialect.
 struct Sql {
     /// $1 order, $2 sequence, $3 deadline, $4 round, $5 due (ms): replaces an older row only.
     record: &'static str,
-    /// $1 now (ms), $2 claimed until (ms), $3 limit → (order, sequence, deadline, round).
+    /// $1 now (ms), $2 claimed until (ms), $3 limit → (order, sequence, deadline, round, due).
     claim_due: &'static str,
     /// $1 order, $2 sequence.
     clear: &'static str,
     /// $1 order, $2 sequence, $3 claimed until (ms).
     retry_at: &'static str,
-    /// → the earliest of every running row's due time or claim end, whichever is later.
+    /// → the earliest of every running row's due time or claim end, whichever is later, and
+    /// how many rows run.
     next_due: &'static str,
 }
 
@@ -73,7 +85,8 @@ macro_rules! claim_due {
                ORDER BY due_at_ms LIMIT $3",
             $lock,
             ") RETURNING order_id, sequence, deadline, ",
-            $round
+            $round,
+            ", due_at_ms"
         )
     };
 }
@@ -84,7 +97,7 @@ macro_rules! next_due {
         concat!(
             "SELECT min(",
             $greatest,
-            "(due_at_ms, COALESCE(claimed_until_ms, 0))) FROM deadlines WHERE due_at_ms IS NOT NULL"
+            "(due_at_ms, COALESCE(claimed_until_ms, 0))), count(*) FROM deadlines WHERE due_at_ms IS NOT NULL"
         )
     };
 }
@@ -157,7 +170,7 @@ impl Deadlines<'_> {
         claim_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let rows: Vec<(String, i64, String, i64)> = on_pool!(self.backend, pool => sqlx::query_as(self.sql().claim_due)
+        let rows: Vec<(String, i64, String, i64, i64)> = on_pool!(self.backend, pool => sqlx::query_as(self.sql().claim_due)
             .bind(now_ms)
             .bind(claim_until_ms)
             .bind(limit)
@@ -165,11 +178,12 @@ impl Deadlines<'_> {
             .await?);
         Ok(rows
             .into_iter()
-            .map(|(order_id, sequence, deadline, round)| Claimed {
+            .map(|(order_id, sequence, deadline, round, due_at_ms)| Claimed {
                 order_id,
                 sequence: sequence as u64,
                 deadline,
                 round: round as u32,
+                due_at_ms,
             })
             .collect())
     }
@@ -200,9 +214,14 @@ impl Deadlines<'_> {
 
     /// When the next row may be fired: its due time, or its claim's end if later.
     pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        let next: Option<i64> =
-            on_pool!(self.backend, pool => sqlx::query_scalar(self.sql().next_due).fetch_one(pool).await?);
-        Ok(next)
+        Ok(self.schedule().await?.next_due_ms)
+    }
+
+    /// When the next row may be fired, and how many run: one statement, one scan.
+    pub async fn schedule(&self) -> Result<Schedule, StoreError> {
+        let (next_due_ms, pending): (Option<i64>, i64) =
+            on_pool!(self.backend, pool => sqlx::query_as(self.sql().next_due).fetch_one(pool).await?);
+        Ok(Schedule { next_due_ms, pending })
     }
 }
 
@@ -218,7 +237,7 @@ mod tests {
                SELECT order_id FROM deadlines \
                WHERE due_at_ms <= $1 AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1) \
                ORDER BY due_at_ms LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING order_id, sequence, deadline, round::bigint"
+             RETURNING order_id, sequence, deadline, round::bigint, due_at_ms"
         );
         assert_eq!(
             SQLITE.claim_due,
@@ -226,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             POSTGRES.next_due,
-            "SELECT min(GREATEST(due_at_ms, COALESCE(claimed_until_ms, 0))) FROM deadlines \
+            "SELECT min(GREATEST(due_at_ms, COALESCE(claimed_until_ms, 0))), count(*) FROM deadlines \
              WHERE due_at_ms IS NOT NULL"
         );
         assert_eq!(SQLITE.next_due, POSTGRES.next_due.replace("GREATEST", "max"));

@@ -86,6 +86,14 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
+/// How many connections the pool holds: open ones in use or idle, and the most it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// The command side's storage: executes commands against their order's stream.
 pub struct Store {
     backend: Backend,
@@ -154,6 +162,20 @@ impl Store {
 
     pub fn services(&self) -> &DisputeServices {
         &self.services
+    }
+
+    /// Now, by the service clock: the clock every event's `time` is taken on.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.services.clock.now()
+    }
+
+    /// The connection pool's occupancy now, for the metrics.
+    pub fn pool_stats(&self) -> PoolStats {
+        on_pool!(&self.backend, pool => {
+            let size = pool.size();
+            let idle = (pool.num_idle() as u32).min(size);
+            PoolStats { in_use: size - idle, idle, max: pool.options().get_max_connections() }
+        })
     }
 
     /// Completes after the next commit of this process.

@@ -43,6 +43,38 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// The system actor's id on the events the timer causes.
 pub const ACTOR_ID: &str = "timer";
 
+/// Deadlines running (due or not), as of the firing loop's last look at the table.
+pub const PENDING_DEADLINES: &str = "disputes_timer_pending_deadlines";
+/// How late deadlines fired: the command's time less the due time, on the service clock.
+pub const LATENESS_SECONDS: &str = "disputes_timer_lateness_seconds";
+/// Deadlines whose command the aggregate accepted, by deadline.
+pub const FIRED_TOTAL: &str = "disputes_timer_fired_total";
+/// Deadlines the aggregate had already moved past, dropped, by deadline.
+pub const STALE_TOTAL: &str = "disputes_timer_stale_total";
+
+/// The bucket bounds of [`LATENESS_SECONDS`]: on time is within [`MAX_SLEEP`]; a deadline that
+/// came due while no instance ran fires minutes or hours late.
+pub const LATENESS_BUCKETS: &[f64] =
+    &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+/// Describes the timer's metrics to the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(PENDING_DEADLINES, "Deadlines running, due or not.");
+    metrics::describe_histogram!(
+        LATENESS_SECONDS,
+        metrics::Unit::Seconds,
+        "How late deadlines fired: fired time less due time, on the service clock."
+    );
+    metrics::describe_counter!(
+        FIRED_TOTAL,
+        "Deadlines fired whose command the aggregate accepted, by deadline."
+    );
+    metrics::describe_counter!(
+        STALE_TOTAL,
+        "Deadlines dropped because the dispute had moved past them, by deadline."
+    );
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TimerError {
     #[error(transparent)]
@@ -196,6 +228,9 @@ impl DeadlineTimer {
             Ok(outcome) => {
                 tracing::info!(order_id = %order_id, deadline = due.deadline.as_str(), round = due.row.round,
                     status = outcome.status.as_str(), "deadline fired");
+                let late_ms = (self.now_ms() - due.row.due_at_ms).max(0);
+                metrics::histogram!(LATENESS_SECONDS).record(late_ms as f64 / 1000.0);
+                metrics::counter!(FIRED_TOTAL, "deadline" => due.deadline.as_str()).increment(1);
                 self.clear(due).await?;
                 Ok(Outcome::Fired)
             }
@@ -206,6 +241,7 @@ impl DeadlineTimer {
             }
             Err(ExecuteError::Refused(refusal)) => {
                 tracing::debug!(order_id = %order_id, %refusal, "deadline already passed by; dropped");
+                metrics::counter!(STALE_TOTAL, "deadline" => due.deadline.as_str()).increment(1);
                 self.clear(due).await?;
                 Ok(Outcome::Stale)
             }
@@ -228,9 +264,12 @@ impl DeadlineTimer {
         Ok(())
     }
 
-    /// When the next row may be fired: its due time, or its claim's end if later.
+    /// When the next row may be fired: its due time, or its claim's end if later. Sets the
+    /// pending deadlines gauge from the same look at the table.
     pub async fn next_due_ms(&self) -> Result<Option<i64>, TimerError> {
-        Ok(self.store.deadlines().next_due_ms().await?)
+        let schedule = self.store.deadlines().schedule().await?;
+        metrics::gauge!(PENDING_DEADLINES).set(schedule.pending as f64);
+        Ok(schedule.next_due_ms)
     }
 
     fn now_ms(&self) -> i64 {

@@ -12,11 +12,25 @@ use dispute_domain::DisputeEvent;
 use dispute_store::{DisputeRow, Store, StoredEvent, TimelineRow, ViewTables, ViewWriter};
 use serde_json::Value;
 
-use crate::{DisputeView, ViewError};
+use crate::{DisputeView, ViewError, ViewName};
+
+/// How long events took from their commit to their view transaction's commit, per view.
+pub const PROJECTION_LAG_SECONDS: &str = "disputes_projection_lag_seconds";
+
+/// Describes the projector's metrics to the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        PROJECTION_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from an event's commit (its time on the service clock) to its view transaction's commit, by view."
+    );
+}
 
 pub struct Projector {
     store: Arc<Store>,
     writer: ViewWriter,
+    /// Whether it writes the live views, whose lag is measured (a rebuild's is not a lag).
+    live: bool,
 }
 
 /// One event as the projector needs it, from the log or from the bus.
@@ -74,7 +88,7 @@ impl Projector {
 
     /// A projector writing into `tables`: the live views, or a set being rebuilt aside.
     pub fn with_tables(store: Arc<Store>, tables: &ViewTables) -> Self {
-        Self { writer: ViewWriter::new(&store, tables), store }
+        Self { writer: ViewWriter::new(&store, tables), live: *tables == ViewTables::live(), store }
     }
 
     /// Applies one event (and any missing before it). Returns false for a duplicate.
@@ -111,7 +125,22 @@ impl Projector {
         }
         writes.commit(&changes.timeline, &changes.disputes).await?;
         self.store.projected().notify_waiters();
+        if self.live {
+            self.record_lag(&changes.times);
+        }
         Ok(changes.applied)
+    }
+
+    /// Both views are committed in the batch's one transaction: each new event reached each
+    /// view now.
+    fn record_lag(&self, times: &[DateTime<Utc>]) {
+        let now = self.store.now();
+        for view in ViewName::ALL {
+            let lag = metrics::histogram!(PROJECTION_LAG_SECONDS, "view" => view.as_str());
+            for time in times {
+                lag.record((now - *time).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6);
+            }
+        }
     }
 }
 
@@ -122,6 +151,8 @@ struct Changes {
     disputes: Vec<DisputeRow>,
     /// Events of the batch that were new.
     applied: usize,
+    /// The commit times of the new events the batch brought (not of the gaps it filled).
+    times: Vec<DateTime<Utc>>,
 }
 
 impl Changes {
@@ -175,6 +206,7 @@ impl Changes {
             }
             last = incoming.sequence;
             self.applied += 1;
+            self.times.push(parse_time(&incoming.time));
         }
         if last > reflected {
             let view = view.expect("a view exists after applying an event");

@@ -23,10 +23,14 @@ impl ViewName {
     pub const ALL: [ViewName; 2] = [ViewName::Disputes, ViewName::Timeline];
 
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "disputes" => Some(ViewName::Disputes),
-            "timeline" => Some(ViewName::Timeline),
-            _ => None,
+        Self::ALL.into_iter().find(|view| view.as_str() == name)
+    }
+
+    /// The view's name, as `--view` and the metrics' `view` label say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewName::Disputes => "disputes",
+            ViewName::Timeline => "timeline",
         }
     }
 

@@ -112,9 +112,11 @@ impl App {
             tasks.spawn(DeadlineTimer::new(store.clone()).run(stop.clone()));
         }
         tasks.spawn(purge_idempotency_answers(store.clone(), stop.clone()));
+        tasks.spawn(crate::metrics::upkeep(stop.clone()));
         let state = AppState::new(store.clone(), config.tokens)
             .with_idempotency(config.idempotency)
-            .with_edge(config.edge);
+            .with_edge(config.edge)
+            .with_metrics(crate::metrics::render(store.clone()));
         let server = tokio::spawn(dispute_api::serve(listener, state, stop.clone().cancelled_owned()));
         Ok(App { addr, store, stop, tasks, server })
     }

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod progress;
 
 pub use app::{App, AppError, BusConfig, Config, Parts};

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod black_box;
 mod concurrency;
+mod contract;
 mod edge;
 mod embedded;
 mod errors;

@@ -954,7 +954,7 @@ fn escalation() -> Action {
 }
 
 #[tokio::test]
-async fn a_merchant_page_holds_at_most_200_disputes() {
+async fn a_merchant_page_holds_at_most_200_disputes_and_a_larger_limit_is_refused() {
     let app = TestApp::postgres().await;
     let count = 205;
     for n in 0..count {
@@ -965,10 +965,16 @@ async fn a_merchant_page_holds_at_most_200_disputes() {
     caught_up(&app, &format!("cap-{:03}", count - 1), 2).await;
 
     let path = format!("/v1/merchants/{MERCHANT}/disputes");
-    let first = read(&app, &format!("{path}?limit=100000"), Role::Merchant, MERCHANT).await;
+    let merchant = app.token(Role::Merchant, MERCHANT);
+    for wrong in ["limit=201", "limit=0", "limit=-1", "limit=ten", "cursor=nonsense", "cursor=5:", "stage=x"]
+    {
+        let answer = app.send(Method::GET, &format!("{path}?{wrong}"), Some(&merchant), None, &[]).await;
+        answer.assert_problem(400, "malformed_request");
+    }
+    let first = read(&app, &format!("{path}?limit=200"), Role::Merchant, MERCHANT).await;
     assert_eq!(ids(&first["disputes"]).len(), 200);
     let cursor = first["next_cursor"].as_str().expect("more than one page");
-    let rest = read(&app, &format!("{path}?limit=100000&cursor={cursor}"), Role::Merchant, MERCHANT).await;
+    let rest = read(&app, &format!("{path}?limit=200&cursor={cursor}"), Role::Merchant, MERCHANT).await;
     assert!(rest.get("next_cursor").is_none_or(Value::is_null), "two pages hold them all: {rest}");
     let mut seen: Vec<String> = ids(&first["disputes"]).into_iter().chain(ids(&rest["disputes"])).collect();
     seen.sort();

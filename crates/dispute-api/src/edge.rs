@@ -31,6 +31,9 @@ pub struct EdgeConfig {
     /// How many requests each authenticated caller (role and token subject) may make; over it,
     /// 429 `rate_limited` with `Retry-After`. `None`: no limit.
     pub rate_limit: Option<crate::RateLimit>,
+    /// How long a view read with `X-Min-Sequence` waits for the view to reach it before
+    /// answering 409 `view_behind`.
+    pub view_wait: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -40,6 +43,7 @@ impl Default for EdgeConfig {
             header_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
             rate_limit: None,
+            view_wait: Duration::from_secs(5),
         }
     }
 }

@@ -138,12 +138,12 @@ fn command_operation(route: &CommandRoute) -> Operation {
         .response("404", problem("No such order, or not the caller's.", &["not_found"]))
         .response(
             "409",
-            problem(
+            retry_after(problem(
                 "The command does not fit the dispute's state, or another request changed it \
-                 first (reload and retry), or the idempotency key is in use or was used with \
-                 another request.",
+                 first (reload and retry), or the idempotency key is held by a request still \
+                 running (`Retry-After` says when to retry) or was used with another request.",
                 &["invalid_transition", "concurrent_modification", "idempotency_key_reused"],
-            ),
+            )),
         )
         .response("422", problem("A rule refuses the command.", &rule_codes()));
     if let Some(schema) = route.body_schema {

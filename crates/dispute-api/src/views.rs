@@ -1,6 +1,7 @@
 //! The view routes: read-only, eventually consistent, each answer carrying the sequence it
-//! reflects. `X-Min-Sequence: N` waits (at most 5 s) until a dispute's view reflects N, woken
-//! by the projector of this process or, for views projected by another instance, by a poll.
+//! reflects. `X-Min-Sequence: N` waits (5 s unless configured) until a dispute's view reflects
+//! N, woken by the projector of this process or, for views projected by another instance, by a
+//! poll.
 
 use std::time::Duration;
 
@@ -40,13 +41,12 @@ pub(crate) struct PartyId {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // read from the headers by `min_sequence`; declared for the document
 pub(crate) struct MinSequence {
-    /// Wait (at most 5 s) until the view reflects this sequence (a command's answer's
-    /// `sequence`); 409 `view_behind` if it does not by then.
+    /// Wait until the view reflects this sequence (a command's answer's `sequence`); 409
+    /// `view_behind` if it does not within the service's view wait (5 s by default).
     #[param(rename = "X-Min-Sequence", value_type = String, required = false, pattern = "^[0-9]{1,19}$")]
     x_min_sequence: Option<String>,
 }
 
-const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How often a wait for `X-Min-Sequence` looks again without a local projection signal.
 const POLL: Duration = Duration::from_millis(20);
 const DEFAULT_PAGE: u32 = 50;
@@ -75,7 +75,7 @@ async fn readable_dispute(
         return Err(DisputeError::Forbidden.into());
     }
     let min = min_sequence(headers)?;
-    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+    let deadline = tokio::time::Instant::now() + state.edge.view_wait;
     loop {
         // Armed before the read, so a projection committed in between is not missed.
         let projected = state.store.projected().notified();
@@ -137,7 +137,7 @@ pub(crate) struct Timeline {
          body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dispute, or not the caller's. Codes: `not_found`.",
          body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The view has not reached `X-Min-Sequence` in 5 s. Codes: `view_behind`.",
+        (status = 409, description = "The view has not reached `X-Min-Sequence` within the wait. Codes: `view_behind`.",
          body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     )
@@ -167,7 +167,7 @@ pub(crate) async fn dispute(
          body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dispute, or not the caller's. Codes: `not_found`.",
          body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The view has not reached `X-Min-Sequence` in 5 s. Codes: `view_behind`.",
+        (status = 409, description = "The view has not reached `X-Min-Sequence` within the wait. Codes: `view_behind`.",
          body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     )

@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::DisputeError;
 
 /// An amount in the currency's minor units (cents, fen) and its ISO 4217 code.
-///
-/// Construction is not validated so that a refused request can still be described; the rules
-/// call [`Money::check_positive`] and [`Money::check_currency`] before trusting an amount.
+//
+// Construction is not validated so that a refused request can still be described; the rules
+// call [`Money::check_positive`] and [`Money::check_currency`] before trusting an amount.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

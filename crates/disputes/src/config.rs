@@ -20,7 +20,7 @@ pub struct Settings {
     /// A TOML file with any of the settings below, keyed by their flag's name with `_`
     /// (database_url, database_max_connections, nats_url, stream, data_dir, jwt_secret,
     /// jwt_public_key, jwks, policy, addr, idempotency_wait, idempotency_takeover, log_format,
-    /// request_timeout, header_timeout, cors_origins, rate_limit, rate_limit_burst).
+    /// request_timeout, header_timeout, cors_origins, rate_limit, rate_limit_burst, view_wait).
     #[arg(long, env = "DISPUTES_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
@@ -92,6 +92,10 @@ pub struct Settings {
     /// the rate limit].
     #[arg(long, env = "DISPUTES_RATE_LIMIT_BURST", global = true, value_parser = parse_burst)]
     pub rate_limit_burst: Option<NonZeroU32>,
+    /// How long a view read with `X-Min-Sequence` waits for the view to reach it before
+    /// answering 409 `view_behind` [default: 5s].
+    #[arg(long, env = "DISPUTES_VIEW_WAIT", global = true, value_parser = parse_duration)]
+    pub view_wait: Option<chrono::Duration>,
 }
 
 /// How log lines are written to stderr.
@@ -127,6 +131,7 @@ struct FileSettings {
     cors_origins: Option<String>,
     rate_limit: Option<String>,
     rate_limit_burst: Option<i64>,
+    view_wait: Option<String>,
 }
 
 /// A fatal configuration problem, printed as is before exiting.
@@ -201,6 +206,7 @@ impl Settings {
         self.request_timeout = self.request_timeout.or(duration("request_timeout", file.request_timeout)?);
         self.header_timeout = self.header_timeout.or(duration("header_timeout", file.header_timeout)?);
         self.cors_origins = self.cors_origins.or(file.cors_origins);
+        self.view_wait = self.view_wait.or(duration("view_wait", file.view_wait)?);
         let invalid = |key: &str, message: String| ConfigError::File {
             path: path.display().to_string(),
             message: format!("{key}: {message}"),
@@ -273,6 +279,7 @@ impl Settings {
             header_timeout: std(self.header_timeout, defaults.header_timeout),
             cors_origins,
             rate_limit,
+            view_wait: std(self.view_wait, defaults.view_wait),
         })
     }
 

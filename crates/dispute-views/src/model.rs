@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use dispute_domain::{
-    ActionKind, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Money, OnMerchantTimeout,
+    ActionKind, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Money, OnMerchantTimeout, Party,
     PaymentChannel, RefundKind, RefundReason, Role, RulingOutcome, Scope, Status,
 };
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,27 @@ pub struct DisputeView {
     /// Rulings won and lost by the merchant on this order (a refund ruled is a loss).
     pub merchant_wins: u32,
     pub merchant_losses: u32,
+    /// Pieces of evidence each party has given over the dispute (the policy caps them).
+    #[serde(default)]
+    pub evidence: EvidenceCounts,
+}
+
+/// Pieces of evidence given, per party.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceCounts {
+    pub buyer: u32,
+    pub merchant: u32,
+}
+
+impl EvidenceCounts {
+    fn add(&mut self, party: Party, pieces: usize) {
+        let count = match party {
+            Party::Buyer => &mut self.buyer,
+            Party::Merchant => &mut self.merchant,
+        };
+        *count += pieces as u32;
+    }
 }
 
 impl DisputeView {
@@ -121,6 +142,7 @@ impl DisputeView {
             refund_expected_by: None,
             merchant_wins: 0,
             merchant_losses: 0,
+            evidence: EvidenceCounts::default(),
         })
     }
 
@@ -130,7 +152,16 @@ impl DisputeView {
         let d = &mut self.deadlines;
         match event {
             DisputeEvent::OrderRegistered { .. } | DisputeEvent::OrderDelivered { .. } => {}
-            DisputeEvent::RefundRequested { round, kind, reason, amount, merchant_response_due, .. } => {
+            DisputeEvent::RefundRequested {
+                round,
+                kind,
+                reason,
+                amount,
+                merchant_response_due,
+                evidence,
+                ..
+            } => {
+                self.evidence.add(Party::Buyer, evidence.len());
                 *d = Deadlines { merchant_response_due: Some(*merchant_response_due), ..Default::default() };
                 self.round = *round;
                 self.kind = Some(*kind);
@@ -154,8 +185,12 @@ impl DisputeView {
                 self.status =
                     if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
             }
-            DisputeEvent::MerchantRejected { escalation_due, .. }
-            | DisputeEvent::OfferDeclined { escalation_due, .. }
+            DisputeEvent::MerchantRejected { escalation_due, evidence, .. } => {
+                self.evidence.add(Party::Merchant, evidence.len());
+                *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::OfferDeclined { escalation_due, .. }
             | DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
                 *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
                 self.status = Status::Rejected;
@@ -165,7 +200,9 @@ impl DisputeView {
                 self.offer_amount = Some(amount.clone());
                 self.status = Status::OfferPending;
             }
-            DisputeEvent::EvidenceSubmitted { .. } => {}
+            DisputeEvent::EvidenceSubmitted { party, evidence, .. } => {
+                self.evidence.add(*party, evidence.len())
+            }
             DisputeEvent::DisputeEscalated { evidence_due, assignment_due, .. } => {
                 *d = Deadlines {
                     evidence_due: Some(*evidence_due),

@@ -709,6 +709,9 @@ async fn each_party_sees_by_when_it_must_act() {
     app.advance(Duration::hours(2));
     let s = app.merchant_reject(id).await.assert_ok().sequence();
     assert_eq!(act_by(&app, id, s).await, [Some(t(2 + 7 * 24)), None, None], "the buyer may escalate");
+    let rejected = view(&app, id, Role::Buyer, BUYER, s).await;
+    let rejection = json!({ "reason_code": "item_used", "note": "the tags were removed" });
+    assert_eq!(rejected["rejection"], rejection, "{rejected}");
     app.advance(Duration::hours(1));
     let s = app.escalate(id).await.assert_ok().sequence();
     assert_eq!(
@@ -725,9 +728,19 @@ async fn each_party_sees_by_when_it_must_act() {
     app.assign(id, "arb-1").await.assert_ok();
     let ruling = json!({ "outcome": "refund_full", "return_required": true, "rationale": "defective" });
     let s = app.judge(id, "arb-1", ruling).await.assert_ok().sequence();
-    // Judged at hour 33: the buyer ships the goods back within 7 days; either side may appeal
-    // within 3 days, which comes first.
-    assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 72)), Some(t(33 + 72)), None]);
+    // Judged at hour 33: the buyer's next step is shipping the goods back within 7 days (an
+    // appeal, within 3 days, is optional); the merchant may appeal.
+    assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 7 * 24)), Some(t(33 + 72)), None]);
+    for (role, sub) in [(Role::Buyer, BUYER), (Role::Merchant, MERCHANT), (Role::Arbitrator, "arb-9")] {
+        let judged = view(&app, id, role, sub, s).await;
+        let ruling = &judged["ruling"];
+        assert_eq!(
+            (&ruling["arbitrator_id"], &ruling["outcome"], &ruling["amount"], &ruling["return_required"]),
+            (&json!("arb-1"), &json!("refund_full"), &cny(6_000), &json!(true)),
+            "{judged}"
+        );
+        assert_eq!((&ruling["rationale"], &ruling["final_ruling"]), (&json!("defective"), &json!(false)));
+    }
     app.advance(Duration::days(4));
     assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 7 * 24)), None, None], "only the return is left");
     let s = ship_return(&app, id).await.assert_ok().sequence();

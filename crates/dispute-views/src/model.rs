@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use dispute_domain::{
     ActionKind, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Money, OnMerchantTimeout, Party,
-    PaymentChannel, RefundKind, RefundReason, Role, RulingOutcome, Scope, Status,
+    PaymentChannel, RefundKind, RefundReason, RejectionReason, Role, RulingOutcome, Scope, Status,
 };
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,35 @@ pub struct DisputeView {
     /// Pieces of evidence each party has given over the dispute (the policy caps them).
     #[serde(default)]
     pub evidence: EvidenceCounts,
+    /// Why the merchant rejected this round's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    /// This round's ruling: what was decided, by whom, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruling: Option<Ruling>,
+}
+
+/// A merchant's rejection, as the parties read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rejection {
+    pub reason_code: RejectionReason,
+    pub note: String,
+}
+
+/// An arbitrator's ruling, as the parties read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Ruling {
+    pub arbitrator_id: String,
+    pub outcome: RulingOutcome,
+    /// What it refunds; absent for `no_refund`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    pub return_required: bool,
+    pub rationale: String,
+    /// A ruling on appeal is final.
+    pub final_ruling: bool,
 }
 
 /// Pieces of evidence given, per party.
@@ -143,6 +172,8 @@ impl DisputeView {
             merchant_wins: 0,
             merchant_losses: 0,
             evidence: EvidenceCounts::default(),
+            rejection: None,
+            ruling: None,
         })
     }
 
@@ -177,6 +208,8 @@ impl DisputeView {
                 self.escalated_at = None;
                 self.resolved_at = None;
                 self.refund_expected_by = None;
+                self.rejection = None;
+                self.ruling = None;
                 self.status = Status::AwaitingMerchant;
             }
             DisputeEvent::RefundApproved { amount, return_ship_due, .. } => {
@@ -185,8 +218,9 @@ impl DisputeView {
                 self.status =
                     if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
             }
-            DisputeEvent::MerchantRejected { escalation_due, evidence, .. } => {
+            DisputeEvent::MerchantRejected { escalation_due, evidence, reason_code, note, .. } => {
                 self.evidence.add(Party::Merchant, evidence.len());
+                self.rejection = Some(Rejection { reason_code: *reason_code, note: note.clone() });
                 *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
                 self.status = Status::Rejected;
             }
@@ -218,7 +252,25 @@ impl DisputeView {
                 self.assignee = Some(arbitrator_id.clone());
                 self.status = Status::UnderReview;
             }
-            DisputeEvent::DisputeJudged { outcome, amount, appeal_due, return_ship_due, .. } => {
+            DisputeEvent::DisputeJudged {
+                outcome,
+                amount,
+                appeal_due,
+                return_ship_due,
+                arbitrator_id,
+                return_required,
+                rationale,
+                final_ruling,
+                ..
+            } => {
+                self.ruling = Some(Ruling {
+                    arbitrator_id: arbitrator_id.clone(),
+                    outcome: *outcome,
+                    amount: amount.clone(),
+                    return_required: *return_required,
+                    rationale: rationale.clone(),
+                    final_ruling: *final_ruling,
+                });
                 *d = Deadlines {
                     appeal_due: *appeal_due,
                     return_ship_due: *return_ship_due,
@@ -247,6 +299,7 @@ impl DisputeView {
                     ..Default::default()
                 };
                 // The suspended ruling no longer counts for either side.
+                self.ruling = None;
                 match self.outcome.take() {
                     Some(RulingOutcome::NoRefund) => self.merchant_wins -= 1,
                     Some(_) => self.merchant_losses -= 1,
@@ -294,6 +347,11 @@ impl DisputeView {
     /// that has not passed at `now`. Arbitrators see the assignment SLA.
     pub fn act_by(&self, role: Role, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let d = &self.deadlines;
+        // Shipping an approved or ruled return is the buyer's next step; an appeal beside it is
+        // optional and does not hide it.
+        if role == Role::Buyer && d.return_ship_due.is_some_and(|due| due > now) {
+            return d.return_ship_due;
+        }
         let candidates = match role {
             Role::Buyer => [d.escalation_due, d.return_ship_due, d.evidence_due, d.appeal_due],
             Role::Merchant => [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due],

@@ -192,3 +192,26 @@ async fn parties_talk_and_the_arbitrator_asks_for_evidence() {
     assert_eq!(stored[0].event_type, "EvidenceRequestLapsed");
     assert_eq!(stored[0].metadata["actor_id"], json!("timer"));
 }
+
+#[tokio::test]
+async fn a_merchant_asked_for_evidence_finds_the_dispute_by_its_deadline() {
+    let app = TestApp::postgres().await;
+    for id in ["talk-a", "talk-b"] {
+        app.register(&order(id)).await.assert_ok();
+        app.request_refund(id, "refund_only", "quality_issue", 5_000).await.assert_ok();
+        app.merchant_reject(id).await.assert_ok();
+        app.escalate(id).await.assert_ok();
+        app.assign(id, ARBITRATOR).await.assert_ok();
+    }
+    // Nothing for the merchant on either: by order id. Asked on talk-b: talk-b first.
+    let asked = ask(&app, "talk-b", "merchant", "The waybill.").await;
+    asked.assert_ok();
+    view(&app, "talk-b", Role::Merchant, MERCHANT, asked.sequence()).await;
+    let token = app.token(Role::Merchant, MERCHANT);
+    let list =
+        app.send(Method::GET, &format!("/v1/merchants/{MERCHANT}/disputes"), Some(&token), None, &[]).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let ids: Vec<&str> =
+        list.body["disputes"].as_array().unwrap().iter().map(|d| d["dispute_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["talk-b", "talk-a"]);
+}

@@ -333,6 +333,13 @@ impl DisputeView {
         }
     }
 
+    /// The soonest deadline the merchant must act by: its answer, a return's receipt, or an
+    /// open evidence request that names it. The merchant's list sorts on it.
+    pub fn merchant_due(&self) -> Option<DateTime<Utc>> {
+        let asked = self.open_request().filter(|r| r.party == Party::Merchant).map(|r| r.due);
+        [self.deadlines.merchant_next(self.status), asked].into_iter().flatten().min()
+    }
+
     /// The open evidence request, if any.
     pub fn open_request(&self) -> Option<&EvidenceRequest> {
         self.evidence_requests.iter().rev().find(|r| r.state == EvidenceRequestState::Open)

@@ -84,6 +84,14 @@ pub enum DisputeError {
     EmptyField(&'static str),
     #[error("order and dispute ids are 1 to 128 characters of ASCII letters, digits, '-', '_' and ':'")]
     InvalidOrderId,
+    #[error("{0} is limited to 2000 characters")]
+    TextTooLong(&'static str),
+    #[error("messages are limited per party per dispute")]
+    TooManyMessages,
+    #[error("evidence may not be added here: only a party, where evidence is taken")]
+    EvidenceNotAllowed,
+    #[error("an evidence request is already open on this dispute")]
+    EvidenceRequestOpen,
 }
 
 impl DisputeError {
@@ -120,6 +128,10 @@ impl DisputeError {
             ChannelMismatch => "channel_mismatch",
             EmptyField(_) => "empty_field",
             InvalidOrderId => "invalid_order_id",
+            TextTooLong(_) => "text_too_long",
+            TooManyMessages => "too_many_messages",
+            EvidenceNotAllowed => "evidence_not_allowed",
+            EvidenceRequestOpen => "evidence_request_open",
         }
     }
 
@@ -162,6 +174,10 @@ impl DisputeError {
             ChannelMismatch,
             EmptyField(""),
             InvalidOrderId,
+            TextTooLong(""),
+            TooManyMessages,
+            EvidenceNotAllowed,
+            EvidenceRequestOpen,
         ];
         for refusal in &every {
             match refusal {
@@ -197,7 +213,11 @@ impl DisputeError {
                 | AmountMismatch
                 | ChannelMismatch
                 | EmptyField(_)
-                | InvalidOrderId => {}
+                | InvalidOrderId
+                | TextTooLong(_)
+                | TooManyMessages
+                | EvidenceNotAllowed
+                | EvidenceRequestOpen => {}
             }
         }
         every

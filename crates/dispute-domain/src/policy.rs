@@ -34,6 +34,11 @@ pub struct CategoryPolicy {
     pub max_rounds: u32,
     pub max_evidence_per_party: u32,
     pub no_reason_allowed: bool,
+    /// How long a party has to answer an arbitrator's evidence request.
+    pub evidence_request: Duration,
+    /// Messages per author over the whole dispute: the buyer, the merchant, and the
+    /// arbitrators together.
+    pub max_messages_per_party: u32,
 }
 
 /// The whole policy: a default and the categories that override parts of it.
@@ -98,6 +103,8 @@ fn builtin_default() -> CategoryPolicy {
         max_rounds: 3,
         max_evidence_per_party: 20,
         no_reason_allowed: true,
+        evidence_request: Duration::hours(72),
+        max_messages_per_party: 100,
     }
 }
 
@@ -125,6 +132,8 @@ struct Overrides {
     max_rounds: Option<u32>,
     max_evidence_per_party: Option<u32>,
     no_reason_allowed: Option<bool>,
+    evidence_request: Option<String>,
+    max_messages_per_party: Option<u32>,
 }
 
 impl Overrides {
@@ -164,6 +173,12 @@ impl Overrides {
                 base.max_evidence_per_party,
             )?,
             no_reason_allowed: self.no_reason_allowed.unwrap_or(base.no_reason_allowed),
+            evidence_request: duration("evidence_request", self.evidence_request, base.evidence_request)?,
+            max_messages_per_party: positive(
+                "max_messages_per_party",
+                self.max_messages_per_party,
+                base.max_messages_per_party,
+            )?,
         })
     }
 }
@@ -202,6 +217,7 @@ mod tests {
         assert_eq!(policy.for_category("fresh").on_merchant_timeout, OnMerchantTimeout::AutoAccept);
         assert_eq!(policy.for_category("electronics").request_window, Duration::days(15));
         assert_eq!(policy.for_category("electronics").merchant_response, Duration::hours(48));
+        assert_eq!(policy.for_category("fresh").evidence_request, Duration::hours(24));
     }
 
     #[test]

@@ -12,7 +12,9 @@ mod rebuild;
 mod runner;
 
 pub use dispute_store::ViewTables;
-pub use model::{Deadlines, DisputeView, EvidenceCounts};
+pub use model::{
+    Deadlines, DisputeView, EvidenceCounts, EvidenceRequest, EvidenceRequestState, Message, Rejection, Ruling,
+};
 pub use projector::{Incoming, PROJECTION_LAG_SECONDS, Projector, describe_metrics};
 pub use queries::{
     MerchantPage, MerchantSummary, PlatformStats, QueueEntry, QueuePage, QueueQuery, TimelineEntry, Views,

@@ -13,6 +13,7 @@ impl Dispute {
             Deadline::EscalationWindow => "expire_escalation_window",
             Deadline::ReturnShipping => "expire_return_shipping",
             Deadline::ReturnReceipt => "expire_return_receipt",
+            Deadline::EvidenceRequest => "expire_evidence_request",
         };
         let order = self.party_order(cx)?;
         // Each deadline runs in one status of the command's, and only for the current round.
@@ -42,6 +43,14 @@ impl Dispute {
                 confirmed_by: ReceiptConfirmedBy::Timeout,
                 note: None,
             },
+            Deadline::EvidenceRequest => {
+                let request = round.evidence_request.as_ref().expect("a due request is open");
+                DisputeEvent::EvidenceRequestLapsed {
+                    round: self.round,
+                    request: request.number,
+                    party: request.party,
+                }
+            }
         };
         Ok(vec![event])
     }

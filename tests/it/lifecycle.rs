@@ -690,3 +690,24 @@ async fn deadlines_already_counted_survive_a_restart() {
     // The buyer escalates the missed deadline: two events in one answer.
     assert_answer(&app.escalate("rs-2").await, "escalated", 1, 0, 4);
 }
+
+#[tokio::test]
+async fn buyer_withdraws_under_review_until_the_ruling() {
+    let app = TestApp::postgres().await;
+    app.register(&order("wr-1")).await.assert_ok();
+    app.request_refund("wr-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    app.merchant_reject("wr-1").await.assert_ok();
+    app.escalate("wr-1").await.assert_ok();
+    assert_answer(&app.assign("wr-1", "arb-1").await, "under_review", 1, 0, 5);
+    let withdrawn = withdraw(&app, "wr-1").await;
+    assert_answer(&withdrawn, "closed", 1, 0, 6);
+    assert_eq!(withdrawn.body["close_reason"], "withdrawn", "{}", withdrawn.body);
+    // Once ruled, the ruling stands: no withdrawal.
+    app.register(&order("wr-2")).await.assert_ok();
+    app.request_refund("wr-2", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    app.merchant_reject("wr-2").await.assert_ok();
+    app.escalate("wr-2").await.assert_ok();
+    app.assign("wr-2", "arb-1").await.assert_ok();
+    app.judge("wr-2", "arb-1", full()).await.assert_ok();
+    withdraw(&app, "wr-2").await.assert_problem(409, "invalid_transition");
+}

@@ -312,7 +312,7 @@ async fn the_dispute_view_follows_reject_escalate_judge_partial_and_refund_paid(
         app.assign(id, "arb-1").await,
         &mut want,
         json!({ "sequence": 5, "status": "under_review", "assignee": "arb-1", "deadlines": { "evidence_due": t(74) } }),
-        actions(&["evidence"], &["evidence"], &["judge"]),
+        actions(&["evidence", "withdraw"], &["evidence"], &["judge"]),
     )
     .await;
 
@@ -623,7 +623,7 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
             "sequence": 7, "status": "appealed", "approved_amount": null, "outcome": null, "assignee": null,
             "deadlines": { "evidence_due": t(2 + 72), "assignment_due": t(2 + 24) },
         }),
-        actions(&["evidence"], &["evidence"], &["assign"]),
+        actions(&["evidence", "withdraw"], &["evidence"], &["assign"]),
     )
     .await;
     assert_eq!(at(&appealed["escalated_at"]), t(2));
@@ -636,7 +636,7 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
             "sequence": 8, "status": "under_review", "assignee": "arb-2",
             "deadlines": { "evidence_due": t(2 + 72) },
         }),
-        actions(&["evidence"], &["evidence"], &["judge"]),
+        actions(&["evidence", "withdraw"], &["evidence"], &["judge"]),
     )
     .await;
     // The ruling on appeal is final: no appeal deadline, no new round, nothing left to do.

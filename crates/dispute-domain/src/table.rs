@@ -195,6 +195,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!(ShipReturn, "ship_return", "ship-return", Dispute, Post, [Buyer], &[AwaitingReturn]),
     command!(ConfirmReturn, "confirm_return", "confirm-return", Dispute, Post, [Merchant], &[ReturnShipped]),
     command!(RecordRefundPaid, "refund_paid", "refund-paid", Dispute, Post, [System], &[RefundPending]),
+    // Until a refund is approved or ruled; an appeal suspends the ruling until it is ruled.
     command!(
         Withdraw,
         "withdraw",
@@ -202,7 +203,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         Dispute,
         Post,
         [Buyer],
-        &[AwaitingMerchant, OfferPending, Rejected, Escalated]
+        &[AwaitingMerchant, OfferPending, Rejected, Escalated, UnderReview, Appealed]
     ),
     // The statuses where a status-changing deadline runs; each deadline expires in its own.
     command!(

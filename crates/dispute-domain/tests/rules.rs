@@ -1710,13 +1710,33 @@ mod withdrawal {
         s.refuses(buyer(), withdraw(), invalid("withdraw", Status::Closed));
     }
 
+    /// DOMAIN.md: the buyer may withdraw until a refund is approved or ruled, so also while an
+    /// arbitrator reviews the dispute.
     #[test]
-    fn withdrawal_is_refused_under_review_and_on_appeal() {
+    fn buyer_may_withdraw_under_review_until_the_ruling() {
         let mut s = Scenario::new();
         s.under_review();
-        s.refuses(buyer(), withdraw(), invalid("withdraw", Status::UnderReview));
-        s.given(arbitrator(), judge(RulingOutcome::NoRefund, None, false)).given(buyer(), appeal());
-        s.refuses(buyer(), withdraw(), invalid("withdraw", Status::Appealed));
+        withdraws_from(&mut s, Status::UnderReview);
+    }
+
+    /// An appeal suspends the ruling: until the appeal is ruled the buyer may still withdraw,
+    /// and no new round may follow (a ruling was made).
+    #[test]
+    fn buyer_may_withdraw_while_a_ruling_is_appealed() {
+        let mut s = Scenario::new();
+        s.ruled(RulingOutcome::RefundFull, None, false).given(merchant(), appeal());
+        withdraws_from(&mut s, Status::Appealed);
+        s.refuses(buyer(), refund_only(1), invalid("request", Status::Closed));
+        s.refuses(buyer(), appeal(), invalid("appeal", Status::Closed));
+    }
+
+    #[test]
+    fn withdrawal_is_refused_once_the_appeal_is_ruled() {
+        let mut s = Scenario::new();
+        s.ruled(RulingOutcome::NoRefund, None, false).given(buyer(), appeal());
+        s.given(arbitrator(), assign(OTHER_ARBITRATOR));
+        s.given(other_arbitrator(), judge(RulingOutcome::NoRefund, None, false));
+        s.refuses(buyer(), withdraw(), invalid("withdraw", Status::Closed));
     }
 
     #[test]

@@ -12,6 +12,17 @@ fn invalid(command: &'static str, status: Status) -> DisputeError {
     DisputeError::InvalidTransition { command, status: status.as_str() }
 }
 
+/// A refused amount, saying how much (CNY minor units) is still refundable.
+fn exceeds(refundable: i64) -> DisputeError {
+    DisputeError::AmountExceedsRefundable { refundable: cny(refundable) }
+}
+
+/// A request after the window of `days` from [`delivered_at`], saying when it ended.
+fn outside(days: i64) -> DisputeError {
+    let window = Duration::days(days);
+    DisputeError::OutsideRequestWindow { window, ends: delivered_at() + window }
+}
+
 mod registration {
     use super::*;
 
@@ -300,7 +311,7 @@ mod requests {
     #[test]
     fn request_amount_may_not_exceed_what_was_paid() {
         let s = Scenario::new();
-        s.refuses(buyer(), refund_only(PAID + 1), DisputeError::AmountExceedsRefundable);
+        s.refuses(buyer(), refund_only(PAID + 1), exceeds(PAID));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.decide(buyer(), refund_only(1)).unwrap();
     }
@@ -333,8 +344,8 @@ mod requests {
         s.set_clock(delivered_at() + Duration::days(7));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.advance(Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
-        s.refuses(buyer(), return_and_refund(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(7));
+        s.refuses(buyer(), return_and_refund(PAID), outside(7));
     }
 
     #[test]
@@ -345,7 +356,7 @@ mod requests {
         s.set_clock(delivered_at() + Duration::days(15));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.advance(Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(15));
     }
 
     #[test]
@@ -1155,11 +1166,7 @@ mod arbitration {
     fn ruling_amount_may_not_exceed_what_is_refundable() {
         let mut s = Scenario::new();
         s.under_review();
-        s.refuses(
-            arbitrator(),
-            judge(RulingOutcome::RefundPartial, Some(PAID + 1), false),
-            DisputeError::AmountExceedsRefundable,
-        );
+        s.refuses(arbitrator(), judge(RulingOutcome::RefundPartial, Some(PAID + 1), false), exceeds(PAID));
         // The most a partial ruling pays: just below the request (see `partial_rulings`).
         s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(PAID - 1), false)).unwrap();
     }
@@ -1170,11 +1177,7 @@ mod arbitration {
         s.refunded(6_000);
         s.given(buyer(), refund_only(4_000)).given(merchant(), reject()).given(buyer(), escalate());
         s.given(arbitrator(), assign(ARBITRATOR));
-        s.refuses(
-            arbitrator(),
-            judge(RulingOutcome::RefundPartial, Some(4_001), false),
-            DisputeError::AmountExceedsRefundable,
-        );
+        s.refuses(arbitrator(), judge(RulingOutcome::RefundPartial, Some(4_001), false), exceeds(4_000));
         s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(3_999), false)).unwrap();
     }
 
@@ -1340,8 +1343,8 @@ mod appeals {
         ));
         assert_eq!(s.state().status(), Status::RefundPending);
         assert_eq!(s.state().approved_refund(), Some(&cny(4_000)));
-        s.refuses(merchant(), appeal(), invalid("appeal", Status::RefundPending));
-        s.refuses(buyer(), appeal(), invalid("appeal", Status::RefundPending));
+        s.refuses(merchant(), appeal(), DisputeError::RulingFinal);
+        s.refuses(buyer(), appeal(), DisputeError::RulingFinal);
     }
 
     #[test]
@@ -1351,7 +1354,7 @@ mod appeals {
         s.given(other_arbitrator(), assign(OTHER_ARBITRATOR));
         s.given(other_arbitrator(), judge(RulingOutcome::NoRefund, None, false));
         assert_eq!(s.state().close_reason(), Some(CloseReason::RuledNoRefund));
-        s.refuses(buyer(), appeal(), invalid("appeal", Status::Closed));
+        s.refuses(buyer(), appeal(), DisputeError::RulingFinal);
     }
 
     #[test]
@@ -1801,7 +1804,7 @@ mod rounds {
     fn a_new_round_may_follow_a_partial_refund_for_at_most_the_rest() {
         let mut s = Scenario::new();
         s.refunded(3_000);
-        s.refuses(buyer(), refund_only(PAID - 3_000 + 1), DisputeError::AmountExceedsRefundable);
+        s.refuses(buyer(), refund_only(PAID - 3_000 + 1), exceeds(PAID - 3_000));
         starts_round_two(&mut s, PAID - 3_000);
     }
 
@@ -1813,7 +1816,7 @@ mod rounds {
         s.given(buyer(), refund_only(7_000)).given(merchant(), accept());
         s.given(system(), refund_paid(7_000, PaymentChannel::Alipay, now));
         assert_eq!(s.state().refunded_total(), Some(cny(PAID)));
-        s.refuses(buyer(), refund_only(1), DisputeError::AmountExceedsRefundable);
+        s.refuses(buyer(), refund_only(1), exceeds(0));
     }
 
     #[test]
@@ -1857,7 +1860,7 @@ mod rounds {
         let mut s = Scenario::new();
         s.requested(PAID).given(buyer(), withdraw());
         s.set_clock(delivered_at() + Duration::days(7) + Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(7));
     }
 
     #[test]
@@ -2116,11 +2119,11 @@ no_reason_allowed = false
         s.set_clock(delivered_at() + Duration::days(30));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.advance(Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(30));
         // Other categories keep the default window.
         let mut s = books();
         s.set_clock(delivered_at() + Duration::days(8));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(7));
     }
 
     #[test]
@@ -2282,10 +2285,10 @@ mod error_codes {
             (InvalidAmount, "invalid_amount", RefusalKind::RuleViolation),
             (InvalidCurrency, "invalid_currency", RefusalKind::RuleViolation),
             (CurrencyMismatch, "currency_mismatch", RefusalKind::RuleViolation),
-            (AmountExceedsRefundable, "amount_exceeds_refundable", RefusalKind::RuleViolation),
+            (exceeds(1), "amount_exceeds_refundable", RefusalKind::RuleViolation),
             (OfferNotBelowRequest, "offer_not_below_request", RefusalKind::RuleViolation),
             (PartialNotBelowRequest, "partial_not_below_request", RefusalKind::RuleViolation),
-            (OutsideRequestWindow, "outside_request_window", RefusalKind::RuleViolation),
+            (outside(7), "outside_request_window", RefusalKind::RuleViolation),
             (ReasonNotAllowed, "reason_not_allowed", RefusalKind::RuleViolation),
             (NoReasonNotAllowed, "no_reason_not_allowed", RefusalKind::RuleViolation),
             (TooMuchEvidence, "too_much_evidence", RefusalKind::RuleViolation),
@@ -2305,6 +2308,7 @@ mod error_codes {
             (ChannelMismatch, "channel_mismatch", RefusalKind::RuleViolation),
             (EmptyField("note"), "empty_field", RefusalKind::RuleViolation),
             (InvalidOrderId, "invalid_order_id", RefusalKind::RuleViolation),
+            (RulingFinal, "invalid_transition", RefusalKind::Conflict),
         ];
         for (error, code, kind) in table {
             assert_eq!(error.code(), code, "{error:?}");

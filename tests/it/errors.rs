@@ -876,6 +876,14 @@ async fn a_refund_paid_unlike_the_approval_is_422() {
         (paid(json!({ "amount_minor": 6_000, "currency": "USD" }), "alipay", "pay-1"), "currency_mismatch"),
         (paid(cny(-6_000), "alipay", "pay-1"), "invalid_amount"),
         (paid(cny(6_000), "alipay", ""), "empty_field"),
+        (
+            json!({ "amount": cny(6_000), "channel": "alipay", "payment_ref": "pay-1", "paid_at": "2030-01-01T00:00:00Z" }),
+            "paid_in_future",
+        ),
+        (
+            json!({ "amount": cny(6_000), "channel": "alipay", "payment_ref": "pay-1", "paid_at": epoch() - Duration::days(1) }),
+            "paid_before_approval",
+        ),
     ];
     for (body, code) in cases {
         refuse(&app, "o-1", 422, code, app.command("o-1", "refund-paid", Role::System, "payments", body))

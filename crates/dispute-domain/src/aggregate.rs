@@ -13,7 +13,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
-pub use decide::expected_arrival;
+pub use decide::{PAYMENT_CLOCK_SKEW, expected_arrival};
 
 use crate::command::*;
 use crate::{
@@ -71,6 +71,9 @@ struct Round {
     appealed: bool,
     /// The refund approved or ruled and not yet paid (suspended while appealed).
     approved: Option<Money>,
+    /// When it was approved or ruled; unknown for approvals stored before events said.
+    #[serde(default)]
+    approved_at: Option<DateTime<Utc>>,
     return_ship_due: Option<DateTime<Utc>>,
     receipt_confirm_due: Option<DateTime<Utc>>,
 }
@@ -140,9 +143,15 @@ impl Dispute {
     }
 
     /// A refund approved or ruled: wait for the goods if they must come back, else for payment.
-    fn set_approved(&mut self, amount: Money, return_ship_due: Option<DateTime<Utc>>) {
+    fn set_approved(
+        &mut self,
+        amount: Money,
+        return_ship_due: Option<DateTime<Utc>>,
+        approved_at: Option<DateTime<Utc>>,
+    ) {
         let round = self.round_mut();
         round.approved = Some(amount);
+        round.approved_at = approved_at;
         round.return_ship_due = return_ship_due;
         self.status = if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
     }
@@ -201,12 +210,13 @@ impl Aggregate for Dispute {
                     appeal_due: None,
                     appealed: false,
                     approved: None,
+                    approved_at: None,
                     return_ship_due: None,
                     receipt_confirm_due: None,
                 });
             }
-            DisputeEvent::RefundApproved { amount, return_ship_due, .. } => {
-                self.set_approved(amount, return_ship_due)
+            DisputeEvent::RefundApproved { amount, return_ship_due, approved_at, .. } => {
+                self.set_approved(amount, return_ship_due, approved_at)
             }
             DisputeEvent::MerchantRejected { evidence, escalation_due, .. } => {
                 self.merchant_evidence += evidence.len() as u32;
@@ -238,13 +248,20 @@ impl Aggregate for Dispute {
                 self.round_mut().arbitrator = Some(arbitrator_id);
                 self.status = Status::UnderReview;
             }
-            DisputeEvent::DisputeJudged { arbitrator_id, amount, appeal_due, return_ship_due, .. } => {
+            DisputeEvent::DisputeJudged {
+                arbitrator_id,
+                amount,
+                appeal_due,
+                return_ship_due,
+                ruled_at,
+                ..
+            } => {
                 self.ruled = true;
                 let round = self.round_mut();
                 round.ruled_by = Some(arbitrator_id);
                 round.appeal_due = appeal_due;
                 match amount {
-                    Some(amount) => self.set_approved(amount, return_ship_due),
+                    Some(amount) => self.set_approved(amount, return_ship_due, ruled_at),
                     None => self.close(CloseReason::RuledNoRefund),
                 }
             }

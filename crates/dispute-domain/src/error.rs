@@ -101,6 +101,16 @@ pub enum DisputeError {
     InvalidOrderId,
     #[error("the ruling on appeal is final: it cannot be appealed")]
     RulingFinal,
+    #[error(
+        "paid_at is before the refund was approved, at {}",
+        approved_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    PaidBeforeApproval { approved_at: DateTime<Utc> },
+    #[error(
+        "paid_at is in the future: it may be at most {} (the clock plus a small skew)",
+        latest.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    PaidInFuture { latest: DateTime<Utc> },
 }
 
 impl DisputeError {
@@ -139,6 +149,8 @@ impl DisputeError {
             ChannelMismatch => "channel_mismatch",
             EmptyField(_) => "empty_field",
             InvalidOrderId => "invalid_order_id",
+            PaidBeforeApproval { .. } => "paid_before_approval",
+            PaidInFuture { .. } => "paid_in_future",
         }
     }
 
@@ -182,6 +194,8 @@ impl DisputeError {
             EmptyField(""),
             InvalidOrderId,
             RulingFinal,
+            PaidBeforeApproval { approved_at: DateTime::UNIX_EPOCH },
+            PaidInFuture { latest: DateTime::UNIX_EPOCH },
         ];
         for refusal in &every {
             match refusal {
@@ -218,7 +232,9 @@ impl DisputeError {
                 | ChannelMismatch
                 | EmptyField(_)
                 | InvalidOrderId
-                | RulingFinal => {}
+                | RulingFinal
+                | PaidBeforeApproval { .. }
+                | PaidInFuture { .. } => {}
             }
         }
         every

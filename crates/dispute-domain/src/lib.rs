@@ -16,7 +16,7 @@ mod table;
 mod timer;
 mod vocabulary;
 
-pub use aggregate::{Dispute, DisputeServices, expected_arrival};
+pub use aggregate::{Dispute, DisputeServices, PAYMENT_CLOCK_SKEW, expected_arrival};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Action, Deadline, DisputeCommand};
 pub use error::{DisputeError, RefusalKind};

@@ -445,6 +445,7 @@ mod requests {
                     return_required: false,
                     return_ship_due: None,
                     note: None,
+                    approved_at: Some(s.now()),
                 },
             ],
         );
@@ -519,6 +520,7 @@ mod merchant_answers {
             return_required: false,
             return_ship_due: None,
             note: Some("sorry".to_string()),
+            approved_at: Some(s.now()),
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::RefundPending);
@@ -537,6 +539,7 @@ mod merchant_answers {
             return_required: true,
             return_ship_due: Some(due),
             note: Some("sorry".to_string()),
+            approved_at: Some(s.now()),
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::AwaitingReturn);
@@ -693,6 +696,7 @@ mod merchant_answers {
             return_required: false,
             return_ship_due: None,
             note: None,
+            approved_at: Some(s.now()),
         }]);
         let state = s.then_state(buyer(), accept_offer());
         assert_eq!(state.status(), Status::RefundPending);
@@ -1102,6 +1106,7 @@ mod arbitration {
                 final_ruling: false,
                 appeal_due: Some(now + Duration::days(3)),
                 return_ship_due: None,
+                ruled_at: Some(now),
             },
         ]);
         let state = s.then_state(arbitrator(), judge(RulingOutcome::RefundFull, None, false));
@@ -1501,6 +1506,7 @@ mod payment {
         s.refund_pending(4_000);
         // Friday evening: Alipay's one business day ends on Monday.
         let paid = at("2025-03-07T18:00:00Z");
+        s.set_clock(paid);
         s.when(system(), refund_paid(4_000, PaymentChannel::Alipay, paid)).then_expect_events(vec![
             DisputeEvent::RefundPaid {
                 round: 1,
@@ -1649,11 +1655,113 @@ mod payment {
         let mut s = Scenario::of(OrderFacts { payment_channel: PaymentChannel::BankCard, ..order() });
         s.refund_pending(PAID);
         let paid = at("2025-03-07T10:00:00Z");
+        s.set_clock(paid);
         let events = s.run(system(), refund_paid(PAID, PaymentChannel::BankCard, paid));
         assert!(matches!(
             events.as_slice(),
             [DisputeEvent::RefundPaid { expected_arrival_by, .. }] if *expected_arrival_by == at("2025-03-18T10:00:00Z")
         ));
+    }
+}
+
+/// A payment is dated between its approval and now (plus a small skew of the payment
+/// system's clock).
+mod payment_time {
+    use super::*;
+
+    fn paid(at: chrono::DateTime<chrono::Utc>) -> Action {
+        refund_paid(4_000, PaymentChannel::Alipay, at)
+    }
+
+    #[test]
+    fn a_payment_dated_before_the_approval_is_refused() {
+        let mut s = Scenario::new();
+        s.refund_pending(4_000);
+        let approved = s.now();
+        s.advance(Duration::hours(2));
+        s.refuses(
+            system(),
+            paid(approved - Duration::seconds(1)),
+            DisputeError::PaidBeforeApproval { approved_at: approved },
+        );
+        // Before the request, before the order was paid: all the more so.
+        s.refuses(system(), paid(paid_at()), DisputeError::PaidBeforeApproval { approved_at: approved });
+        s.decide(system(), paid(approved)).unwrap();
+        s.decide(system(), paid(s.now())).unwrap();
+    }
+
+    #[test]
+    fn a_payment_dated_in_the_future_beyond_the_clock_skew_is_refused() {
+        let mut s = Scenario::new();
+        s.refund_pending(4_000);
+        let latest = s.now() + PAYMENT_CLOCK_SKEW;
+        assert_eq!(PAYMENT_CLOCK_SKEW, Duration::minutes(5));
+        s.decide(system(), paid(latest)).unwrap();
+        s.refuses(system(), paid(latest + Duration::seconds(1)), DisputeError::PaidInFuture { latest });
+        s.refuses(system(), paid(at("2030-01-01T00:00:00Z")), DisputeError::PaidInFuture { latest });
+    }
+
+    #[test]
+    fn a_ruled_refund_is_paid_after_the_ruling() {
+        let mut s = Scenario::new();
+        s.under_review().advance(Duration::hours(3));
+        let ruled = s.now();
+        s.given(arbitrator(), judge(RulingOutcome::RefundPartial, Some(4_000), false));
+        s.advance(Duration::hours(1));
+        s.refuses(
+            system(),
+            paid(ruled - Duration::minutes(1)),
+            DisputeError::PaidBeforeApproval { approved_at: ruled },
+        );
+        s.decide(system(), paid(ruled)).unwrap();
+    }
+
+    #[test]
+    fn a_ruling_on_appeal_moves_the_earliest_payment_to_its_own_time() {
+        let mut s = Scenario::new();
+        s.ruled(RulingOutcome::RefundFull, None, false).given(merchant(), appeal());
+        s.given(arbitrator(), assign(OTHER_ARBITRATOR)).advance(Duration::hours(5));
+        let ruled = s.now();
+        s.given(other_arbitrator(), judge(RulingOutcome::RefundPartial, Some(4_000), false));
+        s.refuses(
+            system(),
+            paid(ruled - Duration::seconds(1)),
+            DisputeError::PaidBeforeApproval { approved_at: ruled },
+        );
+    }
+
+    /// Approvals stored before they carried their time are still read; only the clock bounds
+    /// their payment.
+    #[test]
+    fn an_approval_stored_without_its_time_is_paid_against_the_clock_only() {
+        let mut s = Scenario::new();
+        s.requested(4_000);
+        let stored = serde_json::json!({ "RefundApproved": {
+            "round": 1,
+            "amount": { "amount_minor": 4_000, "currency": "CNY" },
+            "approved_by": "merchant",
+            "return_required": false,
+            "return_ship_due": null,
+            "note": null
+        }});
+        let event: DisputeEvent = serde_json::from_value(stored).expect("an old approval reads");
+        assert!(matches!(event, DisputeEvent::RefundApproved { approved_at: None, .. }));
+        s.events.push(event);
+        s.decide(system(), paid(paid_at())).unwrap();
+        s.refuses(
+            system(),
+            paid(s.now() + Duration::hours(1)),
+            DisputeError::PaidInFuture { latest: s.now() + PAYMENT_CLOCK_SKEW },
+        );
+    }
+
+    #[test]
+    fn the_approval_time_is_written_only_when_known() {
+        let mut s = Scenario::new();
+        s.requested(4_000);
+        let events = s.run(merchant(), accept());
+        let json = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(json["RefundApproved"]["approved_at"], serde_json::json!(s.now()));
     }
 }
 
@@ -1923,6 +2031,7 @@ mod deadlines {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                approved_at: Some(s.now()),
             },
         ]);
         let state = s.then_state(system(), expire(Deadline::MerchantResponse, 1));
@@ -2309,6 +2418,8 @@ mod error_codes {
             (EmptyField("note"), "empty_field", RefusalKind::RuleViolation),
             (InvalidOrderId, "invalid_order_id", RefusalKind::RuleViolation),
             (RulingFinal, "invalid_transition", RefusalKind::Conflict),
+            (PaidBeforeApproval { approved_at: start() }, "paid_before_approval", RefusalKind::RuleViolation),
+            (PaidInFuture { latest: start() }, "paid_in_future", RefusalKind::RuleViolation),
         ];
         for (error, code, kind) in table {
             assert_eq!(error.code(), code, "{error:?}");

@@ -110,6 +110,7 @@ impl Dispute {
             final_ruling,
             appeal_due: (!final_ruling).then(|| cx.now + policy.appeal_window),
             return_ship_due: cmd.return_required.then(|| cx.now + policy.return_ship),
+            ruled_at: Some(cx.now),
         }])
     }
 

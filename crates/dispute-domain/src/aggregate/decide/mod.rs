@@ -11,7 +11,7 @@ mod return_and_refund;
 
 use chrono::{DateTime, Utc};
 
-pub use return_and_refund::expected_arrival;
+pub use return_and_refund::{PAYMENT_CLOCK_SKEW, expected_arrival};
 
 use super::{Dispute, DisputeServices, Round};
 use crate::command::Action;

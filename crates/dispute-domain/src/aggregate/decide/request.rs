@@ -74,6 +74,7 @@ impl Dispute {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                approved_at: Some(now),
             });
         }
         Ok(events)

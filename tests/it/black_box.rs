@@ -112,6 +112,7 @@ async fn a_broken_policy_file_stops_the_start_with_its_name_and_the_problem() {
     let cases = [
         ("syntax.toml", "[default\nrequest_window = \"7d\"\n", "TOML"),
         ("value.toml", "[default]\nrequest_window = \"a week\"\n", "request_window"),
+        ("twice.toml", "[category.Toys]\nmax_rounds = 1\n[category.toys]\nmax_rounds = 2\n", "same category"),
     ];
     for (name, text, problem) in cases {
         let path = tempdir::join(&cwd, name);

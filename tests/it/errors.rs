@@ -1066,3 +1066,25 @@ async fn an_appeal_of_a_final_ruling_says_the_ruling_is_final() {
     let detail = again.body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("final"), "{}", again.body);
 }
+
+/// Category names match without regard to case: a `Fresh` order has fresh food's rules.
+#[tokio::test]
+async fn a_category_in_other_letters_has_its_rules() {
+    let app = TestApp::postgres().await;
+    let mut fresh = order("o-1");
+    fresh["category"] = json!("Fresh");
+    app.register(&fresh).await.assert_ok();
+    refuse(
+        &app,
+        "o-1",
+        422,
+        "no_reason_not_allowed",
+        app.request_refund("o-1", "return_and_refund", "changed_mind", 6_000),
+    )
+    .await;
+    // An order in a category the policy does not name is registered, with the default rules.
+    let mut tools = order("o-2");
+    tools["category"] = json!("Garden tools");
+    app.register(&tools).await.assert_ok();
+    app.request_refund("o-2", "return_and_refund", "changed_mind", 6_000).await.assert_ok();
+}

@@ -22,7 +22,9 @@ pub use command::{Action, Deadline, DisputeCommand};
 pub use error::{DisputeError, RefusalKind};
 pub use event::{DisputeEvent, EVENT_VERSION};
 pub use money::Money;
-pub use policy::{CategoryPolicy, OnMerchantTimeout, Policy, PolicyError, parse_duration};
+pub use policy::{
+    CategoryPolicy, OnMerchantTimeout, Policy, PolicyError, normalise_category, parse_duration,
+};
 pub use table::{ActionKind, COMMANDS, CommandSpec, Method, Scope};
 pub use timer::{Timer, TimerChange};
 pub use vocabulary::*;

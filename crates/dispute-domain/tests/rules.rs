@@ -2256,9 +2256,66 @@ no_reason_allowed = false
             request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID),
             DisputeError::NoReasonNotAllowed,
         );
-        // A custom policy replaces the built-in one: fresh is an ordinary category here.
-        let s = Scenario::of_with(order_in("fresh"), policy());
+    }
+
+    /// A custom policy layers over the built-in one: a file that does not restate the
+    /// built-in categories keeps their exceptions.
+    #[test]
+    fn a_custom_policy_keeps_the_builtin_exceptions_it_does_not_restate() {
+        for category in ["fresh", "virtual", "custom_made"] {
+            let s = Scenario::of_with(order_in(category), policy());
+            s.refuses(
+                buyer(),
+                request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID),
+                DisputeError::NoReasonNotAllowed,
+            );
+        }
+        // Fresh still auto-accepts at the merchant's deadline, now the file's 24 hours.
+        let mut s = Scenario::of_with(order_in("fresh"), policy());
+        s.requested(PAID).advance(Duration::hours(24));
+        let events = s.run(system(), expire(Deadline::MerchantResponse, 1));
+        assert!(matches!(
+            events.as_slice(),
+            [DisputeEvent::RefundApproved { approved_by: ApprovedBy::MerchantTimeout, .. }]
+        ));
+        // Electronics keep their fifteen days.
+        let mut s = Scenario::of_with(order_in("electronics"), policy());
+        s.set_clock(delivered_at() + Duration::days(15));
+        s.decide(buyer(), refund_only(PAID)).unwrap();
+    }
+
+    /// A policy restating a built-in category changes only the keys it names.
+    #[test]
+    fn a_custom_policy_may_lift_a_builtin_exception_by_restating_it() {
+        let policy = Policy::from_toml("[category.virtual]\nno_reason_allowed = true\n").unwrap();
+        let s = Scenario::of_with(order_in("virtual"), policy);
         s.decide(buyer(), request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID)).unwrap();
+    }
+
+    /// Category names are matched without regard to case, surrounding space or `-` for `_`.
+    #[test]
+    fn categories_are_matched_without_regard_to_case() {
+        for category in ["Fresh", "FRESH", "Virtual", "Custom-Made", " custom_made "] {
+            let s = Scenario::of(order_in(category));
+            s.refuses(
+                buyer(),
+                request(RefundKind::ReturnAndRefund, RefundReason::ChangedMind, PAID),
+                DisputeError::NoReasonNotAllowed,
+            );
+        }
+        let mut s = Scenario::of(order_in("Electronics"));
+        s.set_clock(delivered_at() + Duration::days(15));
+        s.decide(buyer(), refund_only(PAID)).unwrap();
+    }
+
+    /// A category the policy does not name is accepted at registration and gets the default
+    /// rules: the policy lists exceptions, not the platform's catalogue.
+    #[test]
+    fn an_unknown_category_is_registered_with_the_default_rules() {
+        let mut s = Scenario::of(order_in("garden_tools"));
+        s.decide(buyer(), request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID)).unwrap();
+        s.set_clock(delivered_at() + Duration::days(7) + Duration::seconds(1));
+        s.refuses(buyer(), refund_only(PAID), outside(7));
     }
 
     #[test]

@@ -90,6 +90,7 @@ fn http_body(kind: ActionKind) -> Option<(Option<&'static str>, bool, Parse)> {
         RecordRefundPaid => ("RecordRefundPaid", true, |b| Ok(Action::RecordRefundPaid(body(b)?))),
         Withdraw => ("Withdraw", false, |b| Ok(Action::Withdraw(optional_body(b)?))),
         ExpireDeadline => return None,
+        MarkShipped => ("MarkShipped", true, |b| Ok(Action::MarkShipped(body(b)?))),
     };
     Some((Some(schema), required, parse))
 }
@@ -424,6 +425,7 @@ mod tests {
             (Post, "/v1/disputes/{id}/confirm-return", &[Merchant], Some("ConfirmReturn")),
             (Post, "/v1/disputes/{id}/refund-paid", &[System], Some("RecordRefundPaid")),
             (Post, "/v1/disputes/{id}/withdraw", &[Buyer], Some("Withdraw")),
+            (Post, "/v1/orders/{id}/shipped", &[System], Some("MarkShipped")),
         ];
         let have: Vec<_> = ROUTES.iter().map(|r| (r.method, r.path, r.roles, r.body_schema)).collect();
         assert_eq!(have, want);

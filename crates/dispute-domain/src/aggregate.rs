@@ -40,6 +40,9 @@ pub struct Dispute {
     order: Option<OrderFacts>,
     /// When delivery was recorded: at registration or later by `delivered`.
     delivered_at: Option<DateTime<Utc>>,
+    /// When shipment was recorded: at registration or later by `shipped`.
+    #[serde(default)]
+    shipped_at: Option<DateTime<Utc>>,
     status: Status,
     close_reason: Option<CloseReason>,
     /// 0 before the first request; rounds count from 1.
@@ -108,6 +111,15 @@ impl Dispute {
 
     pub fn delivered_at(&self) -> Option<DateTime<Utc>> {
         self.delivered_at
+    }
+
+    pub fn shipped_at(&self) -> Option<DateTime<Utc>> {
+        self.shipped_at
+    }
+
+    /// Whether the goods have left the merchant: shipped or delivered, as recorded so far.
+    fn has_shipped(&self) -> bool {
+        self.shipped_at.is_some() || self.delivered_at.is_some()
     }
 
     /// Everything refunded on this order so far (zero in the order's currency before any).
@@ -180,6 +192,7 @@ impl Aggregate for Dispute {
         match event {
             DisputeEvent::OrderRegistered { facts } => {
                 self.delivered_at = facts.delivered_at;
+                self.shipped_at = facts.shipped_at;
                 self.order = Some(facts);
                 self.status = Status::Open;
             }
@@ -290,6 +303,7 @@ impl Aggregate for Dispute {
                 self.status = Status::Refunded;
             }
             DisputeEvent::RequestWithdrawn { .. } => self.close(CloseReason::Withdrawn),
+            DisputeEvent::OrderShipped { shipped_at } => self.shipped_at = Some(shipped_at),
         }
     }
 }

@@ -50,6 +50,7 @@ pub enum Action {
         deadline: Deadline,
         round: u32,
     },
+    MarkShipped(MarkShipped),
 }
 
 /// The deadlines whose passing changes a dispute's status.
@@ -213,4 +214,12 @@ pub struct RecordRefundPaid {
 pub struct Withdraw {
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// The order service reports the order shipped, when it was not known at registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MarkShipped {
+    pub shipped_at: DateTime<Utc>,
 }

@@ -111,6 +111,10 @@ pub enum DisputeError {
         latest.to_rfc3339_opts(SecondsFormat::Secs, true)
     )]
     PaidInFuture { latest: DateTime<Utc> },
+    #[error("the order's shipment was already recorded at another time")]
+    ShipmentConflict,
+    #[error("the order has not shipped: there is nothing to return, so ask for a refund only")]
+    ReturnWithoutShipment,
 }
 
 impl DisputeError {
@@ -151,6 +155,8 @@ impl DisputeError {
             InvalidOrderId => "invalid_order_id",
             PaidBeforeApproval { .. } => "paid_before_approval",
             PaidInFuture { .. } => "paid_in_future",
+            ShipmentConflict => "invalid_transition",
+            ReturnWithoutShipment => "return_without_shipment",
         }
     }
 
@@ -196,6 +202,8 @@ impl DisputeError {
             RulingFinal,
             PaidBeforeApproval { approved_at: DateTime::UNIX_EPOCH },
             PaidInFuture { latest: DateTime::UNIX_EPOCH },
+            ShipmentConflict,
+            ReturnWithoutShipment,
         ];
         for refusal in &every {
             match refusal {
@@ -234,7 +242,9 @@ impl DisputeError {
                 | InvalidOrderId
                 | RulingFinal
                 | PaidBeforeApproval { .. }
-                | PaidInFuture { .. } => {}
+                | PaidInFuture { .. }
+                | ShipmentConflict
+                | ReturnWithoutShipment => {}
             }
         }
         every
@@ -256,9 +266,11 @@ impl DisputeError {
         match self {
             OrderNotFound | NotAParty => RefusalKind::NotFound,
             Forbidden | NotAssignee => RefusalKind::Forbidden,
-            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict | RulingFinal => {
-                RefusalKind::Conflict
-            }
+            InvalidTransition { .. }
+            | OrderFactsConflict
+            | DeliveryConflict
+            | RulingFinal
+            | ShipmentConflict => RefusalKind::Conflict,
             _ => RefusalKind::RuleViolation,
         }
     }

@@ -148,6 +148,10 @@ pub enum DisputeEvent {
         round: u32,
         note: Option<String>,
     },
+    /// The order service reported the order shipped after registration.
+    OrderShipped {
+        shipped_at: DateTime<Utc>,
+    },
 }
 
 impl DisputeEvent {
@@ -173,6 +177,7 @@ impl DisputeEvent {
             DisputeEvent::ReturnShippingMissed { .. } => "ReturnShippingMissed",
             DisputeEvent::RefundPaid { .. } => "RefundPaid",
             DisputeEvent::RequestWithdrawn { .. } => "RequestWithdrawn",
+            DisputeEvent::OrderShipped { .. } => "OrderShipped",
         }
     }
 }

@@ -29,6 +29,7 @@ pub enum ActionKind {
     RecordRefundPaid,
     Withdraw,
     ExpireDeadline,
+    MarkShipped,
 }
 
 /// What a command addresses, and so where it is sent.
@@ -96,6 +97,7 @@ impl Action {
             Action::RecordRefundPaid(_) => ActionKind::RecordRefundPaid,
             Action::Withdraw(_) => ActionKind::Withdraw,
             Action::ExpireDeadline { .. } => ActionKind::ExpireDeadline,
+            Action::MarkShipped(_) => ActionKind::MarkShipped,
         }
     }
 
@@ -215,6 +217,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         [System],
         &[AwaitingMerchant, Rejected, AwaitingReturn, ReturnShipped]
     ),
+    command!(MarkShipped, "shipped", "shipped", Order, Post, [System], ANY),
 ];
 
 #[cfg(test)]
@@ -227,7 +230,7 @@ mod tests {
             assert_eq!(spec.kind as usize, index, "{} is out of place", spec.name);
             assert_eq!(spec.kind.spec(), spec);
         }
-        assert_eq!(COMMANDS.len(), ActionKind::ExpireDeadline as usize + 1);
+        assert_eq!(COMMANDS.len(), ActionKind::MarkShipped as usize + 1);
     }
 
     #[test]

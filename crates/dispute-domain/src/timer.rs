@@ -71,6 +71,7 @@ impl DisputeEvent {
             | ReturnShippingMissed { .. }
             | RefundPaid { .. }
             | RequestWithdrawn { .. } => TimerChange::Cleared,
+            OrderShipped { .. } => TimerChange::Unchanged,
         }
     }
 }

@@ -463,11 +463,9 @@ mod requests {
     }
 
     #[test]
-    fn unshipped_return_and_refund_is_not_approved_at_once() {
-        let mut s = Scenario::of(unshipped_order());
-        let events = s.run(buyer(), return_and_refund(PAID));
-        assert!(matches!(events.as_slice(), [DisputeEvent::RefundRequested { .. }]), "{events:?}");
-        assert_eq!(s.state().status(), Status::AwaitingMerchant);
+    fn unshipped_return_and_refund_is_refused_as_there_is_nothing_to_return() {
+        let s = Scenario::of(unshipped_order());
+        s.refuses(buyer(), return_and_refund(PAID), DisputeError::ReturnWithoutShipment);
     }
 
     #[test]
@@ -2477,6 +2475,8 @@ mod error_codes {
             (RulingFinal, "invalid_transition", RefusalKind::Conflict),
             (PaidBeforeApproval { approved_at: start() }, "paid_before_approval", RefusalKind::RuleViolation),
             (PaidInFuture { latest: start() }, "paid_in_future", RefusalKind::RuleViolation),
+            (ShipmentConflict, "invalid_transition", RefusalKind::Conflict),
+            (ReturnWithoutShipment, "return_without_shipment", RefusalKind::RuleViolation),
         ];
         for (error, code, kind) in table {
             assert_eq!(error.code(), code, "{error:?}");
@@ -2581,5 +2581,85 @@ mod partial_rulings {
             DisputeError::PartialNotBelowRequest,
         );
         s.decide(arbitrator(), judge(RulingOutcome::RefundFull, None, false)).unwrap();
+    }
+}
+
+/// The order service reports shipment after registration, like delivery; until then the order
+/// counts as unshipped.
+mod shipment {
+    use super::*;
+
+    fn shipped(at: chrono::DateTime<chrono::Utc>) -> Action {
+        Action::MarkShipped(command::MarkShipped { shipped_at: at })
+    }
+
+    #[test]
+    fn shipped_records_the_shipment_once() {
+        let mut s = Scenario::of(unshipped_order());
+        let at = s.now() - Duration::hours(1);
+        s.when(system(), shipped(at)).then_expect_events(vec![DisputeEvent::OrderShipped { shipped_at: at }]);
+        let state = s.then_state(system(), shipped(at));
+        assert_eq!(state.shipped_at(), Some(at));
+        assert_eq!(state.status(), Status::Open);
+        // The same time again changes nothing; another time is a conflict.
+        s.when(system(), shipped(at)).then_expect_events(vec![]);
+        s.refuses(system(), shipped(at + Duration::minutes(1)), DisputeError::ShipmentConflict);
+    }
+
+    #[test]
+    fn a_shipment_known_at_registration_is_not_reported_again_otherwise() {
+        let s = Scenario::new();
+        s.when(system(), shipped(shipped_at())).then_expect_events(vec![]);
+        s.refuses(system(), shipped(shipped_at() + Duration::hours(1)), DisputeError::ShipmentConflict);
+    }
+
+    #[test]
+    fn only_the_system_reports_shipment_of_a_known_order() {
+        let s = Scenario::of(unshipped_order());
+        for actor in [buyer(), merchant(), arbitrator(), auditor()] {
+            s.refuses(actor, shipped(start()), DisputeError::Forbidden);
+        }
+        Scenario::unregistered().refuses(system(), shipped(start()), DisputeError::OrderNotFound);
+    }
+
+    #[test]
+    fn shipment_may_be_reported_in_any_status() {
+        let mut s = Scenario::of(unshipped_order());
+        s.requested(PAID - 1);
+        assert_eq!(s.state().status(), Status::AwaitingMerchant);
+        let state = s.then_state(system(), shipped(start()));
+        assert_eq!(state.status(), Status::AwaitingMerchant);
+    }
+
+    #[test]
+    fn a_return_of_goods_never_shipped_is_refused() {
+        let mut s = Scenario::of(unshipped_order());
+        s.refuses(buyer(), return_and_refund(PAID), DisputeError::ReturnWithoutShipment);
+        s.refuses(buyer(), return_and_refund(1), DisputeError::ReturnWithoutShipment);
+        // Once shipped and delivered, a return is heard.
+        s.given(system(), shipped(start() - Duration::hours(5)));
+        s.given(system(), deliver(start() - Duration::hours(1)));
+        s.decide(buyer(), return_and_refund(PAID)).unwrap();
+    }
+
+    #[test]
+    fn an_order_reported_shipped_is_no_longer_refunded_at_once_as_unshipped() {
+        let mut s = Scenario::of(unshipped_order());
+        s.given(system(), shipped(start() - Duration::hours(1)));
+        // In transit: only "not received", and the merchant answers.
+        s.refuses(buyer(), refund_only(PAID), DisputeError::ReasonNotAllowed);
+        let events = s.run(buyer(), request(RefundKind::RefundOnly, RefundReason::NotReceived, PAID));
+        assert!(matches!(events.as_slice(), [DisputeEvent::RefundRequested { .. }]), "{events:?}");
+        assert_eq!(s.state().status(), Status::AwaitingMerchant);
+    }
+
+    #[test]
+    fn the_shipment_time_is_kept_across_a_replay() {
+        let mut s = Scenario::of(unshipped_order());
+        s.given(system(), shipped(start()));
+        let json = serde_json::to_value(&s.events).unwrap();
+        let events: Vec<DisputeEvent> = serde_json::from_value(json).unwrap();
+        assert_eq!(fold(&events).shipped_at(), Some(start()));
+        assert_eq!(DisputeEvent::OrderShipped { shipped_at: start() }.name(), "OrderShipped");
     }
 }

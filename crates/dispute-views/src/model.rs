@@ -243,6 +243,7 @@ impl DisputeView {
                 self.status = Status::Refunded;
             }
             DisputeEvent::RequestWithdrawn { .. } => self.close(time, CloseReason::Withdrawn),
+            DisputeEvent::OrderShipped { .. } => {}
         }
     }
 
@@ -316,7 +317,7 @@ impl DisputeView {
             Appeal => d.appeal_due.is_some_and(|due| now <= due),
             ShipReturn => until(d.return_ship_due),
             RegisterOrder | MarkDelivered | MerchantAccept | AcceptOffer | DeclineOffer | Assign | Judge
-            | ConfirmReturn | RecordRefundPaid | Withdraw | ExpireDeadline => true,
+            | ConfirmReturn | RecordRefundPaid | Withdraw | ExpireDeadline | MarkShipped => true,
         }
     }
 }

@@ -8,6 +8,7 @@ mod merchant;
 mod order;
 mod request;
 mod return_and_refund;
+mod shipment;
 
 use chrono::{DateTime, Utc};
 
@@ -59,6 +60,7 @@ impl Dispute {
             Action::RecordRefundPaid(cmd) => self.record_refund_paid(&cx, cmd),
             Action::Withdraw(cmd) => self.withdraw(&cx, cmd),
             Action::ExpireDeadline { deadline, round } => self.expire(&cx, *deadline, *round),
+            Action::MarkShipped(cmd) => self.mark_shipped(&cx, cmd),
         }
     }
 

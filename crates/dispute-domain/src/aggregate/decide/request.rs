@@ -28,7 +28,7 @@ impl Dispute {
                 refundable: Money::new(refundable, order.paid_amount.currency.clone()),
             });
         }
-        let shipped = order.shipped_at.is_some() || self.delivered_at.is_some();
+        let shipped = self.has_shipped();
         let now = cx.now;
         // A change of mind is the no-reason return, whatever the code is called.
         let no_reason = matches!(cmd.reason, RefundReason::NoReason7d | RefundReason::ChangedMind);
@@ -48,6 +48,10 @@ impl Dispute {
                 }
             }
             None => {
+                // Goods never sent cannot come back: the buyer asks for a refund only.
+                if cmd.kind == RefundKind::ReturnAndRefund {
+                    return Err(DisputeError::ReturnWithoutShipment);
+                }
                 if no_reason && !policy.no_reason_allowed {
                     return Err(DisputeError::NoReasonNotAllowed);
                 }

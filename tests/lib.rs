@@ -364,6 +364,18 @@ impl TestApp {
         .await
     }
 
+    pub async fn shipped(&self, order: &str, at: DateTime<Utc>) -> Answer {
+        let token = self.token(Role::System, "logistics");
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/orders/{order}/shipped"),
+            Some(&token),
+            Some(&json!({ "shipped_at": at })),
+            &[],
+        )
+        .await
+    }
+
     // The story, one helper per step, with the order's usual parties.
 
     pub async fn request_refund(&self, order: &str, kind: &str, reason: &str, amount: i64) -> Answer {

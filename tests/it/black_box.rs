@@ -112,6 +112,7 @@ async fn a_broken_policy_file_stops_the_start_with_its_name_and_the_problem() {
     let cases = [
         ("syntax.toml", "[default\nrequest_window = \"7d\"\n", "TOML"),
         ("value.toml", "[default]\nrequest_window = \"a week\"\n", "request_window"),
+        ("twice.toml", "[category.Toys]\nmax_rounds = 1\n[category.toys]\nmax_rounds = 2\n", "same category"),
     ];
     for (name, text, problem) in cases {
         let path = tempdir::join(&cwd, name);
@@ -611,6 +612,9 @@ async fn sigkill_under_keyed_load_leaves_every_key_one_effect_and_its_true_answe
         };
         let command = |name: &str| format!("/v1/disputes/{id}/{name}");
         let evidence_of = |kind: &str| json!({ "evidence": [evidence(kind)] });
+        // A payment is dated after its approval and at most five minutes ahead of the clock;
+        // a retry repeats its body exactly, so the date is fixed now, four minutes ahead.
+        let paid_at = Utc::now() + chrono::Duration::minutes(4);
         scripts.push(vec![
             step("register", system, format!("/v1/orders/{id}"), recent_order(&id)),
             step("request", buyer, command("request"), request_body()),
@@ -622,7 +626,7 @@ async fn sigkill_under_keyed_load_leaves_every_key_one_effect_and_its_true_answe
                 "paid",
                 payments,
                 command("refund-paid"),
-                json!({ "amount": cny(6_000), "channel": "alipay", "payment_ref": format!("ali-{id}"), "paid_at": Utc::now() }),
+                json!({ "amount": cny(6_000), "channel": "alipay", "payment_ref": format!("ali-{id}"), "paid_at": paid_at }),
             ),
         ]);
     }

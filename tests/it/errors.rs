@@ -876,6 +876,14 @@ async fn a_refund_paid_unlike_the_approval_is_422() {
         (paid(json!({ "amount_minor": 6_000, "currency": "USD" }), "alipay", "pay-1"), "currency_mismatch"),
         (paid(cny(-6_000), "alipay", "pay-1"), "invalid_amount"),
         (paid(cny(6_000), "alipay", ""), "empty_field"),
+        (
+            json!({ "amount": cny(6_000), "channel": "alipay", "payment_ref": "pay-1", "paid_at": "2030-01-01T00:00:00Z" }),
+            "paid_in_future",
+        ),
+        (
+            json!({ "amount": cny(6_000), "channel": "alipay", "payment_ref": "pay-1", "paid_at": epoch() - Duration::days(1) }),
+            "paid_before_approval",
+        ),
     ];
     for (body, code) in cases {
         refuse(&app, "o-1", 422, code, app.command("o-1", "refund-paid", Role::System, "payments", body))
@@ -999,4 +1007,84 @@ async fn not_ready_says_when_to_retry() {
     let answer = app.send(Method::GET, "/readyz", None, None, &[]).await;
     answer.assert_problem(503, "not_ready");
     assert_eq!(header(&answer, "retry-after"), Some("5"));
+}
+
+/// A refusal says what would have been allowed: how much is refundable, when the window
+/// ended, that a ruling on appeal is final.
+#[tokio::test]
+async fn refusals_say_why_in_their_detail() {
+    let app = TestApp::postgres().await;
+    app.register(&order("o-1")).await.assert_ok();
+    let too_much = refuse(
+        &app,
+        "o-1",
+        422,
+        "amount_exceeds_refundable",
+        app.request_refund("o-1", "refund_only", "quality_issue", 10_001),
+    )
+    .await;
+    let detail = too_much.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("at most 100.00 CNY (10000 minor units) is refundable"), "{}", too_much.body);
+
+    // Delivered a day before the epoch: the seven days end six days after it.
+    app.advance(Duration::days(6) + Duration::seconds(1));
+    let late = refuse(
+        &app,
+        "o-1",
+        422,
+        "outside_request_window",
+        app.request_refund("o-1", "refund_only", "quality_issue", 100),
+    )
+    .await;
+    let detail = late.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("7 days from delivery, which ended at 2026-06-07T08:00:00Z"), "{}", late.body);
+}
+
+#[tokio::test]
+async fn an_appeal_of_a_final_ruling_says_the_ruling_is_final() {
+    let app = TestApp::postgres().await;
+    app.register(&order("o-1")).await.assert_ok();
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    app.merchant_reject("o-1").await.assert_ok();
+    app.escalate("o-1").await.assert_ok();
+    app.assign("o-1", "arb-1").await.assert_ok();
+    let no_refund =
+        json!({ "outcome": "no_refund", "return_required": false, "rationale": "the item was used" });
+    app.judge("o-1", "arb-1", no_refund.clone()).await.assert_ok();
+    let appeal = json!({ "note": "the ruling ignores the chat log" });
+    app.command("o-1", "appeal", Role::Buyer, BUYER, appeal.clone()).await.assert_ok();
+    app.assign("o-1", "arb-2").await.assert_ok();
+    app.judge("o-1", "arb-2", no_refund).await.assert_ok();
+    let again = refuse(
+        &app,
+        "o-1",
+        409,
+        "invalid_transition",
+        app.command("o-1", "appeal", Role::Buyer, BUYER, appeal),
+    )
+    .await;
+    let detail = again.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("final"), "{}", again.body);
+}
+
+/// Category names match without regard to case: a `Fresh` order has fresh food's rules.
+#[tokio::test]
+async fn a_category_in_other_letters_has_its_rules() {
+    let app = TestApp::postgres().await;
+    let mut fresh = order("o-1");
+    fresh["category"] = json!("Fresh");
+    app.register(&fresh).await.assert_ok();
+    refuse(
+        &app,
+        "o-1",
+        422,
+        "no_reason_not_allowed",
+        app.request_refund("o-1", "return_and_refund", "changed_mind", 6_000),
+    )
+    .await;
+    // An order in a category the policy does not name is registered, with the default rules.
+    let mut tools = order("o-2");
+    tools["category"] = json!("Garden tools");
+    app.register(&tools).await.assert_ok();
+    app.request_refund("o-2", "return_and_refund", "changed_mind", 6_000).await.assert_ok();
 }

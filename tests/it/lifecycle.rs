@@ -371,7 +371,7 @@ async fn an_unshipped_order_is_refunded_in_full_at_once() {
 }
 
 #[tokio::test]
-async fn an_unshipped_order_asked_for_less_or_a_return_waits_for_the_merchant() {
+async fn an_unshipped_order_asked_for_less_waits_for_the_merchant_and_a_return_is_refused() {
     let app = TestApp::postgres().await;
     assert_answer(&app.register(&unshipped_order("u-2")).await, "open", 0, 0, 1);
     assert_answer(
@@ -381,13 +381,39 @@ async fn an_unshipped_order_asked_for_less_or_a_return_waits_for_the_merchant() 
         0,
         2,
     );
+    // Nothing was shipped, so nothing can come back.
     assert_answer(&app.register(&unshipped_order("u-3")).await, "open", 0, 0, 1);
+    app.request_refund("u-3", "return_and_refund", "changed_mind", 10_000)
+        .await
+        .assert_problem(422, "return_without_shipment");
+}
+
+#[tokio::test]
+async fn the_order_service_reports_shipment_after_registration() {
+    let app = TestApp::postgres().await;
+    assert_answer(&app.register(&unshipped_order("sh-1")).await, "open", 0, 0, 1);
+    let shipped_at = app.now() - Duration::hours(3);
+    assert_answer(&app.shipped("sh-1", shipped_at).await, "open", 0, 0, 2);
+    // The same time again changes nothing; another time is a conflict.
+    assert_answer(&app.shipped("sh-1", shipped_at).await, "open", 0, 0, 2);
+    app.shipped("sh-1", shipped_at + Duration::hours(1)).await.assert_problem(409, "invalid_transition");
+    // Only the system reports it; an unknown order is not found.
+    let buyer = app.token(Role::Buyer, BUYER);
+    let body = json!({ "shipped_at": shipped_at });
+    app.send(reqwest::Method::POST, "/v1/orders/sh-1/shipped", Some(&buyer), Some(&body), &[])
+        .await
+        .assert_problem(403, "forbidden");
+    app.shipped("sh-404", shipped_at).await.assert_problem(404, "not_found");
+    // In transit: no longer refunded at once as unshipped, only as not received.
+    app.request_refund("sh-1", "refund_only", "quality_issue", 10_000)
+        .await
+        .assert_problem(422, "reason_not_allowed");
     assert_answer(
-        &app.request_refund("u-3", "return_and_refund", "changed_mind", 10_000).await,
+        &app.request_refund("sh-1", "refund_only", "not_received", 10_000).await,
         "awaiting_merchant",
         1,
         0,
-        2,
+        3,
     );
 }
 
@@ -689,4 +715,25 @@ async fn deadlines_already_counted_survive_a_restart() {
     app.merchant_reject("rs-2").await.assert_problem(422, "response_deadline_passed");
     // The buyer escalates the missed deadline: two events in one answer.
     assert_answer(&app.escalate("rs-2").await, "escalated", 1, 0, 4);
+}
+
+#[tokio::test]
+async fn buyer_withdraws_under_review_until_the_ruling() {
+    let app = TestApp::postgres().await;
+    app.register(&order("wr-1")).await.assert_ok();
+    app.request_refund("wr-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    app.merchant_reject("wr-1").await.assert_ok();
+    app.escalate("wr-1").await.assert_ok();
+    assert_answer(&app.assign("wr-1", "arb-1").await, "under_review", 1, 0, 5);
+    let withdrawn = withdraw(&app, "wr-1").await;
+    assert_answer(&withdrawn, "closed", 1, 0, 6);
+    assert_eq!(withdrawn.body["close_reason"], "withdrawn", "{}", withdrawn.body);
+    // Once ruled, the ruling stands: no withdrawal.
+    app.register(&order("wr-2")).await.assert_ok();
+    app.request_refund("wr-2", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    app.merchant_reject("wr-2").await.assert_ok();
+    app.escalate("wr-2").await.assert_ok();
+    app.assign("wr-2", "arb-1").await.assert_ok();
+    app.judge("wr-2", "arb-1", full()).await.assert_ok();
+    withdraw(&app, "wr-2").await.assert_problem(409, "invalid_transition");
 }

@@ -312,7 +312,11 @@ async fn the_dispute_view_follows_reject_escalate_judge_partial_and_refund_paid(
         app.assign(id, "arb-1").await,
         &mut want,
         json!({ "sequence": 5, "status": "under_review", "assignee": "arb-1", "deadlines": { "evidence_due": t(74) } }),
-        actions(&["evidence", "messages"], &["evidence", "messages"], &["judge", "messages", "evidence-requests"]),
+        actions(
+            &["evidence", "withdraw", "messages"],
+            &["evidence", "messages"],
+            &["judge", "messages", "evidence-requests"],
+        ),
     )
     .await;
 
@@ -627,7 +631,7 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
             "sequence": 7, "status": "appealed", "approved_amount": null, "outcome": null, "assignee": null,
             "deadlines": { "evidence_due": t(2 + 72), "assignment_due": t(2 + 24) },
         }),
-        actions(&["evidence", "messages"], &["evidence", "messages"], &["assign"]),
+        actions(&["evidence", "withdraw", "messages"], &["evidence", "messages"], &["assign"]),
     )
     .await;
     assert_eq!(at(&appealed["escalated_at"]), t(2));
@@ -641,7 +645,7 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
             "deadlines": { "evidence_due": t(2 + 72) },
         }),
         actions(
-            &["evidence", "messages"],
+            &["evidence", "withdraw", "messages"],
             &["evidence", "messages"],
             &["judge", "messages", "evidence-requests"],
         ),

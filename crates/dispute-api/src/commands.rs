@@ -92,6 +92,7 @@ fn http_body(kind: ActionKind) -> Option<(Option<&'static str>, bool, Parse)> {
         ExpireDeadline => return None,
         PostMessage => ("PostMessage", true, |b| Ok(Action::PostMessage(body(b)?))),
         RequestEvidence => ("RequestEvidence", true, |b| Ok(Action::RequestEvidence(body(b)?))),
+        MarkShipped => ("MarkShipped", true, |b| Ok(Action::MarkShipped(body(b)?))),
     };
     Some((Some(schema), required, parse))
 }
@@ -428,6 +429,7 @@ mod tests {
             (Post, "/v1/disputes/{id}/withdraw", &[Buyer], Some("Withdraw")),
             (Post, "/v1/disputes/{id}/messages", &[Buyer, Merchant, Arbitrator], Some("PostMessage")),
             (Post, "/v1/disputes/{id}/evidence-requests", &[Arbitrator], Some("RequestEvidence")),
+            (Post, "/v1/orders/{id}/shipped", &[System], Some("MarkShipped")),
         ];
         let have: Vec<_> = ROUTES.iter().map(|r| (r.method, r.path, r.roles, r.body_schema)).collect();
         assert_eq!(have, want);

@@ -54,6 +54,7 @@ use crate::error::{PROBLEM_JSON, Problem};
         Withdraw,
         PostMessage,
         RequestEvidence,
+        MarkShipped,
     )),
     tags(
         (name = "commands", description = "Change a dispute: each accepted command appends events."),
@@ -224,7 +225,8 @@ fn command_example(name: &str) -> Option<serde_json::Value> {
             "paid_amount": cny(12_900), "payment_channel": "alipay",
             "paid_at": "2026-11-02T08:00:00Z",
         }),
-        "mark_delivered" => json!({ "delivered_at": "2026-11-04T15:30:00Z" }),
+        "delivered" => json!({ "delivered_at": "2026-11-04T15:30:00Z" }),
+        "shipped" => json!({ "shipped_at": "2026-11-03T09:00:00Z" }),
         "request_refund" => json!({
             "kind": "refund_only", "reason": "quality_issue", "amount": cny(12_900),
             "description": "The seam split on the first wash.", "evidence": photo,

@@ -74,6 +74,8 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> BulkStream {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                // As stored before approvals carried their time: the pinned hashes stay.
+                approved_at: None,
             },
         ),
         (

@@ -13,7 +13,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
-pub use decide::expected_arrival;
+pub use decide::{PAYMENT_CLOCK_SKEW, expected_arrival};
 
 use crate::command::*;
 use crate::{
@@ -40,6 +40,9 @@ pub struct Dispute {
     order: Option<OrderFacts>,
     /// When delivery was recorded: at registration or later by `delivered`.
     delivered_at: Option<DateTime<Utc>>,
+    /// When shipment was recorded: at registration or later by `shipped`.
+    #[serde(default)]
+    shipped_at: Option<DateTime<Utc>>,
     status: Status,
     close_reason: Option<CloseReason>,
     /// 0 before the first request; rounds count from 1.
@@ -90,6 +93,9 @@ struct Round {
     appealed: bool,
     /// The refund approved or ruled and not yet paid (suspended while appealed).
     approved: Option<Money>,
+    /// When it was approved or ruled; unknown for approvals stored before events said.
+    #[serde(default)]
+    approved_at: Option<DateTime<Utc>>,
     return_ship_due: Option<DateTime<Utc>>,
     receipt_confirm_due: Option<DateTime<Utc>>,
     /// At most one at a time, under review only.
@@ -130,6 +136,15 @@ impl Dispute {
         self.delivered_at
     }
 
+    pub fn shipped_at(&self) -> Option<DateTime<Utc>> {
+        self.shipped_at
+    }
+
+    /// Whether the goods have left the merchant: shipped or delivered, as recorded so far.
+    fn has_shipped(&self) -> bool {
+        self.shipped_at.is_some() || self.delivered_at.is_some()
+    }
+
     /// Everything refunded on this order so far (zero in the order's currency before any).
     pub fn refunded_total(&self) -> Option<Money> {
         self.order.as_ref().map(|o| Money::new(self.refunded_minor, o.paid_amount.currency.clone()))
@@ -164,9 +179,15 @@ impl Dispute {
     }
 
     /// A refund approved or ruled: wait for the goods if they must come back, else for payment.
-    fn set_approved(&mut self, amount: Money, return_ship_due: Option<DateTime<Utc>>) {
+    fn set_approved(
+        &mut self,
+        amount: Money,
+        return_ship_due: Option<DateTime<Utc>>,
+        approved_at: Option<DateTime<Utc>>,
+    ) {
         let round = self.round_mut();
         round.approved = Some(amount);
+        round.approved_at = approved_at;
         round.return_ship_due = return_ship_due;
         self.status = if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
     }
@@ -195,6 +216,7 @@ impl Aggregate for Dispute {
         match event {
             DisputeEvent::OrderRegistered { facts } => {
                 self.delivered_at = facts.delivered_at;
+                self.shipped_at = facts.shipped_at;
                 self.order = Some(facts);
                 self.status = Status::Open;
             }
@@ -225,13 +247,14 @@ impl Aggregate for Dispute {
                     appeal_due: None,
                     appealed: false,
                     approved: None,
+                    approved_at: None,
                     return_ship_due: None,
                     receipt_confirm_due: None,
                     evidence_request: None,
                 });
             }
-            DisputeEvent::RefundApproved { amount, return_ship_due, .. } => {
-                self.set_approved(amount, return_ship_due)
+            DisputeEvent::RefundApproved { amount, return_ship_due, approved_at, .. } => {
+                self.set_approved(amount, return_ship_due, approved_at)
             }
             DisputeEvent::MerchantRejected { evidence, escalation_due, .. } => {
                 self.merchant_evidence += evidence.len() as u32;
@@ -263,7 +286,14 @@ impl Aggregate for Dispute {
                 self.round_mut().arbitrator = Some(arbitrator_id);
                 self.status = Status::UnderReview;
             }
-            DisputeEvent::DisputeJudged { arbitrator_id, amount, appeal_due, return_ship_due, .. } => {
+            DisputeEvent::DisputeJudged {
+                arbitrator_id,
+                amount,
+                appeal_due,
+                return_ship_due,
+                ruled_at,
+                ..
+            } => {
                 self.ruled = true;
                 let round = self.round_mut();
                 // A ruling ends an open evidence request.
@@ -271,7 +301,7 @@ impl Aggregate for Dispute {
                 round.ruled_by = Some(arbitrator_id);
                 round.appeal_due = appeal_due;
                 match amount {
-                    Some(amount) => self.set_approved(amount, return_ship_due),
+                    Some(amount) => self.set_approved(amount, return_ship_due, ruled_at),
                     None => self.close(CloseReason::RuledNoRefund),
                 }
             }
@@ -321,6 +351,7 @@ impl Aggregate for Dispute {
             DisputeEvent::EvidenceRequestAnswered { .. } | DisputeEvent::EvidenceRequestLapsed { .. } => {
                 self.round_mut().evidence_request = None;
             }
+            DisputeEvent::OrderShipped { shipped_at } => self.shipped_at = Some(shipped_at),
         }
     }
 }

@@ -52,6 +52,7 @@ pub enum Action {
     },
     PostMessage(PostMessage),
     RequestEvidence(RequestEvidence),
+    MarkShipped(MarkShipped),
 }
 
 /// The deadlines whose passing changes a dispute's status.
@@ -248,4 +249,12 @@ pub struct RequestEvidence {
     /// What is needed, 1 to [`MAX_TEXT_CHARS`] characters.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 2000))]
     pub what: String,
+}
+
+/// The order service reports the order shipped, when it was not known at registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MarkShipped {
+    pub shipped_at: DateTime<Utc>,
 }

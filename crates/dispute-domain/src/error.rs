@@ -1,4 +1,12 @@
 //! Why a command was refused. A refused command emits no event.
+//!
+//! A refusal may carry what the caller needs to correct the command (what is still
+//! refundable, when the window ended); its message shows it. It carries only what every
+//! caller allowed to send the command may know about the order.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+
+use crate::Money;
 
 /// How a refusal is classed: the HTTP edge maps each class to one status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,16 +44,23 @@ pub enum DisputeError {
     InvalidCurrency,
     #[error("the amount is not in the order's currency")]
     CurrencyMismatch,
-    #[error("the amount exceeds what is still refundable on this order")]
-    AmountExceedsRefundable,
+    #[error(
+        "the amount exceeds what is still refundable on this order: at most {refundable} ({} minor units) is refundable",
+        refundable.amount_minor
+    )]
+    AmountExceedsRefundable { refundable: Money },
     #[error("an offer must be less than the amount requested")]
     OfferNotBelowRequest,
     #[error(
         "a partial ruling must be less than the amount requested (a full ruling pays what was requested)"
     )]
     PartialNotBelowRequest,
-    #[error("the request is outside the request window")]
-    OutsideRequestWindow,
+    #[error(
+        "the request is outside the request window: {} from delivery, which ended at {}",
+        describe_duration(*window),
+        ends.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    OutsideRequestWindow { window: Duration, ends: DateTime<Utc> },
     #[error("a shipped order that has not been delivered can only be refunded as not received")]
     ReasonNotAllowed,
     #[error("no-reason returns are not allowed for this order now")]
@@ -92,6 +107,22 @@ pub enum DisputeError {
     EvidenceNotAllowed,
     #[error("an evidence request is already open on this dispute")]
     EvidenceRequestOpen,
+    #[error("the ruling on appeal is final: it cannot be appealed")]
+    RulingFinal,
+    #[error(
+        "paid_at is before the refund was approved, at {}",
+        approved_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    PaidBeforeApproval { approved_at: DateTime<Utc> },
+    #[error(
+        "paid_at is in the future: it may be at most {} (the clock plus a small skew)",
+        latest.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    PaidInFuture { latest: DateTime<Utc> },
+    #[error("the order's shipment was already recorded at another time")]
+    ShipmentConflict,
+    #[error("the order has not shipped: there is nothing to return, so ask for a refund only")]
+    ReturnWithoutShipment,
 }
 
 impl DisputeError {
@@ -101,14 +132,16 @@ impl DisputeError {
         match self {
             OrderNotFound | NotAParty => "not_found",
             Forbidden | NotAssignee => "forbidden",
-            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict => "invalid_transition",
+            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict | RulingFinal => {
+                "invalid_transition"
+            }
             InvalidAmount => "invalid_amount",
             InvalidCurrency => "invalid_currency",
             CurrencyMismatch => "currency_mismatch",
-            AmountExceedsRefundable => "amount_exceeds_refundable",
+            AmountExceedsRefundable { .. } => "amount_exceeds_refundable",
             OfferNotBelowRequest => "offer_not_below_request",
             PartialNotBelowRequest => "partial_not_below_request",
-            OutsideRequestWindow => "outside_request_window",
+            OutsideRequestWindow { .. } => "outside_request_window",
             ReasonNotAllowed => "reason_not_allowed",
             NoReasonNotAllowed => "no_reason_not_allowed",
             TooMuchEvidence => "too_much_evidence",
@@ -132,6 +165,10 @@ impl DisputeError {
             TooManyMessages => "too_many_messages",
             EvidenceNotAllowed => "evidence_not_allowed",
             EvidenceRequestOpen => "evidence_request_open",
+            PaidBeforeApproval { .. } => "paid_before_approval",
+            PaidInFuture { .. } => "paid_in_future",
+            ShipmentConflict => "invalid_transition",
+            ReturnWithoutShipment => "return_without_shipment",
         }
     }
 
@@ -151,10 +188,10 @@ impl DisputeError {
             InvalidAmount,
             InvalidCurrency,
             CurrencyMismatch,
-            AmountExceedsRefundable,
+            AmountExceedsRefundable { refundable: Money::zero("") },
             OfferNotBelowRequest,
             PartialNotBelowRequest,
-            OutsideRequestWindow,
+            OutsideRequestWindow { window: Duration::zero(), ends: DateTime::UNIX_EPOCH },
             ReasonNotAllowed,
             NoReasonNotAllowed,
             TooMuchEvidence,
@@ -178,6 +215,11 @@ impl DisputeError {
             TooManyMessages,
             EvidenceNotAllowed,
             EvidenceRequestOpen,
+            RulingFinal,
+            PaidBeforeApproval { approved_at: DateTime::UNIX_EPOCH },
+            PaidInFuture { latest: DateTime::UNIX_EPOCH },
+            ShipmentConflict,
+            ReturnWithoutShipment,
         ];
         for refusal in &every {
             match refusal {
@@ -191,10 +233,10 @@ impl DisputeError {
                 | InvalidAmount
                 | InvalidCurrency
                 | CurrencyMismatch
-                | AmountExceedsRefundable
+                | AmountExceedsRefundable { .. }
                 | OfferNotBelowRequest
                 | PartialNotBelowRequest
-                | OutsideRequestWindow
+                | OutsideRequestWindow { .. }
                 | ReasonNotAllowed
                 | NoReasonNotAllowed
                 | TooMuchEvidence
@@ -218,6 +260,11 @@ impl DisputeError {
                 | TooManyMessages
                 | EvidenceNotAllowed
                 | EvidenceRequestOpen => {}
+                RulingFinal
+                | PaidBeforeApproval { .. }
+                | PaidInFuture { .. }
+                | ShipmentConflict
+                | ReturnWithoutShipment => {}
             }
         }
         every
@@ -239,8 +286,55 @@ impl DisputeError {
         match self {
             OrderNotFound | NotAParty => RefusalKind::NotFound,
             Forbidden | NotAssignee => RefusalKind::Forbidden,
-            InvalidTransition { .. } | OrderFactsConflict | DeliveryConflict => RefusalKind::Conflict,
+            InvalidTransition { .. }
+            | OrderFactsConflict
+            | DeliveryConflict
+            | RulingFinal
+            | ShipmentConflict => RefusalKind::Conflict,
             _ => RefusalKind::RuleViolation,
         }
+    }
+}
+
+/// A window's length in the largest whole unit: "7 days", "48 hours", "90 seconds".
+fn describe_duration(duration: Duration) -> String {
+    let seconds = duration.num_seconds();
+    let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(per, _)| seconds != 0 && seconds % per == 0)
+        .map_or((seconds, "second"), |(per, unit)| (seconds / per, unit));
+    if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_what_would_be_allowed() {
+        let refusal = DisputeError::AmountExceedsRefundable { refundable: Money::new(1_200, "CNY") };
+        assert!(
+            refusal.to_string().ends_with("at most 12.00 CNY (1200 minor units) is refundable"),
+            "{refusal}"
+        );
+        let refusal = DisputeError::OutsideRequestWindow {
+            window: Duration::days(7),
+            ends: "2025-03-13T08:00:00Z".parse().unwrap(),
+        };
+        assert!(
+            refusal.to_string().ends_with("7 days from delivery, which ended at 2025-03-13T08:00:00Z"),
+            "{refusal}"
+        );
+        assert!(DisputeError::RulingFinal.to_string().contains("final"));
+    }
+
+    #[test]
+    fn windows_are_described_in_their_largest_whole_unit() {
+        assert_eq!(describe_duration(Duration::days(1)), "1 day");
+        assert_eq!(describe_duration(Duration::days(15)), "15 days");
+        assert_eq!(describe_duration(Duration::hours(48)), "2 days");
+        assert_eq!(describe_duration(Duration::hours(36)), "36 hours");
+        assert_eq!(describe_duration(Duration::minutes(90)), "90 minutes");
+        assert_eq!(describe_duration(Duration::seconds(90)), "90 seconds");
     }
 }

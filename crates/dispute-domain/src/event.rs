@@ -44,6 +44,10 @@ pub enum DisputeEvent {
         return_required: bool,
         return_ship_due: Option<DateTime<Utc>>,
         note: Option<String>,
+        /// When the refund was approved: a payment may not be dated before it. Absent from
+        /// approvals stored before the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approved_at: Option<DateTime<Utc>>,
     },
     MerchantRejected {
         round: u32,
@@ -101,6 +105,10 @@ pub enum DisputeEvent {
         final_ruling: bool,
         appeal_due: Option<DateTime<Utc>>,
         return_ship_due: Option<DateTime<Utc>>,
+        /// When the ruling was made: a payment of its refund may not be dated before it.
+        /// Absent from rulings stored before the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ruled_at: Option<DateTime<Utc>>,
     },
     RulingAppealed {
         round: u32,
@@ -171,6 +179,10 @@ pub enum DisputeEvent {
         request: u32,
         party: Party,
     },
+    /// The order service reported the order shipped after registration.
+    OrderShipped {
+        shipped_at: DateTime<Utc>,
+    },
 }
 
 impl DisputeEvent {
@@ -200,6 +212,7 @@ impl DisputeEvent {
             DisputeEvent::EvidenceRequested { .. } => "EvidenceRequested",
             DisputeEvent::EvidenceRequestAnswered { .. } => "EvidenceRequestAnswered",
             DisputeEvent::EvidenceRequestLapsed { .. } => "EvidenceRequestLapsed",
+            DisputeEvent::OrderShipped { .. } => "OrderShipped",
         }
     }
 }

@@ -16,13 +16,15 @@ mod table;
 mod timer;
 mod vocabulary;
 
-pub use aggregate::{Dispute, DisputeServices, expected_arrival};
+pub use aggregate::{Dispute, DisputeServices, PAYMENT_CLOCK_SKEW, expected_arrival};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Action, Deadline, DisputeCommand, MAX_TEXT_CHARS};
 pub use error::{DisputeError, RefusalKind};
 pub use event::{DisputeEvent, EVENT_VERSION};
 pub use money::Money;
-pub use policy::{CategoryPolicy, OnMerchantTimeout, Policy, PolicyError, parse_duration};
+pub use policy::{
+    CategoryPolicy, OnMerchantTimeout, Policy, PolicyError, normalise_category, parse_duration,
+};
 pub use table::{ActionKind, COMMANDS, CommandSpec, Method, Scope};
 pub use timer::{Timer, TimerChange};
 pub use vocabulary::*;

@@ -2,6 +2,10 @@
 //!
 //! Parsed from TOML (the shape is in API.md and in `default_policy.toml`, which is the built-in
 //! policy). Reading the file is the caller's business; this module only parses text.
+//!
+//! A policy file layers over the built-in policy: a key it does not state keeps the built-in
+//! value, in `[default]` and in each category. Category names are matched after
+//! [`normalise_category`], here and only here.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +54,8 @@ pub struct Policy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    #[error("policy [category.{first}] and [category.{second}] name the same category")]
+    DuplicateCategory { first: String, second: String },
     #[error("policy is not valid TOML or has an unknown key: {0}")]
     Syntax(String),
     #[error("policy [{section}] {key}: {message}")]
@@ -59,13 +65,20 @@ pub enum PolicyError {
 impl Policy {
     /// The built-in policy (DOMAIN.md's defaults).
     pub fn builtin() -> Self {
-        Self::from_toml(include_str!("default_policy.toml")).expect("the built-in policy parses")
+        Self::resolve(builtin_file()).expect("the built-in policy resolves")
     }
 
-    /// Parses a policy file. Every key of `[default]` is optional and falls back to the
-    /// built-in default; a category states only what differs from `[default]`.
+    /// Parses a policy file and layers it over the built-in policy. Every key is optional: a
+    /// key of `[default]` it does not state keeps the built-in default, a category it does not
+    /// state (or a key of one it does) keeps the built-in category's value, and a category
+    /// states only what differs from `[default]`. So a file that sets `[default]` alone keeps
+    /// the built-in exceptions (fresh, virtual, custom-made); to lift one, restate its key.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let file = parse_file(text)?;
+        Self::resolve(builtin_file().layer(file))
+    }
+
+    fn resolve(file: PolicyFile) -> Result<Self, PolicyError> {
         let default = file.default.unwrap_or_default().resolve("default", &builtin_default())?;
         let mut categories = BTreeMap::new();
         for (name, overrides) in file.category {
@@ -75,10 +88,73 @@ impl Policy {
         Ok(Self { default, categories })
     }
 
-    /// The rules for `category`: its overrides over the default.
+    /// The rules for `category`: its overrides over the default. A category the policy does not
+    /// name gets the default rules (the policy lists the exceptions, not every category).
     pub fn for_category(&self, category: &str) -> &CategoryPolicy {
-        self.categories.get(category).unwrap_or(&self.default)
+        self.categories.get(&normalise_category(category)).unwrap_or(&self.default)
     }
+
+    /// Whether the policy names `category` (after normalising), rather than giving it the
+    /// default rules.
+    pub fn knows(&self, category: &str) -> bool {
+        self.categories.contains_key(&normalise_category(category))
+    }
+
+    /// Pairs of the policy's categories whose names differ by one or two letters, such as
+    /// `fresh` and `frseh`: likely a typo that leaves the intended category with the default
+    /// rules. Worth a warning when the policy is loaded.
+    pub fn lookalike_categories(&self) -> Vec<(&str, &str)> {
+        let names: Vec<&str> = self.categories.keys().map(String::as_str).collect();
+        let mut pairs = Vec::new();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                if edit_distance(a, b) <= 2 {
+                    pairs.push((*a, *b));
+                }
+            }
+        }
+        pairs
+    }
+}
+
+/// How category names are compared: without surrounding space, case-insensitively, with `-`
+/// and spaces as `_` (`Custom-Made` is `custom_made`).
+pub fn normalise_category(name: &str) -> String {
+    name.trim().chars().map(|c| if c == '-' || c == ' ' { '_' } else { c }).collect::<String>().to_lowercase()
+}
+
+/// Levenshtein distance over characters; category names are short.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn builtin_file() -> PolicyFile {
+    parse_file(include_str!("default_policy.toml")).expect("the built-in policy parses")
+}
+
+/// Parses a file's text, its category names normalised (two names for one category are refused).
+fn parse_file(text: &str) -> Result<PolicyFile, PolicyError> {
+    let raw: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+    let mut category: BTreeMap<String, Overrides> = BTreeMap::new();
+    let mut spelled: BTreeMap<String, String> = BTreeMap::new();
+    for (name, overrides) in raw.category {
+        let key = normalise_category(&name);
+        if let Some(first) = spelled.insert(key.clone(), name.clone()) {
+            return Err(PolicyError::DuplicateCategory { first, second: name });
+        }
+        category.insert(key, overrides);
+    }
+    Ok(PolicyFile { default: raw.default, category })
 }
 
 impl Default for Policy {
@@ -136,7 +212,46 @@ struct Overrides {
     max_messages_per_party: Option<u32>,
 }
 
+impl PolicyFile {
+    /// `top` over `self`: each key `top` states wins, every other keeps `self`'s value.
+    fn layer(mut self, top: PolicyFile) -> PolicyFile {
+        self.default = match (self.default, top.default) {
+            (Some(base), Some(top)) => Some(top.over(base)),
+            (base, top) => top.or(base),
+        };
+        for (name, overrides) in top.category {
+            let merged = match self.category.remove(&name) {
+                Some(base) => overrides.over(base),
+                None => overrides,
+            };
+            self.category.insert(name, merged);
+        }
+        self
+    }
+}
+
 impl Overrides {
+    /// These keys over `base`'s.
+    fn over(self, base: Overrides) -> Overrides {
+        Overrides {
+            request_window: self.request_window.or(base.request_window),
+            no_reason_window: self.no_reason_window.or(base.no_reason_window),
+            merchant_response: self.merchant_response.or(base.merchant_response),
+            on_merchant_timeout: self.on_merchant_timeout.or(base.on_merchant_timeout),
+            escalation_window: self.escalation_window.or(base.escalation_window),
+            evidence_window: self.evidence_window.or(base.evidence_window),
+            arbitration_sla: self.arbitration_sla.or(base.arbitration_sla),
+            appeal_window: self.appeal_window.or(base.appeal_window),
+            return_ship: self.return_ship.or(base.return_ship),
+            return_confirm: self.return_confirm.or(base.return_confirm),
+            max_rounds: self.max_rounds.or(base.max_rounds),
+            max_evidence_per_party: self.max_evidence_per_party.or(base.max_evidence_per_party),
+            no_reason_allowed: self.no_reason_allowed.or(base.no_reason_allowed),
+            evidence_request: self.evidence_request.or(base.evidence_request),
+            max_messages_per_party: self.max_messages_per_party.or(base.max_messages_per_party),
+        }
+    }
+
     fn resolve(self, section: &str, base: &CategoryPolicy) -> Result<CategoryPolicy, PolicyError> {
         let duration = |key: &'static str, value: Option<String>, base: Duration| match value {
             None => Ok(base),
@@ -244,6 +359,58 @@ mod tests {
             Policy::from_toml("[category.x]\non_merchant_timeout = \"shrug\"\n"),
             Err(PolicyError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn a_file_layers_over_the_builtin_policy() {
+        let policy = Policy::from_toml(
+            "[default]\nmerchant_response = \"24h\"\n[category.fresh]\nrequest_window = \"3d\"\n",
+        )
+        .unwrap();
+        let fresh = policy.for_category("fresh");
+        assert_eq!(fresh.request_window, Duration::days(3));
+        assert!(!fresh.no_reason_allowed, "a key the file does not restate keeps the built-in value");
+        assert_eq!(fresh.on_merchant_timeout, OnMerchantTimeout::AutoAccept);
+        assert_eq!(fresh.merchant_response, Duration::hours(24), "the file's default under the category");
+        assert!(!policy.for_category("virtual").no_reason_allowed);
+        assert_eq!(policy.for_category("electronics").request_window, Duration::days(15));
+        // To lift an exception, restate its key.
+        let policy = Policy::from_toml("[category.virtual]\nno_reason_allowed = true\n").unwrap();
+        assert!(policy.for_category("virtual").no_reason_allowed);
+        // An empty file is the built-in policy.
+        assert_eq!(Policy::from_toml("").unwrap(), Policy::builtin());
+    }
+
+    #[test]
+    fn categories_are_matched_without_regard_to_case_space_or_hyphens() {
+        let policy = Policy::builtin();
+        for name in ["Fresh", "FRESH", " fresh ", "Custom-Made", "custom made", "VIRTUAL"] {
+            assert!(!policy.for_category(name).no_reason_allowed, "{name}");
+            assert!(policy.knows(name), "{name}");
+        }
+        assert!(!policy.knows("books"));
+        let policy = Policy::from_toml("[category.Toys]\nmax_rounds = 1\n").unwrap();
+        assert_eq!(policy.for_category("toys").max_rounds, 1);
+        assert_eq!(normalise_category(" Custom-Made "), "custom_made");
+    }
+
+    #[test]
+    fn two_spellings_of_one_category_are_refused() {
+        let err = Policy::from_toml("[category.Toys]\nmax_rounds = 1\n[category.toys]\nmax_rounds = 2\n")
+            .unwrap_err();
+        assert!(matches!(err, PolicyError::DuplicateCategory { .. }), "{err}");
+    }
+
+    #[test]
+    fn lookalike_category_names_are_reported() {
+        let policy = Policy::from_toml(
+            "[category.frseh]\nno_reason_allowed = false\n[category.toys]\nmax_rounds = 1\n",
+        )
+        .unwrap();
+        assert_eq!(policy.lookalike_categories(), vec![("fresh", "frseh")]);
+        assert!(Policy::builtin().lookalike_categories().is_empty());
+        assert_eq!(edit_distance("custom_made", "custommade"), 1);
+        assert_eq!(edit_distance("toys", "books"), 3);
     }
 
     #[test]

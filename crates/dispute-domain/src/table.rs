@@ -31,6 +31,7 @@ pub enum ActionKind {
     ExpireDeadline,
     PostMessage,
     RequestEvidence,
+    MarkShipped,
 }
 
 /// What a command addresses, and so where it is sent.
@@ -100,6 +101,7 @@ impl Action {
             Action::ExpireDeadline { .. } => ActionKind::ExpireDeadline,
             Action::PostMessage(_) => ActionKind::PostMessage,
             Action::RequestEvidence(_) => ActionKind::RequestEvidence,
+            Action::MarkShipped(_) => ActionKind::MarkShipped,
         }
     }
 
@@ -199,6 +201,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!(ShipReturn, "ship_return", "ship-return", Dispute, Post, [Buyer], &[AwaitingReturn]),
     command!(ConfirmReturn, "confirm_return", "confirm-return", Dispute, Post, [Merchant], &[ReturnShipped]),
     command!(RecordRefundPaid, "refund_paid", "refund-paid", Dispute, Post, [System], &[RefundPending]),
+    // Until a refund is approved or ruled; an appeal suspends the ruling until it is ruled.
     command!(
         Withdraw,
         "withdraw",
@@ -206,7 +209,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         Dispute,
         Post,
         [Buyer],
-        &[AwaitingMerchant, OfferPending, Rejected, Escalated]
+        &[AwaitingMerchant, OfferPending, Rejected, Escalated, UnderReview, Appealed]
     ),
     // The statuses where a deadline runs (a status-changing one, or an evidence request under
     // review); each deadline expires in its own.
@@ -250,6 +253,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         [Arbitrator],
         &[UnderReview]
     ),
+    command!(MarkShipped, "shipped", "shipped", Order, Post, [System], ANY),
 ];
 
 #[cfg(test)]
@@ -262,7 +266,7 @@ mod tests {
             assert_eq!(spec.kind as usize, index, "{} is out of place", spec.name);
             assert_eq!(spec.kind.spec(), spec);
         }
-        assert_eq!(COMMANDS.len(), ActionKind::RequestEvidence as usize + 1);
+        assert_eq!(COMMANDS.len(), ActionKind::MarkShipped as usize + 1);
     }
 
     #[test]

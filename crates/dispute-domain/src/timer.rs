@@ -79,6 +79,7 @@ impl DisputeEvent {
             // Under review no other deadline runs, so the request's is the order's timer.
             EvidenceRequested { round, due, .. } => set(Deadline::EvidenceRequest, round, due),
             EvidenceRequestAnswered { .. } | EvidenceRequestLapsed { .. } => TimerChange::Cleared,
+            OrderShipped { .. } => TimerChange::Unchanged,
         }
     }
 }

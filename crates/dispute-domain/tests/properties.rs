@@ -127,7 +127,8 @@ fn rightful_actor(action: &Action, c: &Choice) -> Actor {
         Action::RegisterOrder(_)
         | Action::MarkDelivered(_)
         | Action::RecordRefundPaid(_)
-        | Action::ExpireDeadline { .. } => system(),
+        | Action::ExpireDeadline { .. }
+        | Action::MarkShipped(_) => system(),
         Action::RequestRefund(_)
         | Action::AcceptOffer
         | Action::DeclineOffer(_)

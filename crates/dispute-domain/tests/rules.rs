@@ -12,6 +12,17 @@ fn invalid(command: &'static str, status: Status) -> DisputeError {
     DisputeError::InvalidTransition { command, status: status.as_str() }
 }
 
+/// A refused amount, saying how much (CNY minor units) is still refundable.
+fn exceeds(refundable: i64) -> DisputeError {
+    DisputeError::AmountExceedsRefundable { refundable: cny(refundable) }
+}
+
+/// A request after the window of `days` from [`delivered_at`], saying when it ended.
+fn outside(days: i64) -> DisputeError {
+    let window = Duration::days(days);
+    DisputeError::OutsideRequestWindow { window, ends: delivered_at() + window }
+}
+
 mod registration {
     use super::*;
 
@@ -300,7 +311,7 @@ mod requests {
     #[test]
     fn request_amount_may_not_exceed_what_was_paid() {
         let s = Scenario::new();
-        s.refuses(buyer(), refund_only(PAID + 1), DisputeError::AmountExceedsRefundable);
+        s.refuses(buyer(), refund_only(PAID + 1), exceeds(PAID));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.decide(buyer(), refund_only(1)).unwrap();
     }
@@ -333,8 +344,8 @@ mod requests {
         s.set_clock(delivered_at() + Duration::days(7));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.advance(Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
-        s.refuses(buyer(), return_and_refund(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(7));
+        s.refuses(buyer(), return_and_refund(PAID), outside(7));
     }
 
     #[test]
@@ -345,7 +356,7 @@ mod requests {
         s.set_clock(delivered_at() + Duration::days(15));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.advance(Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(15));
     }
 
     #[test]
@@ -434,6 +445,7 @@ mod requests {
                     return_required: false,
                     return_ship_due: None,
                     note: None,
+                    approved_at: Some(s.now()),
                 },
             ],
         );
@@ -451,11 +463,9 @@ mod requests {
     }
 
     #[test]
-    fn unshipped_return_and_refund_is_not_approved_at_once() {
-        let mut s = Scenario::of(unshipped_order());
-        let events = s.run(buyer(), return_and_refund(PAID));
-        assert!(matches!(events.as_slice(), [DisputeEvent::RefundRequested { .. }]), "{events:?}");
-        assert_eq!(s.state().status(), Status::AwaitingMerchant);
+    fn unshipped_return_and_refund_is_refused_as_there_is_nothing_to_return() {
+        let s = Scenario::of(unshipped_order());
+        s.refuses(buyer(), return_and_refund(PAID), DisputeError::ReturnWithoutShipment);
     }
 
     #[test]
@@ -508,6 +518,7 @@ mod merchant_answers {
             return_required: false,
             return_ship_due: None,
             note: Some("sorry".to_string()),
+            approved_at: Some(s.now()),
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::RefundPending);
@@ -526,6 +537,7 @@ mod merchant_answers {
             return_required: true,
             return_ship_due: Some(due),
             note: Some("sorry".to_string()),
+            approved_at: Some(s.now()),
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::AwaitingReturn);
@@ -682,6 +694,7 @@ mod merchant_answers {
             return_required: false,
             return_ship_due: None,
             note: None,
+            approved_at: Some(s.now()),
         }]);
         let state = s.then_state(buyer(), accept_offer());
         assert_eq!(state.status(), Status::RefundPending);
@@ -1088,6 +1101,7 @@ mod arbitration {
                 final_ruling: false,
                 appeal_due: Some(now + Duration::days(3)),
                 return_ship_due: None,
+                ruled_at: Some(now),
             },
         ]);
         let state = s.then_state(arbitrator(), judge(RulingOutcome::RefundFull, None, false));
@@ -1152,11 +1166,7 @@ mod arbitration {
     fn ruling_amount_may_not_exceed_what_is_refundable() {
         let mut s = Scenario::new();
         s.under_review();
-        s.refuses(
-            arbitrator(),
-            judge(RulingOutcome::RefundPartial, Some(PAID + 1), false),
-            DisputeError::AmountExceedsRefundable,
-        );
+        s.refuses(arbitrator(), judge(RulingOutcome::RefundPartial, Some(PAID + 1), false), exceeds(PAID));
         // The most a partial ruling pays: just below the request (see `partial_rulings`).
         s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(PAID - 1), false)).unwrap();
     }
@@ -1167,11 +1177,7 @@ mod arbitration {
         s.refunded(6_000);
         s.given(buyer(), refund_only(4_000)).given(merchant(), reject()).given(buyer(), escalate());
         s.given(arbitrator(), assign(ARBITRATOR));
-        s.refuses(
-            arbitrator(),
-            judge(RulingOutcome::RefundPartial, Some(4_001), false),
-            DisputeError::AmountExceedsRefundable,
-        );
+        s.refuses(arbitrator(), judge(RulingOutcome::RefundPartial, Some(4_001), false), exceeds(4_000));
         s.decide(arbitrator(), judge(RulingOutcome::RefundPartial, Some(3_999), false)).unwrap();
     }
 
@@ -1337,8 +1343,8 @@ mod appeals {
         ));
         assert_eq!(s.state().status(), Status::RefundPending);
         assert_eq!(s.state().approved_refund(), Some(&cny(4_000)));
-        s.refuses(merchant(), appeal(), invalid("appeal", Status::RefundPending));
-        s.refuses(buyer(), appeal(), invalid("appeal", Status::RefundPending));
+        s.refuses(merchant(), appeal(), DisputeError::RulingFinal);
+        s.refuses(buyer(), appeal(), DisputeError::RulingFinal);
     }
 
     #[test]
@@ -1348,7 +1354,7 @@ mod appeals {
         s.given(other_arbitrator(), assign(OTHER_ARBITRATOR));
         s.given(other_arbitrator(), judge(RulingOutcome::NoRefund, None, false));
         assert_eq!(s.state().close_reason(), Some(CloseReason::RuledNoRefund));
-        s.refuses(buyer(), appeal(), invalid("appeal", Status::Closed));
+        s.refuses(buyer(), appeal(), DisputeError::RulingFinal);
     }
 
     #[test]
@@ -1495,6 +1501,7 @@ mod payment {
         s.refund_pending(4_000);
         // Friday evening: Alipay's one business day ends on Monday.
         let paid = at("2025-03-07T18:00:00Z");
+        s.set_clock(paid);
         s.when(system(), refund_paid(4_000, PaymentChannel::Alipay, paid)).then_expect_events(vec![
             DisputeEvent::RefundPaid {
                 round: 1,
@@ -1643,11 +1650,113 @@ mod payment {
         let mut s = Scenario::of(OrderFacts { payment_channel: PaymentChannel::BankCard, ..order() });
         s.refund_pending(PAID);
         let paid = at("2025-03-07T10:00:00Z");
+        s.set_clock(paid);
         let events = s.run(system(), refund_paid(PAID, PaymentChannel::BankCard, paid));
         assert!(matches!(
             events.as_slice(),
             [DisputeEvent::RefundPaid { expected_arrival_by, .. }] if *expected_arrival_by == at("2025-03-18T10:00:00Z")
         ));
+    }
+}
+
+/// A payment is dated between its approval and now (plus a small skew of the payment
+/// system's clock).
+mod payment_time {
+    use super::*;
+
+    fn paid(at: chrono::DateTime<chrono::Utc>) -> Action {
+        refund_paid(4_000, PaymentChannel::Alipay, at)
+    }
+
+    #[test]
+    fn a_payment_dated_before_the_approval_is_refused() {
+        let mut s = Scenario::new();
+        s.refund_pending(4_000);
+        let approved = s.now();
+        s.advance(Duration::hours(2));
+        s.refuses(
+            system(),
+            paid(approved - Duration::seconds(1)),
+            DisputeError::PaidBeforeApproval { approved_at: approved },
+        );
+        // Before the request, before the order was paid: all the more so.
+        s.refuses(system(), paid(paid_at()), DisputeError::PaidBeforeApproval { approved_at: approved });
+        s.decide(system(), paid(approved)).unwrap();
+        s.decide(system(), paid(s.now())).unwrap();
+    }
+
+    #[test]
+    fn a_payment_dated_in_the_future_beyond_the_clock_skew_is_refused() {
+        let mut s = Scenario::new();
+        s.refund_pending(4_000);
+        let latest = s.now() + PAYMENT_CLOCK_SKEW;
+        assert_eq!(PAYMENT_CLOCK_SKEW, Duration::minutes(5));
+        s.decide(system(), paid(latest)).unwrap();
+        s.refuses(system(), paid(latest + Duration::seconds(1)), DisputeError::PaidInFuture { latest });
+        s.refuses(system(), paid(at("2030-01-01T00:00:00Z")), DisputeError::PaidInFuture { latest });
+    }
+
+    #[test]
+    fn a_ruled_refund_is_paid_after_the_ruling() {
+        let mut s = Scenario::new();
+        s.under_review().advance(Duration::hours(3));
+        let ruled = s.now();
+        s.given(arbitrator(), judge(RulingOutcome::RefundPartial, Some(4_000), false));
+        s.advance(Duration::hours(1));
+        s.refuses(
+            system(),
+            paid(ruled - Duration::minutes(1)),
+            DisputeError::PaidBeforeApproval { approved_at: ruled },
+        );
+        s.decide(system(), paid(ruled)).unwrap();
+    }
+
+    #[test]
+    fn a_ruling_on_appeal_moves_the_earliest_payment_to_its_own_time() {
+        let mut s = Scenario::new();
+        s.ruled(RulingOutcome::RefundFull, None, false).given(merchant(), appeal());
+        s.given(arbitrator(), assign(OTHER_ARBITRATOR)).advance(Duration::hours(5));
+        let ruled = s.now();
+        s.given(other_arbitrator(), judge(RulingOutcome::RefundPartial, Some(4_000), false));
+        s.refuses(
+            system(),
+            paid(ruled - Duration::seconds(1)),
+            DisputeError::PaidBeforeApproval { approved_at: ruled },
+        );
+    }
+
+    /// Approvals stored before they carried their time are still read; only the clock bounds
+    /// their payment.
+    #[test]
+    fn an_approval_stored_without_its_time_is_paid_against_the_clock_only() {
+        let mut s = Scenario::new();
+        s.requested(4_000);
+        let stored = serde_json::json!({ "RefundApproved": {
+            "round": 1,
+            "amount": { "amount_minor": 4_000, "currency": "CNY" },
+            "approved_by": "merchant",
+            "return_required": false,
+            "return_ship_due": null,
+            "note": null
+        }});
+        let event: DisputeEvent = serde_json::from_value(stored).expect("an old approval reads");
+        assert!(matches!(event, DisputeEvent::RefundApproved { approved_at: None, .. }));
+        s.events.push(event);
+        s.decide(system(), paid(paid_at())).unwrap();
+        s.refuses(
+            system(),
+            paid(s.now() + Duration::hours(1)),
+            DisputeError::PaidInFuture { latest: s.now() + PAYMENT_CLOCK_SKEW },
+        );
+    }
+
+    #[test]
+    fn the_approval_time_is_written_only_when_known() {
+        let mut s = Scenario::new();
+        s.requested(4_000);
+        let events = s.run(merchant(), accept());
+        let json = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(json["RefundApproved"]["approved_at"], serde_json::json!(s.now()));
     }
 }
 
@@ -1707,13 +1816,33 @@ mod withdrawal {
         s.refuses(buyer(), withdraw(), invalid("withdraw", Status::Closed));
     }
 
+    /// DOMAIN.md: the buyer may withdraw until a refund is approved or ruled, so also while an
+    /// arbitrator reviews the dispute.
     #[test]
-    fn withdrawal_is_refused_under_review_and_on_appeal() {
+    fn buyer_may_withdraw_under_review_until_the_ruling() {
         let mut s = Scenario::new();
         s.under_review();
-        s.refuses(buyer(), withdraw(), invalid("withdraw", Status::UnderReview));
-        s.given(arbitrator(), judge(RulingOutcome::NoRefund, None, false)).given(buyer(), appeal());
-        s.refuses(buyer(), withdraw(), invalid("withdraw", Status::Appealed));
+        withdraws_from(&mut s, Status::UnderReview);
+    }
+
+    /// An appeal suspends the ruling: until the appeal is ruled the buyer may still withdraw,
+    /// and no new round may follow (a ruling was made).
+    #[test]
+    fn buyer_may_withdraw_while_a_ruling_is_appealed() {
+        let mut s = Scenario::new();
+        s.ruled(RulingOutcome::RefundFull, None, false).given(merchant(), appeal());
+        withdraws_from(&mut s, Status::Appealed);
+        s.refuses(buyer(), refund_only(1), invalid("request", Status::Closed));
+        s.refuses(buyer(), appeal(), invalid("appeal", Status::Closed));
+    }
+
+    #[test]
+    fn withdrawal_is_refused_once_the_appeal_is_ruled() {
+        let mut s = Scenario::new();
+        s.ruled(RulingOutcome::NoRefund, None, false).given(buyer(), appeal());
+        s.given(arbitrator(), assign(OTHER_ARBITRATOR));
+        s.given(other_arbitrator(), judge(RulingOutcome::NoRefund, None, false));
+        s.refuses(buyer(), withdraw(), invalid("withdraw", Status::Closed));
     }
 
     #[test]
@@ -1778,7 +1907,7 @@ mod rounds {
     fn a_new_round_may_follow_a_partial_refund_for_at_most_the_rest() {
         let mut s = Scenario::new();
         s.refunded(3_000);
-        s.refuses(buyer(), refund_only(PAID - 3_000 + 1), DisputeError::AmountExceedsRefundable);
+        s.refuses(buyer(), refund_only(PAID - 3_000 + 1), exceeds(PAID - 3_000));
         starts_round_two(&mut s, PAID - 3_000);
     }
 
@@ -1790,7 +1919,7 @@ mod rounds {
         s.given(buyer(), refund_only(7_000)).given(merchant(), accept());
         s.given(system(), refund_paid(7_000, PaymentChannel::Alipay, now));
         assert_eq!(s.state().refunded_total(), Some(cny(PAID)));
-        s.refuses(buyer(), refund_only(1), DisputeError::AmountExceedsRefundable);
+        s.refuses(buyer(), refund_only(1), exceeds(0));
     }
 
     #[test]
@@ -1834,7 +1963,7 @@ mod rounds {
         let mut s = Scenario::new();
         s.requested(PAID).given(buyer(), withdraw());
         s.set_clock(delivered_at() + Duration::days(7) + Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(7));
     }
 
     #[test]
@@ -1897,6 +2026,7 @@ mod deadlines {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                approved_at: Some(s.now()),
             },
         ]);
         let state = s.then_state(system(), expire(Deadline::MerchantResponse, 1));
@@ -2093,11 +2223,11 @@ no_reason_allowed = false
         s.set_clock(delivered_at() + Duration::days(30));
         s.decide(buyer(), refund_only(PAID)).unwrap();
         s.advance(Duration::seconds(1));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(30));
         // Other categories keep the default window.
         let mut s = books();
         s.set_clock(delivered_at() + Duration::days(8));
-        s.refuses(buyer(), refund_only(PAID), DisputeError::OutsideRequestWindow);
+        s.refuses(buyer(), refund_only(PAID), outside(7));
     }
 
     #[test]
@@ -2121,9 +2251,66 @@ no_reason_allowed = false
             request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID),
             DisputeError::NoReasonNotAllowed,
         );
-        // A custom policy replaces the built-in one: fresh is an ordinary category here.
-        let s = Scenario::of_with(order_in("fresh"), policy());
+    }
+
+    /// A custom policy layers over the built-in one: a file that does not restate the
+    /// built-in categories keeps their exceptions.
+    #[test]
+    fn a_custom_policy_keeps_the_builtin_exceptions_it_does_not_restate() {
+        for category in ["fresh", "virtual", "custom_made"] {
+            let s = Scenario::of_with(order_in(category), policy());
+            s.refuses(
+                buyer(),
+                request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID),
+                DisputeError::NoReasonNotAllowed,
+            );
+        }
+        // Fresh still auto-accepts at the merchant's deadline, now the file's 24 hours.
+        let mut s = Scenario::of_with(order_in("fresh"), policy());
+        s.requested(PAID).advance(Duration::hours(24));
+        let events = s.run(system(), expire(Deadline::MerchantResponse, 1));
+        assert!(matches!(
+            events.as_slice(),
+            [DisputeEvent::RefundApproved { approved_by: ApprovedBy::MerchantTimeout, .. }]
+        ));
+        // Electronics keep their fifteen days.
+        let mut s = Scenario::of_with(order_in("electronics"), policy());
+        s.set_clock(delivered_at() + Duration::days(15));
+        s.decide(buyer(), refund_only(PAID)).unwrap();
+    }
+
+    /// A policy restating a built-in category changes only the keys it names.
+    #[test]
+    fn a_custom_policy_may_lift_a_builtin_exception_by_restating_it() {
+        let policy = Policy::from_toml("[category.virtual]\nno_reason_allowed = true\n").unwrap();
+        let s = Scenario::of_with(order_in("virtual"), policy);
         s.decide(buyer(), request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID)).unwrap();
+    }
+
+    /// Category names are matched without regard to case, surrounding space or `-` for `_`.
+    #[test]
+    fn categories_are_matched_without_regard_to_case() {
+        for category in ["Fresh", "FRESH", "Virtual", "Custom-Made", " custom_made "] {
+            let s = Scenario::of(order_in(category));
+            s.refuses(
+                buyer(),
+                request(RefundKind::ReturnAndRefund, RefundReason::ChangedMind, PAID),
+                DisputeError::NoReasonNotAllowed,
+            );
+        }
+        let mut s = Scenario::of(order_in("Electronics"));
+        s.set_clock(delivered_at() + Duration::days(15));
+        s.decide(buyer(), refund_only(PAID)).unwrap();
+    }
+
+    /// A category the policy does not name is accepted at registration and gets the default
+    /// rules: the policy lists exceptions, not the platform's catalogue.
+    #[test]
+    fn an_unknown_category_is_registered_with_the_default_rules() {
+        let mut s = Scenario::of(order_in("garden_tools"));
+        s.decide(buyer(), request(RefundKind::ReturnAndRefund, RefundReason::NoReason7d, PAID)).unwrap();
+        s.set_clock(delivered_at() + Duration::days(7) + Duration::seconds(1));
+        s.refuses(buyer(), refund_only(PAID), outside(7));
     }
 
     #[test]
@@ -2259,10 +2446,10 @@ mod error_codes {
             (InvalidAmount, "invalid_amount", RefusalKind::RuleViolation),
             (InvalidCurrency, "invalid_currency", RefusalKind::RuleViolation),
             (CurrencyMismatch, "currency_mismatch", RefusalKind::RuleViolation),
-            (AmountExceedsRefundable, "amount_exceeds_refundable", RefusalKind::RuleViolation),
+            (exceeds(1), "amount_exceeds_refundable", RefusalKind::RuleViolation),
             (OfferNotBelowRequest, "offer_not_below_request", RefusalKind::RuleViolation),
             (PartialNotBelowRequest, "partial_not_below_request", RefusalKind::RuleViolation),
-            (OutsideRequestWindow, "outside_request_window", RefusalKind::RuleViolation),
+            (outside(7), "outside_request_window", RefusalKind::RuleViolation),
             (ReasonNotAllowed, "reason_not_allowed", RefusalKind::RuleViolation),
             (NoReasonNotAllowed, "no_reason_not_allowed", RefusalKind::RuleViolation),
             (TooMuchEvidence, "too_much_evidence", RefusalKind::RuleViolation),
@@ -2286,6 +2473,11 @@ mod error_codes {
             (TooManyMessages, "too_many_messages", RefusalKind::RuleViolation),
             (EvidenceNotAllowed, "evidence_not_allowed", RefusalKind::RuleViolation),
             (EvidenceRequestOpen, "evidence_request_open", RefusalKind::RuleViolation),
+            (RulingFinal, "invalid_transition", RefusalKind::Conflict),
+            (PaidBeforeApproval { approved_at: start() }, "paid_before_approval", RefusalKind::RuleViolation),
+            (PaidInFuture { latest: start() }, "paid_in_future", RefusalKind::RuleViolation),
+            (ShipmentConflict, "invalid_transition", RefusalKind::Conflict),
+            (ReturnWithoutShipment, "return_without_shipment", RefusalKind::RuleViolation),
         ];
         for (error, code, kind) in table {
             assert_eq!(error.code(), code, "{error:?}");
@@ -2710,5 +2902,85 @@ mod messages {
             expire(Deadline::EvidenceRequest, 1),
             invalid("expire_evidence_request", Status::RefundPending),
         );
+    }
+}
+
+/// The order service reports shipment after registration, like delivery; until then the order
+/// counts as unshipped.
+mod shipment {
+    use super::*;
+
+    fn shipped(at: chrono::DateTime<chrono::Utc>) -> Action {
+        Action::MarkShipped(command::MarkShipped { shipped_at: at })
+    }
+
+    #[test]
+    fn shipped_records_the_shipment_once() {
+        let mut s = Scenario::of(unshipped_order());
+        let at = s.now() - Duration::hours(1);
+        s.when(system(), shipped(at)).then_expect_events(vec![DisputeEvent::OrderShipped { shipped_at: at }]);
+        let state = s.then_state(system(), shipped(at));
+        assert_eq!(state.shipped_at(), Some(at));
+        assert_eq!(state.status(), Status::Open);
+        // The same time again changes nothing; another time is a conflict.
+        s.when(system(), shipped(at)).then_expect_events(vec![]);
+        s.refuses(system(), shipped(at + Duration::minutes(1)), DisputeError::ShipmentConflict);
+    }
+
+    #[test]
+    fn a_shipment_known_at_registration_is_not_reported_again_otherwise() {
+        let s = Scenario::new();
+        s.when(system(), shipped(shipped_at())).then_expect_events(vec![]);
+        s.refuses(system(), shipped(shipped_at() + Duration::hours(1)), DisputeError::ShipmentConflict);
+    }
+
+    #[test]
+    fn only_the_system_reports_shipment_of_a_known_order() {
+        let s = Scenario::of(unshipped_order());
+        for actor in [buyer(), merchant(), arbitrator(), auditor()] {
+            s.refuses(actor, shipped(start()), DisputeError::Forbidden);
+        }
+        Scenario::unregistered().refuses(system(), shipped(start()), DisputeError::OrderNotFound);
+    }
+
+    #[test]
+    fn shipment_may_be_reported_in_any_status() {
+        let mut s = Scenario::of(unshipped_order());
+        s.requested(PAID - 1);
+        assert_eq!(s.state().status(), Status::AwaitingMerchant);
+        let state = s.then_state(system(), shipped(start()));
+        assert_eq!(state.status(), Status::AwaitingMerchant);
+    }
+
+    #[test]
+    fn a_return_of_goods_never_shipped_is_refused() {
+        let mut s = Scenario::of(unshipped_order());
+        s.refuses(buyer(), return_and_refund(PAID), DisputeError::ReturnWithoutShipment);
+        s.refuses(buyer(), return_and_refund(1), DisputeError::ReturnWithoutShipment);
+        // Once shipped and delivered, a return is heard.
+        s.given(system(), shipped(start() - Duration::hours(5)));
+        s.given(system(), deliver(start() - Duration::hours(1)));
+        s.decide(buyer(), return_and_refund(PAID)).unwrap();
+    }
+
+    #[test]
+    fn an_order_reported_shipped_is_no_longer_refunded_at_once_as_unshipped() {
+        let mut s = Scenario::of(unshipped_order());
+        s.given(system(), shipped(start() - Duration::hours(1)));
+        // In transit: only "not received", and the merchant answers.
+        s.refuses(buyer(), refund_only(PAID), DisputeError::ReasonNotAllowed);
+        let events = s.run(buyer(), request(RefundKind::RefundOnly, RefundReason::NotReceived, PAID));
+        assert!(matches!(events.as_slice(), [DisputeEvent::RefundRequested { .. }]), "{events:?}");
+        assert_eq!(s.state().status(), Status::AwaitingMerchant);
+    }
+
+    #[test]
+    fn the_shipment_time_is_kept_across_a_replay() {
+        let mut s = Scenario::of(unshipped_order());
+        s.given(system(), shipped(start()));
+        let json = serde_json::to_value(&s.events).unwrap();
+        let events: Vec<DisputeEvent> = serde_json::from_value(json).unwrap();
+        assert_eq!(fold(&events).shipped_at(), Some(start()));
+        assert_eq!(DisputeEvent::OrderShipped { shipped_at: start() }.name(), "OrderShipped");
     }
 }

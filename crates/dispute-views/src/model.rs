@@ -425,6 +425,7 @@ impl DisputeView {
             DisputeEvent::EvidenceRequestLapsed { .. } => {
                 self.end_open_request(time, EvidenceRequestState::Lapsed)
             }
+            DisputeEvent::OrderShipped { .. } => {}
         }
     }
 
@@ -539,7 +540,7 @@ impl DisputeView {
             Appeal => d.appeal_due.is_some_and(|due| now <= due),
             ShipReturn => until(d.return_ship_due),
             RegisterOrder | MarkDelivered | MerchantAccept | AcceptOffer | DeclineOffer | Assign | Judge
-            | ConfirmReturn | RecordRefundPaid | Withdraw | ExpireDeadline => true,
+            | ConfirmReturn | RecordRefundPaid | Withdraw | ExpireDeadline | MarkShipped => true,
             // An arbitrator only as the round's assignee; each author up to the policy's cap.
             PostMessage => {
                 (role != Role::Arbitrator || self.assignee.is_some())

@@ -237,6 +237,7 @@ impl World {
         match kind {
             ActionKind::RegisterOrder => Action::RegisterOrder(self.order().clone()),
             ActionKind::MarkDelivered => Action::MarkDelivered(MarkDelivered { delivered_at: now }),
+            ActionKind::MarkShipped => Action::MarkShipped(MarkShipped { shipped_at: now }),
             ActionKind::RequestRefund => Action::RequestRefund(RequestRefund {
                 kind: RefundKind::RefundOnly,
                 reason: RefundReason::NotReceived,

@@ -314,7 +314,7 @@ async fn lifecycle(
             }),
         ),
     ];
-    let paid = |minor: i64| json!({ "amount": amount(minor), "channel": "alipay", "payment_ref": format!("pay-{id}"), "paid_at": now });
+    let paid = |minor: i64| json!({ "amount": amount(minor), "channel": "alipay", "payment_ref": format!("pay-{id}") });
     match n % 3 {
         0 => {
             steps.push((reqwest::Method::POST, "merchant-accept", &load.merchant, json!({})));
@@ -351,7 +351,11 @@ async fn lifecycle(
         }
     }
     let mut sequence = 0;
-    for (method, command, token, body) in steps {
+    for (method, command, token, mut body) in steps {
+        // A payment is dated after its approval, which the steps before it made.
+        if command == "refund-paid" {
+            body["paid_at"] = json!(Utc::now());
+        }
         let url = if command.is_empty() {
             format!("{}/v1/orders/{id}", load.base)
         } else {

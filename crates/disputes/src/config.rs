@@ -302,6 +302,10 @@ impl Settings {
         let text = read(path)?;
         let policy = Policy::from_toml(&text)
             .map_err(|source| ConfigError::Policy { path: path.display().to_string(), source })?;
+        // A misspelt category silently gives the intended one the default rules.
+        for (a, b) in policy.lookalike_categories() {
+            tracing::warn!(policy = %path.display(), "policy categories {a:?} and {b:?} differ by a letter or two: a typo?");
+        }
         Ok(Arc::new(policy))
     }
 

@@ -80,7 +80,9 @@ impl Dispute {
                 let amount = cmd.amount.as_ref().ok_or(DisputeError::AmountRequired("amount"))?;
                 amount.check_currency(&order.paid_amount.currency)?;
                 if amount.amount_minor > refundable {
-                    return Err(DisputeError::AmountExceedsRefundable);
+                    return Err(DisputeError::AmountExceedsRefundable {
+                        refundable: Money::new(refundable, order.paid_amount.currency.clone()),
+                    });
                 }
                 if amount.amount_minor >= round.requested.amount_minor {
                     return Err(DisputeError::PartialNotBelowRequest);
@@ -108,6 +110,7 @@ impl Dispute {
             final_ruling,
             appeal_due: (!final_ruling).then(|| cx.now + policy.appeal_window),
             return_ship_due: cmd.return_required.then(|| cx.now + policy.return_ship),
+            ruled_at: Some(cx.now),
         }])
     }
 
@@ -116,15 +119,18 @@ impl Dispute {
         let (order, round) = self.in_status(cx)?;
         let policy = cx.policy.for_category(&order.category);
         // A shipped return (`receipt_confirm_due` set) ends the right to appeal, also once received.
-        let Some(appeal_due) = round
-            .appeal_due
-            .filter(|_| round.ruled_by.is_some() && !round.appealed && round.receipt_confirm_due.is_none())
-        else {
-            return Err(self.invalid(cx.spec.name));
-        };
         if self.status == Status::Closed && self.close_reason != Some(CloseReason::RuledNoRefund) {
             return Err(self.invalid(cx.spec.name));
         }
+        // The ruling on an appeal is final: say so rather than only naming the status.
+        if round.appealed && round.ruled_by.is_some() {
+            return Err(DisputeError::RulingFinal);
+        }
+        let Some(appeal_due) =
+            round.appeal_due.filter(|_| round.ruled_by.is_some() && round.receipt_confirm_due.is_none())
+        else {
+            return Err(self.invalid(cx.spec.name));
+        };
         require_text("note", &cmd.note)?;
         if cx.now > appeal_due {
             return Err(DisputeError::AppealWindowClosed);

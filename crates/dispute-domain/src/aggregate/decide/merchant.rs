@@ -58,6 +58,7 @@ impl Dispute {
             return_required: false,
             return_ship_due: None,
             note: None,
+            approved_at: Some(cx.now),
         }])
     }
 
@@ -89,5 +90,6 @@ pub(super) fn approve(
         return_required,
         return_ship_due: return_required.then(|| now + policy.return_ship),
         note,
+        approved_at: Some(now),
     }
 }

@@ -9,10 +9,11 @@ mod merchant;
 mod order;
 mod request;
 mod return_and_refund;
+mod shipment;
 
 use chrono::{DateTime, Utc};
 
-pub use return_and_refund::expected_arrival;
+pub use return_and_refund::{PAYMENT_CLOCK_SKEW, expected_arrival};
 
 use super::{Dispute, DisputeServices, Round};
 use crate::command::Action;
@@ -62,6 +63,7 @@ impl Dispute {
             Action::ExpireDeadline { deadline, round } => self.expire(&cx, *deadline, *round),
             Action::PostMessage(cmd) => self.post_message(&cx, cmd),
             Action::RequestEvidence(cmd) => self.request_evidence(&cx, cmd),
+            Action::MarkShipped(cmd) => self.mark_shipped(&cx, cmd),
         }
     }
 

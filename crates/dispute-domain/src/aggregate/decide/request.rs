@@ -3,7 +3,8 @@
 use super::{Context, Decided, require_text};
 use crate::command::{RequestRefund, Withdraw};
 use crate::{
-    ApprovedBy, CloseReason, Dispute, DisputeError, DisputeEvent, Party, RefundKind, RefundReason, Status,
+    ApprovedBy, CloseReason, Dispute, DisputeError, DisputeEvent, Money, Party, RefundKind, RefundReason,
+    Status,
 };
 
 impl Dispute {
@@ -23,16 +24,19 @@ impl Dispute {
         cmd.amount.check_currency(&order.paid_amount.currency)?;
         let refundable = self.refundable_minor(order);
         if cmd.amount.amount_minor > refundable {
-            return Err(DisputeError::AmountExceedsRefundable);
+            return Err(DisputeError::AmountExceedsRefundable {
+                refundable: Money::new(refundable, order.paid_amount.currency.clone()),
+            });
         }
-        let shipped = order.shipped_at.is_some() || self.delivered_at.is_some();
+        let shipped = self.has_shipped();
         let now = cx.now;
         // A change of mind is the no-reason return, whatever the code is called.
         let no_reason = matches!(cmd.reason, RefundReason::NoReason7d | RefundReason::ChangedMind);
         match self.delivered_at {
             Some(delivered_at) => {
-                if now > delivered_at + policy.request_window {
-                    return Err(DisputeError::OutsideRequestWindow);
+                let ends = delivered_at + policy.request_window;
+                if now > ends {
+                    return Err(DisputeError::OutsideRequestWindow { window: policy.request_window, ends });
                 }
                 if no_reason && (!policy.no_reason_allowed || now > delivered_at + policy.no_reason_window) {
                     return Err(DisputeError::NoReasonNotAllowed);
@@ -44,6 +48,10 @@ impl Dispute {
                 }
             }
             None => {
+                // Goods never sent cannot come back: the buyer asks for a refund only.
+                if cmd.kind == RefundKind::ReturnAndRefund {
+                    return Err(DisputeError::ReturnWithoutShipment);
+                }
                 if no_reason && !policy.no_reason_allowed {
                     return Err(DisputeError::NoReasonNotAllowed);
                 }
@@ -70,6 +78,7 @@ impl Dispute {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                approved_at: Some(now),
             });
         }
         Ok(events)

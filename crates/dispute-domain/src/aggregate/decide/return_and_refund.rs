@@ -7,6 +7,10 @@ use super::{Context, Decided, require_text};
 use crate::command::{ConfirmReturn, RecordRefundPaid, ShipReturn};
 use crate::{Dispute, DisputeError, DisputeEvent, PaymentChannel, ReceiptConfirmedBy};
 
+/// How far the payment system's clock may run ahead of ours: a `paid_at` later than now plus
+/// this is refused.
+pub const PAYMENT_CLOCK_SKEW: Duration = Duration::minutes(5);
+
 impl Dispute {
     pub(super) fn ship_return(&self, cx: &Context, cmd: &ShipReturn) -> Decided {
         let (order, round) = self.in_status(cx)?;
@@ -42,6 +46,14 @@ impl Dispute {
         }
         if cmd.channel != order.payment_channel {
             return Err(DisputeError::ChannelMismatch);
+        }
+        // Approvals stored before they carried their time are checked against the clock only.
+        if let Some(approved_at) = round.approved_at.filter(|at| cmd.paid_at < *at) {
+            return Err(DisputeError::PaidBeforeApproval { approved_at });
+        }
+        let latest = cx.now + PAYMENT_CLOCK_SKEW;
+        if cmd.paid_at > latest {
+            return Err(DisputeError::PaidInFuture { latest });
         }
         Ok(vec![DisputeEvent::RefundPaid {
             round: self.round,

@@ -409,7 +409,10 @@ async fn the_dispute_view_follows_an_accepted_offer() {
         id,
         app.merchant_offer(id, 2_500).await,
         &mut want,
-        json!({ "sequence": 3, "status": "offer_pending", "offer_amount": cny(2_500), "deadlines": {} }),
+        json!({
+            "sequence": 3, "status": "offer_pending", "offer_amount": cny(2_500),
+            "deadlines": { "offer_response_due": app.now() + Duration::days(10) },
+        }),
         actions(&["accept-offer", "decline-offer", "withdraw"], &[], &[]),
     )
     .await;
@@ -418,7 +421,7 @@ async fn the_dispute_view_follows_an_accepted_offer() {
         id,
         accept_offer(&app, id).await,
         &mut want,
-        json!({ "sequence": 4, "status": "refund_pending", "approved_amount": cny(2_500) }),
+        json!({ "sequence": 4, "status": "refund_pending", "approved_amount": cny(2_500), "deadlines": {} }),
         actions(&[], &[], &[]),
     )
     .await;

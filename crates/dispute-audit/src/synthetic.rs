@@ -74,6 +74,8 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> BulkStream {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                return_address: None,
+                refund_due: None,
             },
         ),
         (

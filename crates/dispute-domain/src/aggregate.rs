@@ -17,7 +17,7 @@ pub use decide::expected_arrival;
 
 use crate::command::*;
 use crate::{
-    Clock, CloseReason, DisputeError, DisputeEvent, Money, OrderFacts, Party, Policy, RefundKind,
+    Clock, CloseReason, DisputeError, DisputeEvent, Money, OfferKind, OrderFacts, Party, Policy, RefundKind,
     RefundReason, Status, Timer,
 };
 
@@ -73,6 +73,22 @@ struct Round {
     approved: Option<Money>,
     return_ship_due: Option<DateTime<Utc>>,
     receipt_confirm_due: Option<DateTime<Utc>>,
+    /// The pending (or last) offer's terms; `offer` above is its amount, if it refunds.
+    offer_terms: OfferTerms,
+    /// The buyer accepted a replacement: the goods' receipt ends the round.
+    replacement: bool,
+}
+
+/// What the round's latest offer says beyond its amount.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct OfferTerms {
+    kind: OfferKind,
+    return_address: Option<String>,
+    /// Absent for offers stored before offers lapsed.
+    expires_at: Option<DateTime<Utc>>,
+    revision: u32,
+    /// The buyer declined it: the merchant may revise it while the buyer may still escalate.
+    declined: bool,
 }
 
 impl Round {
@@ -82,6 +98,7 @@ impl Round {
             Deadline::EscalationWindow => self.escalation_due,
             Deadline::ReturnShipping => self.return_ship_due,
             Deadline::ReturnReceipt => self.receipt_confirm_due,
+            Deadline::OfferResponse => self.offer_terms.expires_at,
         }
     }
 }
@@ -124,6 +141,7 @@ impl Dispute {
             Status::Rejected => Deadline::EscalationWindow,
             Status::AwaitingReturn => Deadline::ReturnShipping,
             Status::ReturnShipped => Deadline::ReturnReceipt,
+            Status::OfferPending => Deadline::OfferResponse,
             _ => return None,
         };
         let due = self.current.as_ref()?.due(deadline)?;
@@ -203,6 +221,8 @@ impl Aggregate for Dispute {
                     approved: None,
                     return_ship_due: None,
                     receipt_confirm_due: None,
+                    offer_terms: OfferTerms::default(),
+                    replacement: false,
                 });
             }
             DisputeEvent::RefundApproved { amount, return_ship_due, .. } => {
@@ -213,12 +233,20 @@ impl Aggregate for Dispute {
                 self.round_mut().escalation_due = Some(escalation_due);
                 self.status = Status::Rejected;
             }
-            DisputeEvent::MerchantOffered { amount, .. } => {
-                self.round_mut().offer = Some(amount);
+            DisputeEvent::MerchantOffered { amount, kind, return_address, expires_at, revision, .. } => {
+                let round = self.round_mut();
+                round.offer = Some(amount);
+                round.offer_terms =
+                    OfferTerms { kind, return_address, expires_at, revision, declined: false };
                 self.status = Status::OfferPending;
             }
-            DisputeEvent::OfferDeclined { escalation_due, .. }
-            | DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
+            DisputeEvent::OfferDeclined { escalation_due, .. } => {
+                let round = self.round_mut();
+                round.offer_terms.declined = true;
+                round.escalation_due = Some(escalation_due);
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
                 self.round_mut().escalation_due = Some(escalation_due);
                 self.status = Status::Rejected;
             }
@@ -241,6 +269,7 @@ impl Aggregate for Dispute {
             DisputeEvent::DisputeJudged { arbitrator_id, amount, appeal_due, return_ship_due, .. } => {
                 self.ruled = true;
                 let round = self.round_mut();
+                round.replacement = false;
                 round.ruled_by = Some(arbitrator_id);
                 round.appeal_due = appeal_due;
                 match amount {
@@ -262,7 +291,13 @@ impl Aggregate for Dispute {
                 self.round_mut().receipt_confirm_due = Some(receipt_confirm_due);
                 self.status = Status::ReturnShipped;
             }
-            DisputeEvent::ReturnReceived { .. } => self.status = Status::RefundPending,
+            DisputeEvent::ReturnReceived { .. } => {
+                if self.round_mut().replacement {
+                    self.close(CloseReason::Replaced);
+                } else {
+                    self.status = Status::RefundPending;
+                }
+            }
             DisputeEvent::ReturnShippingMissed { .. } => {
                 self.round_mut().approved = None;
                 self.close(CloseReason::ReturnNotShipped);
@@ -273,6 +308,37 @@ impl Aggregate for Dispute {
                 self.status = Status::Refunded;
             }
             DisputeEvent::RequestWithdrawn { .. } => self.close(CloseReason::Withdrawn),
+            DisputeEvent::ReplacementOffered { return_address, expires_at, revision, .. } => {
+                let round = self.round_mut();
+                round.offer = None;
+                round.offer_terms = OfferTerms {
+                    kind: OfferKind::Replacement,
+                    return_address,
+                    expires_at: Some(expires_at),
+                    revision,
+                    declined: false,
+                };
+                self.status = Status::OfferPending;
+            }
+            DisputeEvent::OfferLapsed { escalation_due, .. } => {
+                self.round_mut().escalation_due = Some(escalation_due);
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::ReplacementAgreed { return_ship_due, .. } => {
+                let round = self.round_mut();
+                round.replacement = true;
+                round.return_ship_due = Some(return_ship_due);
+                self.status = Status::AwaitingReturn;
+            }
+            DisputeEvent::ReturnInspectionFailed { escalation_due, .. } => {
+                let round = self.round_mut();
+                round.approved = None;
+                round.replacement = false;
+                round.return_ship_due = None;
+                round.receipt_confirm_due = None;
+                round.escalation_due = Some(escalation_due);
+                self.status = Status::Rejected;
+            }
         }
     }
 }

@@ -84,6 +84,10 @@ pub enum DisputeError {
     EmptyField(&'static str),
     #[error("order and dispute ids are 1 to 128 characters of ASCII letters, digits, '-', '_' and ':'")]
     InvalidOrderId,
+    #[error("the offer has expired; the buyer may escalate")]
+    OfferExpired,
+    #[error("the merchant has revised this round's offer as often as the policy allows")]
+    OfferRevisionsExhausted,
 }
 
 impl DisputeError {
@@ -120,6 +124,8 @@ impl DisputeError {
             ChannelMismatch => "channel_mismatch",
             EmptyField(_) => "empty_field",
             InvalidOrderId => "invalid_order_id",
+            OfferExpired => "offer_expired",
+            OfferRevisionsExhausted => "offer_revisions_exhausted",
         }
     }
 
@@ -162,6 +168,8 @@ impl DisputeError {
             ChannelMismatch,
             EmptyField(""),
             InvalidOrderId,
+            OfferExpired,
+            OfferRevisionsExhausted,
         ];
         for refusal in &every {
             match refusal {
@@ -197,7 +205,9 @@ impl DisputeError {
                 | AmountMismatch
                 | ChannelMismatch
                 | EmptyField(_)
-                | InvalidOrderId => {}
+                | InvalidOrderId
+                | OfferExpired
+                | OfferRevisionsExhausted => {}
             }
         }
         every

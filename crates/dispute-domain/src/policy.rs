@@ -34,6 +34,16 @@ pub struct CategoryPolicy {
     pub max_rounds: u32,
     pub max_evidence_per_party: u32,
     pub no_reason_allowed: bool,
+    /// How long the buyer has to answer a merchant's offer before it lapses.
+    pub offer_response: Duration,
+    /// How often the merchant may revise a declined offer in one round (0: never).
+    pub max_offer_revisions: u32,
+    /// How long the payment system has to pay an approved refund, counted from the approval
+    /// or, when the goods come back, from their receipt.
+    pub refund_payment: Duration,
+    /// The return address used when the merchant names none (absent: the merchant's address
+    /// on file with the order service).
+    pub return_address: Option<String>,
 }
 
 /// The whole policy: a default and the categories that override parts of it.
@@ -98,6 +108,10 @@ fn builtin_default() -> CategoryPolicy {
         max_rounds: 3,
         max_evidence_per_party: 20,
         no_reason_allowed: true,
+        offer_response: Duration::days(10),
+        max_offer_revisions: 2,
+        refund_payment: Duration::days(3),
+        return_address: None,
     }
 }
 
@@ -125,6 +139,10 @@ struct Overrides {
     max_rounds: Option<u32>,
     max_evidence_per_party: Option<u32>,
     no_reason_allowed: Option<bool>,
+    offer_response: Option<String>,
+    max_offer_revisions: Option<u32>,
+    refund_payment: Option<String>,
+    return_address: Option<String>,
 }
 
 impl Overrides {
@@ -164,6 +182,21 @@ impl Overrides {
                 base.max_evidence_per_party,
             )?,
             no_reason_allowed: self.no_reason_allowed.unwrap_or(base.no_reason_allowed),
+            offer_response: duration("offer_response", self.offer_response, base.offer_response)?,
+            // Zero is allowed here: a category may forbid revisions.
+            max_offer_revisions: self.max_offer_revisions.unwrap_or(base.max_offer_revisions),
+            refund_payment: duration("refund_payment", self.refund_payment, base.refund_payment)?,
+            return_address: match self.return_address {
+                Some(address) if address.trim().is_empty() => {
+                    return Err(PolicyError::Value {
+                        section: section.to_string(),
+                        key: "return_address",
+                        message: "must not be empty".to_string(),
+                    });
+                }
+                Some(address) => Some(address),
+                None => base.return_address.clone(),
+            },
         })
     }
 }
@@ -202,6 +235,8 @@ mod tests {
         assert_eq!(policy.for_category("fresh").on_merchant_timeout, OnMerchantTimeout::AutoAccept);
         assert_eq!(policy.for_category("electronics").request_window, Duration::days(15));
         assert_eq!(policy.for_category("electronics").merchant_response, Duration::hours(48));
+        assert_eq!(policy.for_category("books").offer_response, Duration::days(10));
+        assert_eq!(policy.for_category("fresh").offer_response, Duration::hours(48));
     }
 
     #[test]

@@ -434,6 +434,8 @@ mod requests {
                     return_required: false,
                     return_ship_due: None,
                     note: None,
+                    return_address: None,
+                    refund_due: Some(s.now() + Duration::days(3)),
                 },
             ],
         );
@@ -508,6 +510,8 @@ mod merchant_answers {
             return_required: false,
             return_ship_due: None,
             note: Some("sorry".to_string()),
+            return_address: None,
+            refund_due: Some(s.now() + Duration::days(3)),
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::RefundPending);
@@ -526,6 +530,8 @@ mod merchant_answers {
             return_required: true,
             return_ship_due: Some(due),
             note: Some("sorry".to_string()),
+            return_address: None,
+            refund_due: None,
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::AwaitingReturn);
@@ -623,6 +629,10 @@ mod merchant_answers {
             round: 1,
             amount: cny(PAID - 1),
             note: "half back, keep it".to_string(),
+            kind: OfferKind::PartialRefund,
+            return_address: None,
+            expires_at: Some(s.now() + Duration::days(10)),
+            revision: 0,
         }]);
         assert_eq!(s.then_state(merchant(), offer(PAID - 1)).status(), Status::OfferPending);
     }
@@ -643,8 +653,9 @@ mod merchant_answers {
         s.refuses(merchant(), offer(0), DisputeError::InvalidAmount);
         s.refuses(merchant(), offer(-5), DisputeError::InvalidAmount);
         let usd = Action::MerchantOffer(command::MerchantOffer {
-            amount: Money::new(100, "USD"),
+            amount: Some(Money::new(100, "USD")),
             note: "in dollars".to_string(),
+            ..offer_body()
         });
         s.refuses(merchant(), usd, DisputeError::CurrencyMismatch);
     }
@@ -653,7 +664,11 @@ mod merchant_answers {
     fn merchant_offer_needs_a_note() {
         let mut s = Scenario::new();
         s.requested(6_000);
-        let action = Action::MerchantOffer(command::MerchantOffer { amount: cny(100), note: String::new() });
+        let action = Action::MerchantOffer(command::MerchantOffer {
+            amount: Some(cny(100)),
+            note: String::new(),
+            ..offer_body()
+        });
         s.refuses(merchant(), action, DisputeError::EmptyField("note"));
     }
 
@@ -682,6 +697,8 @@ mod merchant_answers {
             return_required: false,
             return_ship_due: None,
             note: None,
+            return_address: None,
+            refund_due: Some(s.now() + Duration::days(3)),
         }]);
         let state = s.then_state(buyer(), accept_offer());
         assert_eq!(state.status(), Status::RefundPending);
@@ -1091,6 +1108,8 @@ mod arbitration {
                 final_ruling: false,
                 appeal_due: Some(now + Duration::days(3)),
                 return_ship_due: None,
+                return_address: None,
+                refund_due: Some(now + Duration::days(3)),
             },
         ]);
         let state = s.then_state(arbitrator(), judge(RulingOutcome::RefundFull, None, false));
@@ -1465,6 +1484,7 @@ mod returns {
             round: 1,
             confirmed_by: ReceiptConfirmedBy::Merchant,
             note: None,
+            refund_due: Some(s.now() + Duration::days(3)),
         }]);
         let state = s.then_state(merchant(), confirm());
         assert_eq!(state.status(), Status::RefundPending);
@@ -1900,6 +1920,8 @@ mod deadlines {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                return_address: None,
+                refund_due: Some(s.now() + Duration::days(3)),
             },
         ]);
         let state = s.then_state(system(), expire(Deadline::MerchantResponse, 1));
@@ -1985,7 +2007,12 @@ mod deadlines {
         s.refuses(system(), expire(Deadline::ReturnReceipt, 1), DisputeError::DeadlineNotReached);
         s.advance(Duration::seconds(1));
         s.when(system(), expire(Deadline::ReturnReceipt, 1)).then_expect_events(vec![
-            DisputeEvent::ReturnReceived { round: 1, confirmed_by: ReceiptConfirmedBy::Timeout, note: None },
+            DisputeEvent::ReturnReceived {
+                round: 1,
+                confirmed_by: ReceiptConfirmedBy::Timeout,
+                note: None,
+                refund_due: Some(s.now() + Duration::days(3)),
+            },
         ]);
         let state = s.then_state(system(), expire(Deadline::ReturnReceipt, 1));
         assert_eq!(state.status(), Status::RefundPending);

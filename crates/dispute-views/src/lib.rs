@@ -12,7 +12,7 @@ mod rebuild;
 mod runner;
 
 pub use dispute_store::ViewTables;
-pub use model::{Deadlines, DisputeView};
+pub use model::{Deadlines, DisputeView, OfferAnswer, OfferView, Overdue, ReturnView};
 pub use projector::{Incoming, PROJECTION_LAG_SECONDS, Projector, describe_metrics};
 pub use queries::{MerchantPage, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry, Views};
 pub use rebuild::{ViewName, build_aside, drop_aside, rebuild};

@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use dispute_domain::{
-    ActionKind, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Money, OnMerchantTimeout,
-    PaymentChannel, RefundKind, RefundReason, Role, RulingOutcome, Scope, Status,
+    ActionKind, ApprovedBy, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, InspectionProblem, Money,
+    OfferKind, OnMerchantTimeout, PaymentChannel, RefundKind, RefundReason, Role, RulingOutcome, Scope,
+    Status, return_reference,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,78 @@ pub struct Deadlines {
     pub return_ship_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt_confirm_due: Option<DateTime<Utc>>,
+    /// When the pending offer lapses unanswered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_response_due: Option<DateTime<Utc>>,
+}
+
+/// The round's latest offer, pending or answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OfferView {
+    pub kind: OfferKind,
+    /// Absent for a replacement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    pub note: String,
+    /// Absent for offers made before offers lapsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// 0 for the round's first offer, 1, 2, … for each revision after a decline.
+    pub revision: u32,
+    /// Where the goods go back, for the kinds with a return, when named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_address: Option<String>,
+    /// Absent while the offer waits for the buyer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<OfferAnswer>,
+}
+
+/// What became of an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OfferAnswer {
+    Accepted,
+    /// The merchant may revise it while the buyer may escalate.
+    Declined,
+    /// Left unanswered past `expires_at`.
+    Lapsed,
+}
+
+/// The goods coming back in the current round: where, under which reference, how shipped, and
+/// what the merchant found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReturnView {
+    /// `RMA-<order>-<round>`: what the parcel is labelled with.
+    pub reference: String,
+    /// Absent: the merchant's address on file with the order service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<DateTime<Utc>>,
+    /// What the merchant found instead of the goods sent, if the parcel failed inspection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspection_failed: Option<InspectionProblem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspection_note: Option<String>,
+}
+
+/// Refund steps that are late at the time of reading: computed from the view's due times and
+/// the service clock, never stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Overdue {
+    /// Approved (and any return received), not reported paid, past `refund_due_by`.
+    pub refund_payment_overdue: bool,
+    /// Paid, past `refund_expected_by` (the channel's arrival time): the buyer should check
+    /// with the channel, the platform with the payment service.
+    pub refund_arrival_overdue: bool,
 }
 
 impl Deadlines {
@@ -87,6 +160,16 @@ pub struct DisputeView {
     /// Rulings won and lost by the merchant on this order (a refund ruled is a loss).
     pub merchant_wins: u32,
     pub merchant_losses: u32,
+    /// The round's latest offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<OfferView>,
+    /// The return agreed or ruled in the current round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_parcel: Option<ReturnView>,
+    /// When the payment system should pay the approved refund (by the policy's
+    /// `refund_payment`, from approval or from the return's receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_due_by: Option<DateTime<Utc>>,
 }
 
 impl DisputeView {
@@ -121,6 +204,9 @@ impl DisputeView {
             refund_expected_by: None,
             merchant_wins: 0,
             merchant_losses: 0,
+            offer: None,
+            return_parcel: None,
+            refund_due_by: None,
         })
     }
 
@@ -146,11 +232,28 @@ impl DisputeView {
                 self.escalated_at = None;
                 self.resolved_at = None;
                 self.refund_expected_by = None;
+                self.offer = None;
+                self.return_parcel = None;
+                self.refund_due_by = None;
                 self.status = Status::AwaitingMerchant;
             }
-            DisputeEvent::RefundApproved { amount, return_ship_due, .. } => {
+            DisputeEvent::RefundApproved {
+                amount,
+                approved_by,
+                return_ship_due,
+                return_address,
+                refund_due,
+                ..
+            } => {
+                if let (ApprovedBy::Offer, Some(offer)) = (approved_by, self.offer.as_mut()) {
+                    offer.answer = Some(OfferAnswer::Accepted);
+                }
                 *d = Deadlines { return_ship_due: *return_ship_due, ..Default::default() };
                 self.approved_amount = Some(amount.clone());
+                self.refund_due_by = *refund_due;
+                if return_ship_due.is_some() {
+                    self.return_parcel = Some(self.new_return(return_address.clone()));
+                }
                 self.status =
                     if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
             }
@@ -158,11 +261,31 @@ impl DisputeView {
             | DisputeEvent::OfferDeclined { escalation_due, .. }
             | DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
                 *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                if let (DisputeEvent::OfferDeclined { .. }, Some(offer)) = (event, self.offer.as_mut()) {
+                    offer.answer = Some(OfferAnswer::Declined);
+                }
                 self.status = Status::Rejected;
             }
-            DisputeEvent::MerchantOffered { amount, .. } => {
-                d.merchant_response_due = None;
+            DisputeEvent::MerchantOffered {
+                amount,
+                note,
+                kind,
+                return_address,
+                expires_at,
+                revision,
+                ..
+            } => {
+                *d = Deadlines { offer_response_due: *expires_at, ..Default::default() };
                 self.offer_amount = Some(amount.clone());
+                self.offer = Some(OfferView {
+                    kind: *kind,
+                    amount: Some(amount.clone()),
+                    note: note.clone(),
+                    expires_at: *expires_at,
+                    revision: *revision,
+                    return_address: return_address.clone(),
+                    answer: None,
+                });
                 self.status = Status::OfferPending;
             }
             DisputeEvent::EvidenceSubmitted { .. } => {}
@@ -181,11 +304,24 @@ impl DisputeView {
                 self.assignee = Some(arbitrator_id.clone());
                 self.status = Status::UnderReview;
             }
-            DisputeEvent::DisputeJudged { outcome, amount, appeal_due, return_ship_due, .. } => {
+            DisputeEvent::DisputeJudged {
+                outcome,
+                amount,
+                appeal_due,
+                return_ship_due,
+                return_address,
+                refund_due,
+                ..
+            } => {
                 *d = Deadlines {
                     appeal_due: *appeal_due,
                     return_ship_due: *return_ship_due,
                     ..Default::default()
+                };
+                self.refund_due_by = *refund_due;
+                self.return_parcel = match (amount, return_ship_due) {
+                    (Some(_), Some(_)) => Some(self.new_return(return_address.clone())),
+                    _ => None,
                 };
                 self.outcome = Some(*outcome);
                 match outcome {
@@ -216,19 +352,38 @@ impl DisputeView {
                     None => {}
                 }
                 self.approved_amount = None;
+                self.refund_due_by = None;
+                self.return_parcel = None;
                 self.assignee = None;
                 self.close_reason = None;
                 self.resolved_at = None;
                 self.escalated_at = Some(time);
                 self.status = Status::Appealed;
             }
-            DisputeEvent::ReturnShipped { receipt_confirm_due, .. } => {
+            DisputeEvent::ReturnShipped { receipt_confirm_due, carrier, tracking_number, .. } => {
                 *d = Deadlines { receipt_confirm_due: Some(*receipt_confirm_due), ..Default::default() };
+                let parcel = self.return_parcel.get_or_insert_with(|| ReturnView {
+                    reference: return_reference(&self.dispute_id, self.round),
+                    ..empty_return()
+                });
+                parcel.carrier = Some(carrier.clone());
+                parcel.tracking_number = Some(tracking_number.clone());
                 self.status = Status::ReturnShipped;
             }
-            DisputeEvent::ReturnReceived { .. } => {
+            DisputeEvent::ReturnReceived { refund_due, .. } => {
                 *d = Deadlines::default();
-                self.status = Status::RefundPending;
+                if let Some(parcel) = self.return_parcel.as_mut() {
+                    parcel.received_at = Some(time);
+                }
+                let replacement = self.offer.as_ref().is_some_and(|o| {
+                    o.kind == OfferKind::Replacement && o.answer == Some(OfferAnswer::Accepted)
+                });
+                if replacement && self.approved_amount.is_none() {
+                    self.close(time, CloseReason::Replaced);
+                } else {
+                    self.refund_due_by = *refund_due;
+                    self.status = Status::RefundPending;
+                }
             }
             DisputeEvent::ReturnShippingMissed { .. } => {
                 self.approved_amount = None;
@@ -236,6 +391,7 @@ impl DisputeView {
             }
             DisputeEvent::RefundPaid { amount, expected_arrival_by, .. } => {
                 *d = Deadlines::default();
+                self.refund_due_by = None;
                 self.refunded_total = self.refunded_total.plus(amount);
                 self.approved_amount = None;
                 self.refund_expected_by = Some(*expected_arrival_by);
@@ -243,10 +399,73 @@ impl DisputeView {
                 self.status = Status::Refunded;
             }
             DisputeEvent::RequestWithdrawn { .. } => self.close(time, CloseReason::Withdrawn),
+            DisputeEvent::ReplacementOffered { note, return_address, expires_at, revision, .. } => {
+                *d = Deadlines { offer_response_due: Some(*expires_at), ..Default::default() };
+                self.offer_amount = None;
+                self.offer = Some(OfferView {
+                    kind: OfferKind::Replacement,
+                    amount: None,
+                    note: note.clone(),
+                    expires_at: Some(*expires_at),
+                    revision: *revision,
+                    return_address: return_address.clone(),
+                    answer: None,
+                });
+                self.status = Status::OfferPending;
+            }
+            DisputeEvent::OfferLapsed { escalation_due, .. } => {
+                *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                if let Some(offer) = self.offer.as_mut() {
+                    offer.answer = Some(OfferAnswer::Lapsed);
+                }
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::ReplacementAgreed { return_ship_due, return_address, .. } => {
+                *d = Deadlines { return_ship_due: Some(*return_ship_due), ..Default::default() };
+                self.approved_amount = None;
+                self.return_parcel = Some(self.new_return(return_address.clone()));
+                if let Some(offer) = self.offer.as_mut() {
+                    offer.answer = Some(OfferAnswer::Accepted);
+                }
+                self.status = Status::AwaitingReturn;
+            }
+            DisputeEvent::ReturnInspectionFailed { problem, note, escalation_due, .. } => {
+                *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                if let Some(parcel) = self.return_parcel.as_mut() {
+                    parcel.received_at = Some(time);
+                    parcel.inspection_failed = Some(*problem);
+                    parcel.inspection_note = Some(note.clone());
+                }
+                self.approved_amount = None;
+                self.refund_due_by = None;
+                self.status = Status::Rejected;
+            }
+        }
+    }
+
+    /// An offer (of the canonical kind, a partial refund) is more than nothing and less than
+    /// the request.
+    fn offer_possible(&self) -> bool {
+        self.requested_amount.as_ref().is_some_and(|m| m.amount_minor > 1)
+    }
+
+    /// The return of the current round, to `address`.
+    fn new_return(&self, address: Option<String>) -> ReturnView {
+        ReturnView { reference: return_reference(&self.dispute_id, self.round), address, ..empty_return() }
+    }
+
+    /// The refund steps late at `now`.
+    pub fn overdue(&self, now: DateTime<Utc>) -> Overdue {
+        Overdue {
+            refund_payment_overdue: self.status == Status::RefundPending
+                && self.refund_due_by.is_some_and(|due| now > due),
+            refund_arrival_overdue: self.status == Status::Refunded
+                && self.refund_expected_by.is_some_and(|due| now > due),
         }
     }
 
     fn close(&mut self, time: DateTime<Utc>, reason: CloseReason) {
+        self.refund_due_by = None;
         self.deadlines = Deadlines::default();
         self.status = Status::Closed;
         self.close_reason = Some(reason);
@@ -258,9 +477,13 @@ impl DisputeView {
     pub fn act_by(&self, role: Role, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let d = &self.deadlines;
         let candidates = match role {
-            Role::Buyer => [d.escalation_due, d.return_ship_due, d.evidence_due, d.appeal_due],
-            Role::Merchant => [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due],
-            Role::Arbitrator => [d.assignment_due, None, None, None],
+            Role::Buyer => {
+                [d.escalation_due, d.return_ship_due, d.evidence_due, d.appeal_due, d.offer_response_due]
+            }
+            Role::Merchant => {
+                [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due, None]
+            }
+            Role::Arbitrator => [d.assignment_due, None, None, None, None],
             _ => return None,
         };
         candidates.into_iter().flatten().filter(|due| *due > now).min()
@@ -295,14 +518,23 @@ impl DisputeView {
                     && self.refunded_total.amount_minor < self.paid_amount.amount_minor
             }
             MerchantReject => until(d.merchant_response_due),
-            // An offer is more than nothing and less than the request.
-            MerchantOffer => {
-                until(d.merchant_response_due)
-                    && self.requested_amount.as_ref().is_some_and(|m| m.amount_minor > 1)
+            // A revision of a declined offer, while revisions are left and the buyer may still
+            // escalate. (A replacement needs no amount, so the request's size does not matter.)
+            MerchantOffer if self.status == Status::Rejected => {
+                self.offer.as_ref().is_some_and(|o| {
+                    o.answer == Some(OfferAnswer::Declined) && o.revision < policy.max_offer_revisions
+                }) && until(d.escalation_due)
+                    && self.offer_possible()
             }
+            MerchantOffer => until(d.merchant_response_due) && self.offer_possible(),
+            AcceptOffer | DeclineOffer => until(d.offer_response_due),
             // Before escalation evidence has no window; after it, the evidence window.
             SubmitEvidence => self.status == Status::AwaitingMerchant || until(d.evidence_due),
             Escalate => match self.status {
+                // Once the offer has lapsed, before the timer records it.
+                Status::OfferPending => d
+                    .offer_response_due
+                    .is_some_and(|due| now >= due && now <= due + policy.escalation_window),
                 // Once the merchant's deadline has passed, before the timer records it, where
                 // the policy lets the buyer escalate then, within the escalation window.
                 Status::AwaitingMerchant => {
@@ -315,8 +547,20 @@ impl DisputeView {
             // Only a first ruling, until a return is shipped (which ends the window).
             Appeal => d.appeal_due.is_some_and(|due| now <= due),
             ShipReturn => until(d.return_ship_due),
-            RegisterOrder | MarkDelivered | MerchantAccept | AcceptOffer | DeclineOffer | Assign | Judge
-            | ConfirmReturn | RecordRefundPaid | Withdraw | ExpireDeadline => true,
+            RegisterOrder | MarkDelivered | MerchantAccept | Assign | Judge | ConfirmReturn
+            | RecordRefundPaid | Withdraw | ExpireDeadline => true,
         }
+    }
+}
+
+fn empty_return() -> ReturnView {
+    ReturnView {
+        reference: String::new(),
+        address: None,
+        carrier: None,
+        tracking_number: None,
+        received_at: None,
+        inspection_failed: None,
+        inspection_note: None,
     }
 }

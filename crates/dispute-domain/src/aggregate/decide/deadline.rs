@@ -13,6 +13,7 @@ impl Dispute {
             Deadline::EscalationWindow => "expire_escalation_window",
             Deadline::ReturnShipping => "expire_return_shipping",
             Deadline::ReturnReceipt => "expire_return_receipt",
+            Deadline::OfferResponse => "expire_offer_response",
         };
         let order = self.party_order(cx)?;
         // Each deadline runs in one status of the command's, and only for the current round.
@@ -28,7 +29,7 @@ impl Dispute {
         let event = match deadline {
             Deadline::MerchantResponse => match policy.on_merchant_timeout {
                 OnMerchantTimeout::AutoAccept => {
-                    approve(self.round, round, ApprovedBy::MerchantTimeout, None, policy, now)
+                    approve(self.round, round, ApprovedBy::MerchantTimeout, None, None, policy, now)
                 }
                 OnMerchantTimeout::AllowEscalation => DisputeEvent::MerchantResponseMissed {
                     round: self.round,
@@ -41,6 +42,11 @@ impl Dispute {
                 round: self.round,
                 confirmed_by: ReceiptConfirmedBy::Timeout,
                 note: None,
+                refund_due: (!round.replacement).then(|| now + policy.refund_payment),
+            },
+            Deadline::OfferResponse => DisputeEvent::OfferLapsed {
+                round: self.round,
+                escalation_due: round.offer_terms.expires_at.unwrap_or(now) + policy.escalation_window,
             },
         };
         Ok(vec![event])

@@ -70,6 +70,8 @@ impl Dispute {
                 return_required: false,
                 return_ship_due: None,
                 note: None,
+                return_address: None,
+                refund_due: Some(now + policy.refund_payment),
             });
         }
         Ok(events)

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use dispute_domain::{DisputeError, Role, Status};
-use dispute_views::{DisputeView, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry};
+use dispute_views::{DisputeView, MerchantSummary, Overdue, PlatformStats, QueueEntry, TimelineEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -117,6 +117,9 @@ pub(crate) struct DisputeAnswer {
     actions: Vec<&'static str>,
     /// When the caller's next step is due, if one is.
     act_by: Option<DateTime<Utc>>,
+    /// The refund's late steps, as of now (the service clock).
+    #[serde(flatten)]
+    overdue: Overdue,
 }
 
 /// A dispute's events, in order, as far as its view reflects them.
@@ -154,7 +157,8 @@ pub(crate) async fn dispute(
     let policy = state.store.services().policy.for_category(&view.category);
     let actions = view.actions(role, now, policy);
     let act_by = view.act_by(role, now);
-    Ok(Json(DisputeAnswer { view, actions, act_by }))
+    let overdue = view.overdue(now);
+    Ok(Json(DisputeAnswer { view, actions, act_by, overdue }))
 }
 
 /// `GET /v1/disputes/{id}/timeline`: the dispute's events, for the same readers.
@@ -198,7 +202,16 @@ fn own_list(caller: &Caller, role: Role, id: &str) -> Result<(), ApiError> {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BuyerDisputes {
     buyer_id: String,
-    disputes: Vec<DisputeView>,
+    disputes: Vec<BuyerDispute>,
+}
+
+/// One of a buyer's disputes, with the refund's late steps as of now.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BuyerDispute {
+    #[serde(flatten)]
+    view: DisputeView,
+    #[serde(flatten)]
+    overdue: Overdue,
 }
 
 /// `GET /v1/buyers/{id}/disputes`: the buyer's own disputes (or any buyer's, for auditors).
@@ -217,7 +230,10 @@ pub(crate) async fn buyer_disputes(
     Path(PartyId { id: buyer_id }): Path<PartyId>,
 ) -> Result<Json<BuyerDisputes>, ApiError> {
     own_list(&caller, Role::Buyer, &buyer_id)?;
+    let now = state.store.services().clock.now();
     let disputes = state.views.buyer_disputes(&buyer_id).await?;
+    let disputes =
+        disputes.into_iter().map(|view| BuyerDispute { overdue: view.overdue(now), view }).collect();
     Ok(Json(BuyerDisputes { buyer_id, disputes }))
 }
 

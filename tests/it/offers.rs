@@ -106,6 +106,9 @@ async fn a_partial_refund_is_declined_revised_accepted_and_flagged_when_payment_
     assert_eq!(seen["offer"]["answer"], "accepted");
     assert_eq!(time(&seen["refund_due_by"]), accepted + Duration::days(3));
     assert_eq!(seen["refund_payment_overdue"], false);
+    let token = app.token(Role::Auditor, "compliance-1");
+    let platform = app.send(Method::GET, "/v1/platform/refunds-overdue", Some(&token), None, &[]).await;
+    assert_eq!(platform.body["disputes"], json!([]), "not due yet: {}", platform.body);
 
     // Past the due time with no payment: flagged at read time, for the buyer and the platform.
     app.advance(Duration::days(3) + Duration::seconds(1));
@@ -119,6 +122,13 @@ async fn a_partial_refund_is_declined_revised_accepted_and_flagged_when_payment_
     let list = app.send(Method::GET, &format!("/v1/buyers/{BUYER}/disputes"), Some(&token), None, &[]).await;
     list.assert_ok();
     assert_eq!(list.body["disputes"][0]["refund_payment_overdue"], true, "{}", list.body);
+    let token = app.token(Role::Arbitrator, ARBITRATOR);
+    let platform = app.send(Method::GET, "/v1/platform/refunds-overdue", Some(&token), None, &[]).await;
+    platform.assert_ok();
+    assert_eq!(platform.body["disputes"][0]["dispute_id"], "p-1", "{}", platform.body);
+    app.send(Method::GET, "/v1/platform/refunds-overdue", Some(&app.token(Role::Buyer, BUYER)), None, &[])
+        .await
+        .assert_problem(403, "forbidden");
 
     // Paid: no longer overdue; the arrival is flagged once the channel's time has passed.
     let sequence = app.refund_paid("p-1", 4_000).await.sequence();
@@ -127,6 +137,8 @@ async fn a_partial_refund_is_declined_revised_accepted_and_flagged_when_payment_
         (&seen["refund_payment_overdue"], &seen["refund_arrival_overdue"]),
         (&json!(false), &json!(false))
     );
+    let platform = app.send(Method::GET, "/v1/platform/refunds-overdue", Some(&token), None, &[]).await;
+    assert_eq!(platform.body["disputes"], json!([]), "paid refunds leave the list");
     app.advance(Duration::days(4));
     let seen = buyer_view(&app, "p-1", sequence).await;
     assert_eq!(seen["refund_arrival_overdue"], true);

@@ -344,6 +344,27 @@ pub(crate) async fn platform_queue(
     Ok(Json(PlatformQueue { queue: state.views.platform_queue(now).await? }))
 }
 
+/// Approved refunds the payment system has not paid by their due time.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundsOverdue {
+    disputes: Vec<DisputeView>,
+}
+
+/// `GET /v1/platform/refunds-overdue`: refunds past their payment due time at the service's
+/// clock, for arbitrators and auditors.
+#[utoipa::path(
+    get, path = "/v1/platform/refunds-overdue", tag = "views", security(("bearer" = [])),
+    responses((status = 200, description = "The overdue refunds, longest overdue first.", body = RefundsOverdue))
+)]
+pub(crate) async fn refunds_overdue(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<RefundsOverdue>, ApiError> {
+    platform_reader(&caller)?;
+    let now = state.store.services().clock.now();
+    Ok(Json(RefundsOverdue { disputes: state.views.refunds_overdue(now).await? }))
+}
+
 /// `GET /v1/platform/stats`: counts by reason, outcome and arbitrator.
 #[utoipa::path(
     get, path = "/v1/platform/stats", tag = "views", security(("bearer" = [])),

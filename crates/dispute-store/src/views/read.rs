@@ -24,6 +24,10 @@ const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, status, escalated_at_ms
      FROM view_disputes WHERE status IN ('escalated', 'under_review', 'appealed') \
      ORDER BY escalated_at_ms, order_id";
 
+/// Approved refunds not yet paid; the caller picks the late ones with the clock.
+const REFUND_PENDING: &str =
+    "SELECT view FROM view_disputes WHERE status = 'refund_pending' ORDER BY order_id";
+
 const PLATFORM_STATS: &str = "SELECT status, reason, outcome, assignee, requested_at_ms, resolved_at_ms \
      FROM view_disputes WHERE round > 0";
 
@@ -124,6 +128,13 @@ impl Store {
     /// Disputes with the platform (escalated, under review, appealed), longest waiting first.
     pub async fn platform_queue_rows(&self) -> Result<Vec<QueueRow>, StoreError> {
         Ok(on_pool!(&self.backend, pool => sqlx::query_as(PLATFORM_QUEUE).fetch_all(pool).await?))
+    }
+
+    /// The views (JSON text) of the disputes whose approved refund waits for payment.
+    pub async fn refund_pending_views(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            on_pool!(&self.backend, pool => sqlx::query_as(REFUND_PENDING).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|(view,)| view).collect())
     }
 
     /// Every dispute (order with at least one request), as the statistics count it.

@@ -98,33 +98,49 @@ async fn the_router_serves_exactly_the_documented_operations() {
 
 /// The service holds to its document for every role: no server error, only documented statuses,
 /// content types and headers, bodies that match their schemas, every request outside the
-/// schemas refused, and no route served without a token.
+/// schemas refused, and no route served without a token. Two runs: every `{id}` generated,
+/// then every `{id}` the seeded dispute (`tests/schemathesis-seeded.toml`), so that commands
+/// also meet its rules and change its state.
 async fn schemathesis_as(role: Role, sub: &str) {
     let app = service().await;
     let token = app.token(role, sub);
+    let seeded = concat!(env!("CARGO_MANIFEST_DIR"), "/schemathesis-seeded.toml");
+    for config in [None, Some(seeded)] {
+        schemathesis_run(&app, &token, config).await;
+    }
+}
+
+async fn schemathesis_run(app: &TestApp, token: &str, config: Option<&str>) {
     let examples = std::env::var("SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| MAX_EXAMPLES.to_string());
     let authorization = format!("Authorization: Bearer {token}");
+    let mut global = vec!["--no-color"];
+    if let Some(config) = config {
+        global.extend(["--config-file", config]);
+    }
     let output = run(
         "schemathesis",
         &[
-            "--no-color",
-            "run",
-            &app.url("/openapi.json"),
-            "--checks",
-            CHECKS,
-            "--header",
-            &authorization,
-            "--max-examples",
-            &examples,
-            "--workers",
-            "1",
-            "--seed",
-            "20261130",
-        ],
+            global.as_slice(),
+            &[
+                "run",
+                &app.url("/openapi.json"),
+                "--checks",
+                CHECKS,
+                "--header",
+                &authorization,
+                "--max-examples",
+                &examples,
+                "--workers",
+                "1",
+                "--seed",
+                "20261130",
+            ],
+        ]
+        .concat(),
     )
     .await;
     let report = text(&output);
-    assert!(output.status.success(), "schemathesis as {role:?} found failures:\n{report}");
+    assert!(output.status.success(), "schemathesis ({config:?}) found failures:\n{report}");
     eprintln!("{report}");
 }
 

@@ -287,8 +287,10 @@ async fn every_metric_moves_through_a_lifecycle_and_the_dashboard_reads_only_exp
         events += app.store.stream_events(id, 1, u64::MAX >> 1).await.expect("the stream reads").len();
     }
     let events = events as f64;
-    let scraped = scrape_until(&app, "every event is published and projected", |s| {
-        s.sum("disputes_relay_lag_seconds_count", &[]) >= events
+    // A scrape counts in the next one, so at least two are made.
+    let scraped = scrape_until(&app, "every event is published and projected, and a scrape counted", |s| {
+        s.sum("disputes_http_requests_total", &[("route", "/metrics"), ("status", "200")]) >= 1.0
+            && s.sum("disputes_relay_lag_seconds_count", &[]) >= events
             && s.sum("disputes_projection_lag_seconds_count", &[("view", "disputes")]) >= events
             && s.sum("disputes_projection_lag_seconds_count", &[("view", "timeline")]) >= events
     })

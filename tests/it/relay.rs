@@ -252,7 +252,7 @@ async fn views_match(views: &Views, expected: &BTreeMap<String, Outcome>) -> Res
             "merchant summary (orders, disputes, by status, refunded) {got:?}, expected {wanted:?}"
         ));
     }
-    let listed = views.buyer_disputes(BUYER).await.map_err(|e| e.to_string())?.len();
+    let listed = views.buyer_disputes(BUYER, chrono::Utc::now()).await.map_err(|e| e.to_string())?.len();
     if listed != disputes.len() {
         return Err(format!("the buyer's list holds {listed} disputes, expected {}", disputes.len()));
     }

@@ -712,6 +712,9 @@ async fn each_party_sees_by_when_it_must_act() {
     app.advance(Duration::hours(2));
     let s = app.merchant_reject(id).await.assert_ok().sequence();
     assert_eq!(act_by(&app, id, s).await, [Some(t(2 + 7 * 24)), None, None], "the buyer may escalate");
+    let rejected = view(&app, id, Role::Buyer, BUYER, s).await;
+    let rejection = json!({ "reason_code": "item_used", "note": "the tags were removed" });
+    assert_eq!(rejected["rejection"], rejection, "{rejected}");
     app.advance(Duration::hours(1));
     let s = app.escalate(id).await.assert_ok().sequence();
     assert_eq!(
@@ -728,9 +731,19 @@ async fn each_party_sees_by_when_it_must_act() {
     app.assign(id, "arb-1").await.assert_ok();
     let ruling = json!({ "outcome": "refund_full", "return_required": true, "rationale": "defective" });
     let s = app.judge(id, "arb-1", ruling).await.assert_ok().sequence();
-    // Judged at hour 33: the buyer ships the goods back within 7 days; either side may appeal
-    // within 3 days, which comes first.
-    assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 72)), Some(t(33 + 72)), None]);
+    // Judged at hour 33: the buyer's next step is shipping the goods back within 7 days (an
+    // appeal, within 3 days, is optional); the merchant may appeal.
+    assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 7 * 24)), Some(t(33 + 72)), None]);
+    for (role, sub) in [(Role::Buyer, BUYER), (Role::Merchant, MERCHANT), (Role::Arbitrator, "arb-9")] {
+        let judged = view(&app, id, role, sub, s).await;
+        let ruling = &judged["ruling"];
+        assert_eq!(
+            (&ruling["arbitrator_id"], &ruling["outcome"], &ruling["amount"], &ruling["return_required"]),
+            (&json!("arb-1"), &json!("refund_full"), &cny(6_000), &json!(true)),
+            "{judged}"
+        );
+        assert_eq!((&ruling["rationale"], &ruling["final_ruling"]), (&json!("defective"), &json!(false)));
+    }
     app.advance(Duration::days(4));
     assert_eq!(act_by(&app, id, s).await, [Some(t(33 + 7 * 24)), None, None], "only the return is left");
     let s = ship_return(&app, id).await.assert_ok().sequence();
@@ -860,7 +873,20 @@ async fn a_buyer_lists_their_own_disputes_newest_first() {
 
     get(&app, &path, Role::Buyer, "buyer-2", None).await.assert_problem(404, "not_found");
     get(&app, &path, Role::Merchant, MERCHANT, None).await.assert_problem(403, "forbidden");
-    assert_eq!(read(&app, &path, Role::Auditor, AUDITOR).await, mine);
+    // An auditor reads the same disputes, with an auditor's (empty) actions.
+    let audited = read(&app, &path, Role::Auditor, AUDITOR).await;
+    let without_actions = |list: &Value| -> Vec<Value> {
+        let mut disputes = list["disputes"].as_array().expect("disputes").clone();
+        for dispute in &mut disputes {
+            let dispute = dispute.as_object_mut().expect("an object");
+            dispute.remove("actions");
+            dispute.remove("act_by");
+        }
+        disputes
+    };
+    assert_eq!(without_actions(&audited), without_actions(&mine));
+    assert!(audited["disputes"].as_array().expect("disputes").iter().all(|d| d["actions"] == json!([])));
+    assert!(mine["disputes"][0]["actions"].as_array().expect("actions").contains(&json!("withdraw")));
 }
 
 // 4. The merchant's list.
@@ -1159,6 +1185,104 @@ async fn an_appealed_dispute_waiting_past_the_sla_is_flagged() {
     let entries = queue(&app).await;
     assert_eq!(queue_ids(&entries), ["qp-1"]);
     assert_eq!(entries[0]["sla_breached"], true, "{entries:?}");
+}
+
+async fn queue_page(app: &TestApp, query: &str) -> Value {
+    read(app, &format!("/v1/platform/queue?{query}"), Role::Arbitrator, "arb-1").await
+}
+
+#[tokio::test]
+async fn the_platform_queue_carries_what_arbitrators_triage_by_filters_and_pages() {
+    let app = TestApp::postgres().await;
+    for (n, id) in ["qf-1", "qf-2", "qf-3", "qf-4", "qf-5"].into_iter().enumerate() {
+        app.register(&order(id)).await.assert_ok();
+        let reason = if n % 2 == 0 { "quality_issue" } else { "not_as_described" };
+        app.request_refund(id, "refund_only", reason, 1_000 + n as i64).await.assert_ok();
+        app.merchant_reject(id).await.assert_ok();
+        app.escalate(id).await.assert_ok();
+        app.advance(Duration::hours(1));
+    }
+    app.assign("qf-2", "arb-2").await.assert_ok();
+    let last = app.assign("qf-5", "arb-2").await.assert_ok().sequence();
+    caught_up(&app, "qf-5", last).await;
+    // qf-1 (escalated at hour 0) is unassigned past its 24-hour SLA; qf-3 and qf-4 are not yet.
+    app.advance(Duration::hours(20) + Duration::minutes(30));
+
+    let first = &queue(&app).await[0];
+    assert_eq!(
+        (&first["dispute_id"], &first["buyer_id"], &first["merchant_id"]),
+        (&json!("qf-1"), &json!(BUYER), &json!(MERCHANT))
+    );
+    assert_eq!((&first["reason"], &first["kind"]), (&json!("quality_issue"), &json!("refund_only")));
+    assert_eq!(first["requested_amount"], cny(1_000));
+    assert_eq!(first["paid_amount"], order("qf-1")["paid_amount"]);
+    // The request's photo, and the merchant's rejection evidence (none).
+    assert_eq!(first["evidence"], json!({ "buyer": 1, "merchant": 0 }));
+
+    assert_eq!(
+        queue_ids(queue_page(&app, "reason=not_as_described").await["queue"].as_array().unwrap()),
+        ["qf-2", "qf-4"]
+    );
+    assert_eq!(
+        queue_ids(queue_page(&app, "assignee=arb-2").await["queue"].as_array().unwrap()),
+        ["qf-2", "qf-5"]
+    );
+    assert_eq!(queue_ids(queue_page(&app, "sla_breached=true").await["queue"].as_array().unwrap()), ["qf-1"]);
+    assert_eq!(
+        queue_ids(
+            queue_page(&app, "sla_breached=false&reason=quality_issue").await["queue"].as_array().unwrap()
+        ),
+        ["qf-3", "qf-5"]
+    );
+
+    // Two at a time, in order, each dispute once.
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_string();
+    loop {
+        let body = queue_page(&app, &query).await;
+        let entries = body["queue"].as_array().expect("queue");
+        assert!(entries.len() <= 2, "{body}");
+        seen.extend(queue_ids(entries).into_iter().map(str::to_string));
+        match body["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["qf-1", "qf-2", "qf-3", "qf-4", "qf-5"]);
+
+    let arbitrator = app.token(Role::Arbitrator, "arb-1");
+    for wrong in ["reason=bored", "sla_breached=maybe", "limit=0", "limit=201", "cursor=x", "page=2"] {
+        let answer =
+            app.send(Method::GET, &format!("/v1/platform/queue?{wrong}"), Some(&arbitrator), None, &[]).await;
+        answer.assert_problem(400, "malformed_request");
+    }
+}
+
+#[tokio::test]
+async fn a_buyer_sees_first_the_disputes_where_the_buyer_must_act_soonest() {
+    let app = TestApp::postgres().await;
+    for id in ["bu-1", "bu-2", "bu-3"] {
+        app.register(&order(id)).await.assert_ok();
+    }
+    // bu-1: waiting for the merchant, nothing for the buyer to do.
+    app.request_refund("bu-1", "refund_only", "quality_issue", 1_000).await.assert_ok();
+    app.advance(Duration::hours(1));
+    // bu-2: rejected an hour later than bu-3, so its escalation window ends later.
+    app.request_refund("bu-3", "refund_only", "quality_issue", 1_000).await.assert_ok();
+    app.merchant_reject("bu-3").await.assert_ok();
+    app.advance(Duration::hours(1));
+    app.request_refund("bu-2", "refund_only", "quality_issue", 1_000).await.assert_ok();
+    let last = app.merchant_reject("bu-2").await.assert_ok().sequence();
+    caught_up(&app, "bu-2", last).await;
+
+    let list = read(&app, &format!("/v1/buyers/{BUYER}/disputes"), Role::Buyer, BUYER).await;
+    let disputes = list["disputes"].as_array().expect("disputes");
+    let ids: Vec<&str> = disputes.iter().map(|d| d["dispute_id"].as_str().expect("id")).collect();
+    assert_eq!(ids, ["bu-3", "bu-2", "bu-1"], "{list}");
+    assert!(at(&disputes[0]["act_by"]) < at(&disputes[1]["act_by"]), "{list}");
+    assert_eq!(disputes[2]["act_by"], Value::Null, "nothing for the buyer to do while the merchant answers");
+    assert!(disputes[0]["actions"].as_array().expect("actions").contains(&json!("escalate")), "{list}");
+    assert!(!disputes[2]["actions"].as_array().expect("actions").contains(&json!("escalate")), "{list}");
 }
 
 // 7. The platform statistics.

@@ -9,8 +9,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
-use dispute_domain::{DisputeError, Role, Status};
-use dispute_views::{DisputeView, MerchantSummary, Overdue, PlatformStats, QueueEntry, TimelineEntry};
+use dispute_domain::{DisputeError, RefundReason, Role, Status};
+use dispute_views::{
+    DisputeView, MerchantSummary, Overdue, PlatformStats, QueueEntry, QueueQuery, TimelineEntry,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -152,13 +154,19 @@ pub(crate) async fn dispute(
     headers: HeaderMap,
 ) -> Result<Json<DisputeAnswer>, ApiError> {
     let view = readable_dispute(&state, &caller, &order_id, &headers).await?;
-    let role = caller.0.role;
     let now = state.store.services().clock.now();
-    let policy = state.store.services().policy.for_category(&view.category);
-    let actions = view.actions(role, now, policy);
-    let act_by = view.act_by(role, now);
-    let overdue = view.overdue(now);
-    Ok(Json(DisputeAnswer { view, actions, act_by, overdue }))
+    Ok(Json(DisputeAnswer::new(&state, view, caller.0.role, now)))
+}
+
+impl DisputeAnswer {
+    /// The view with what `role` may do at `now`.
+    fn new(state: &AppState, view: DisputeView, role: Role, now: DateTime<Utc>) -> Self {
+        let policy = state.store.services().policy.for_category(&view.category);
+        let actions = view.actions(role, now, policy);
+        let act_by = view.act_by(role, now);
+        let overdue = view.overdue(now);
+        Self { view, actions, act_by, overdue }
+    }
 }
 
 /// `GET /v1/disputes/{id}/timeline`: the dispute's events, for the same readers.
@@ -198,20 +206,13 @@ fn own_list(caller: &Caller, role: Role, id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A buyer's disputes.
+/// A buyer's disputes, the most urgent first, each with what the caller may do now.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BuyerDisputes {
     buyer_id: String,
-    disputes: Vec<BuyerDispute>,
-}
-
-/// One of a buyer's disputes, with the refund's late steps as of now.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct BuyerDispute {
-    #[serde(flatten)]
-    view: DisputeView,
-    #[serde(flatten)]
-    overdue: Overdue,
+    /// Those where the buyer must act first, soonest `act_by` first; then the others, newest
+    /// request first.
+    disputes: Vec<DisputeAnswer>,
 }
 
 /// `GET /v1/buyers/{id}/disputes`: the buyer's own disputes (or any buyer's, for auditors).
@@ -231,9 +232,9 @@ pub(crate) async fn buyer_disputes(
 ) -> Result<Json<BuyerDisputes>, ApiError> {
     own_list(&caller, Role::Buyer, &buyer_id)?;
     let now = state.store.services().clock.now();
-    let disputes = state.views.buyer_disputes(&buyer_id).await?;
+    let views = state.views.buyer_disputes(&buyer_id, now).await?;
     let disputes =
-        disputes.into_iter().map(|view| BuyerDispute { overdue: view.overdue(now), view }).collect();
+        views.into_iter().map(|view| DisputeAnswer::new(&state, view, caller.0.role, now)).collect();
     Ok(Json(BuyerDisputes { buyer_id, disputes }))
 }
 
@@ -280,17 +281,23 @@ pub(crate) async fn merchant_disputes(
     Query(query): Query<MerchantQuery>,
 ) -> Result<Json<MerchantDisputes>, ApiError> {
     own_list(&caller, Role::Merchant, &merchant_id)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_PAGE}")));
-    }
+    let limit = page_size(query.limit)?;
     let cursor = query.cursor.map(|text| parse_cursor(&text)).transpose()?;
     let status = query.status.map(|s| s.as_str());
     let page = state.views.merchant_disputes(&merchant_id, status, limit, cursor).await?;
     Ok(Json(MerchantDisputes { merchant_id, disputes: page.disputes, next_cursor: page.next_cursor }))
 }
 
-/// A cursor as `next_cursor` gives it: `{due}:{order id}`.
+/// A page's size: `DEFAULT_PAGE` when not given, at most `MAX_PAGE`.
+fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    Ok(limit)
+}
+
+/// A cursor as `next_cursor` gives it: `{sort key}:{order id}`.
 fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
     text.split_once(':')
         .filter(|(due, id)| !id.is_empty() && due.len() <= 20)
@@ -324,24 +331,59 @@ fn platform_reader(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// The disputes waiting for the platform.
+/// Which of the platform's disputes to list, a page at a time.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueueParams {
+    /// Only disputes asked for this reason.
+    reason: Option<RefundReason>,
+    /// Only disputes assigned to this arbitrator.
+    assignee: Option<String>,
+    /// Only those unassigned past the assignment SLA (`true`), or the others (`false`).
+    sla_breached: Option<bool>,
+    /// How many per page (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the page before.
+    #[param(pattern = "^-?[0-9]{1,19}:.+$")]
+    cursor: Option<String>,
+}
+
+/// A page of the disputes waiting for the platform.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct PlatformQueue {
     queue: Vec<QueueEntry>,
+    /// Send as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 /// `GET /v1/platform/queue`: escalated and appealed disputes, for arbitrators and auditors.
 #[utoipa::path(
     get, path = "/v1/platform/queue", tag = "views", security(("bearer" = [])),
-    responses((status = 200, description = "The queue, oldest escalation first.", body = PlatformQueue))
+    params(QueueParams),
+    responses(
+        (status = 200, description = "A page of the queue, longest waiting first.", body = PlatformQueue),
+        (status = 400, description = "A malformed query. Codes: `malformed_request`.",
+         body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub(crate) async fn platform_queue(
     State(state): State<AppState>,
     caller: Caller,
+    Query(params): Query<QueueParams>,
 ) -> Result<Json<PlatformQueue>, ApiError> {
     platform_reader(&caller)?;
+    let query = QueueQuery {
+        reason: params.reason,
+        assignee: params.assignee,
+        sla_breached: params.sla_breached,
+        after: params.cursor.map(|text| parse_cursor(&text)).transpose()?,
+        limit: page_size(params.limit)?,
+    };
     let now = state.store.services().clock.now();
-    Ok(Json(PlatformQueue { queue: state.views.platform_queue(now).await? }))
+    let page = state.views.platform_queue(now, query).await?;
+    Ok(Json(PlatformQueue { queue: page.queue, next_cursor: page.next_cursor }))
 }
 
 /// Approved refunds the payment system has not paid by their due time.

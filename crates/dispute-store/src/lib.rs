@@ -36,8 +36,8 @@ pub use lease::Lease;
 pub use log::{Cursor, RawEvent, StoredEvent};
 pub use metadata::EventMetadata;
 pub use views::{
-    Column, DISPUTES, DisputeRow, LockedView, MerchantRow, QueueRow, SqlType, StatsRow, SummaryRow, TIMELINE,
-    TimelineRow, ViewBatch, ViewShape, ViewTables, ViewWriter,
+    Column, DISPUTES, DisputeRow, LockedView, MerchantRow, QueueFilter, QueueRow, SqlType, StatsRow,
+    SummaryRow, TIMELINE, TimelineRow, ViewBatch, ViewShape, ViewTables, ViewWriter,
 };
 
 /// The database behind the store. Private: every statement lives in this crate.

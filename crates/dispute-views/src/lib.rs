@@ -12,9 +12,11 @@ mod rebuild;
 mod runner;
 
 pub use dispute_store::ViewTables;
-pub use model::{Deadlines, DisputeView, OfferAnswer, OfferView, Overdue, ReturnView};
+pub use model::{Deadlines, DisputeView, EvidenceCounts, OfferAnswer, OfferView, Overdue, ReturnView};
 pub use projector::{Incoming, PROJECTION_LAG_SECONDS, Projector, describe_metrics};
-pub use queries::{MerchantPage, MerchantSummary, PlatformStats, QueueEntry, TimelineEntry, Views};
+pub use queries::{
+    MerchantPage, MerchantSummary, PlatformStats, QueueEntry, QueuePage, QueueQuery, TimelineEntry, Views,
+};
 pub use rebuild::{ViewName, build_aside, drop_aside, rebuild};
 pub use runner::{run_local, run_nats};
 

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use dispute_domain::{
     ActionKind, ApprovedBy, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, InspectionProblem, Money,
-    OfferKind, OnMerchantTimeout, PaymentChannel, RefundKind, RefundReason, Role, RulingOutcome, Scope,
-    Status, return_reference,
+    OfferKind, OnMerchantTimeout, Party, PaymentChannel, RefundKind, RefundReason, RejectionReason, Role,
+    RulingOutcome, Scope, Status, return_reference,
 };
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +170,56 @@ pub struct DisputeView {
     /// `refund_payment`, from approval or from the return's receipt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_due_by: Option<DateTime<Utc>>,
+    /// Pieces of evidence each party has given over the dispute (the policy caps them).
+    #[serde(default)]
+    pub evidence: EvidenceCounts,
+    /// Why the merchant rejected this round's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    /// This round's ruling: what was decided, by whom, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruling: Option<Ruling>,
+}
+
+/// A merchant's rejection, as the parties read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rejection {
+    pub reason_code: RejectionReason,
+    pub note: String,
+}
+
+/// An arbitrator's ruling, as the parties read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Ruling {
+    pub arbitrator_id: String,
+    pub outcome: RulingOutcome,
+    /// What it refunds; absent for `no_refund`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    pub return_required: bool,
+    pub rationale: String,
+    /// A ruling on appeal is final.
+    pub final_ruling: bool,
+}
+
+/// Pieces of evidence given, per party.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceCounts {
+    pub buyer: u32,
+    pub merchant: u32,
+}
+
+impl EvidenceCounts {
+    fn add(&mut self, party: Party, pieces: usize) {
+        let count = match party {
+            Party::Buyer => &mut self.buyer,
+            Party::Merchant => &mut self.merchant,
+        };
+        *count += pieces as u32;
+    }
 }
 
 impl DisputeView {
@@ -207,6 +257,9 @@ impl DisputeView {
             offer: None,
             return_parcel: None,
             refund_due_by: None,
+            evidence: EvidenceCounts::default(),
+            rejection: None,
+            ruling: None,
         })
     }
 
@@ -216,7 +269,16 @@ impl DisputeView {
         let d = &mut self.deadlines;
         match event {
             DisputeEvent::OrderRegistered { .. } | DisputeEvent::OrderDelivered { .. } => {}
-            DisputeEvent::RefundRequested { round, kind, reason, amount, merchant_response_due, .. } => {
+            DisputeEvent::RefundRequested {
+                round,
+                kind,
+                reason,
+                amount,
+                merchant_response_due,
+                evidence,
+                ..
+            } => {
+                self.evidence.add(Party::Buyer, evidence.len());
                 *d = Deadlines { merchant_response_due: Some(*merchant_response_due), ..Default::default() };
                 self.round = *round;
                 self.kind = Some(*kind);
@@ -235,6 +297,8 @@ impl DisputeView {
                 self.offer = None;
                 self.return_parcel = None;
                 self.refund_due_by = None;
+                self.rejection = None;
+                self.ruling = None;
                 self.status = Status::AwaitingMerchant;
             }
             DisputeEvent::RefundApproved {
@@ -257,8 +321,13 @@ impl DisputeView {
                 self.status =
                     if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
             }
-            DisputeEvent::MerchantRejected { escalation_due, .. }
-            | DisputeEvent::OfferDeclined { escalation_due, .. }
+            DisputeEvent::MerchantRejected { escalation_due, evidence, reason_code, note, .. } => {
+                self.evidence.add(Party::Merchant, evidence.len());
+                self.rejection = Some(Rejection { reason_code: *reason_code, note: note.clone() });
+                *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::OfferDeclined { escalation_due, .. }
             | DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
                 *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
                 if let (DisputeEvent::OfferDeclined { .. }, Some(offer)) = (event, self.offer.as_mut()) {
@@ -288,7 +357,9 @@ impl DisputeView {
                 });
                 self.status = Status::OfferPending;
             }
-            DisputeEvent::EvidenceSubmitted { .. } => {}
+            DisputeEvent::EvidenceSubmitted { party, evidence, .. } => {
+                self.evidence.add(*party, evidence.len())
+            }
             DisputeEvent::DisputeEscalated { evidence_due, assignment_due, .. } => {
                 *d = Deadlines {
                     evidence_due: Some(*evidence_due),
@@ -311,8 +382,20 @@ impl DisputeView {
                 return_ship_due,
                 return_address,
                 refund_due,
+                arbitrator_id,
+                return_required,
+                rationale,
+                final_ruling,
                 ..
             } => {
+                self.ruling = Some(Ruling {
+                    arbitrator_id: arbitrator_id.clone(),
+                    outcome: *outcome,
+                    amount: amount.clone(),
+                    return_required: *return_required,
+                    rationale: rationale.clone(),
+                    final_ruling: *final_ruling,
+                });
                 *d = Deadlines {
                     appeal_due: *appeal_due,
                     return_ship_due: *return_ship_due,
@@ -346,6 +429,7 @@ impl DisputeView {
                     ..Default::default()
                 };
                 // The suspended ruling no longer counts for either side.
+                self.ruling = None;
                 match self.outcome.take() {
                     Some(RulingOutcome::NoRefund) => self.merchant_wins -= 1,
                     Some(_) => self.merchant_losses -= 1,
@@ -476,6 +560,11 @@ impl DisputeView {
     /// that has not passed at `now`. Arbitrators see the assignment SLA.
     pub fn act_by(&self, role: Role, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let d = &self.deadlines;
+        // Shipping an approved or ruled return is the buyer's next step; an appeal beside it is
+        // optional and does not hide it.
+        if role == Role::Buyer && d.return_ship_due.is_some_and(|due| due > now) {
+            return d.return_ship_due;
+        }
         let candidates = match role {
             Role::Buyer => {
                 [d.escalation_due, d.return_ship_due, d.evidence_due, d.appeal_due, d.offer_response_due]

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use dispute_domain::Money;
-use dispute_store::{QueueRow, StatsRow, Store, SummaryRow, TimelineRow};
+use dispute_domain::{Money, RefundKind, RefundReason, Role, Status};
+use dispute_store::{QueueFilter, StatsRow, Store, SummaryRow, TimelineRow};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::model::EvidenceCounts;
 use crate::{DisputeView, ViewError};
 
 /// Read access to the views.
@@ -56,17 +57,46 @@ pub struct MerchantSummary {
     pub arbitration_losses: u64,
 }
 
+/// One dispute waiting for the platform, with what an arbitrator triages by.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueEntry {
     pub dispute_id: String,
     pub sequence: u64,
-    pub status: String,
+    pub status: Status,
+    /// When it was escalated, or appealed.
     pub escalated_at: Option<DateTime<Utc>>,
     pub assignee: Option<String>,
     pub assignment_due: Option<DateTime<Utc>>,
     /// No arbitrator assigned and the assignment SLA has passed.
     pub sla_breached: bool,
+    pub buyer_id: String,
+    pub merchant_id: String,
+    pub kind: Option<RefundKind>,
+    pub reason: Option<RefundReason>,
+    /// The amount the buyer asks for in this round.
+    pub requested_amount: Option<Money>,
+    pub paid_amount: Money,
+    pub evidence: EvidenceCounts,
+}
+
+/// A page of the platform's queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuePage {
+    pub queue: Vec<QueueEntry>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which disputes of the queue to read, and how many.
+#[derive(Debug, Clone, Default)]
+pub struct QueueQuery {
+    pub reason: Option<RefundReason>,
+    pub assignee: Option<String>,
+    pub sla_breached: Option<bool>,
+    /// A `next_cursor` as [`Views::platform_queue`] gave it, parsed: (waiting since, order id).
+    pub after: Option<(i64, String)>,
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -114,9 +144,23 @@ impl Views {
     }
 
     /// A buyer's disputes (orders with at least one request), newest request first.
-    pub async fn buyer_disputes(&self, buyer_id: &str) -> Result<Vec<DisputeView>, ViewError> {
+    /// A buyer's disputes, the most urgent first: those where the buyer must act, soonest
+    /// deadline first (judged at `now`), then the others, newest request first.
+    pub async fn buyer_disputes(
+        &self,
+        buyer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DisputeView>, ViewError> {
         let views = self.store.buyer_views(buyer_id).await?;
-        views.iter().map(|v| serde_json::from_str(v).map_err(ViewError::from)).collect()
+        let mut views: Vec<DisputeView> = views
+            .iter()
+            .map(|v| serde_json::from_str(v).map_err(ViewError::from))
+            .collect::<Result<_, _>>()?;
+        // Stable: the store's newest-first order stays among equals.
+        views.sort_by_key(|view| {
+            view.act_by(Role::Buyer, now).map_or((1, DateTime::<Utc>::MAX_UTC), |due| (0, due))
+        });
+        Ok(views)
     }
 
     /// A merchant's disputes, soonest merchant deadline first, `limit` at a time.
@@ -175,24 +219,51 @@ impl Views {
         Ok(summary)
     }
 
-    /// Disputes with the platform (escalated, under review, appealed), longest waiting first.
-    pub async fn platform_queue(&self, now: DateTime<Utc>) -> Result<Vec<QueueEntry>, ViewError> {
-        let rows = self.store.platform_queue_rows().await?;
-        Ok(rows
+    /// A page of the disputes with the platform (escalated, under review, appealed) that
+    /// `query` selects, longest waiting first; the SLA judged at `now`.
+    pub async fn platform_queue(
+        &self,
+        now: DateTime<Utc>,
+        query: QueueQuery,
+    ) -> Result<QueuePage, ViewError> {
+        let filter = QueueFilter {
+            reason: query.reason.and_then(|r| serde_json::to_value(r).ok()?.as_str().map(str::to_string)),
+            assignee: query.assignee,
+            sla_breached: query.sla_breached,
+            now_ms: now.timestamp_millis(),
+            after: query.after,
+            limit: i64::from(query.limit) + 1,
+        };
+        let mut rows = self.store.platform_queue_rows(&filter).await?;
+        let more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|row| format!("{}:{}", row.waiting_since_ms, row.order_id)))
+            .flatten();
+        let queue = rows
             .into_iter()
-            .map(|QueueRow { order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms }| {
-                QueueEntry {
-                    sla_breached: assignee.is_none()
-                        && assignment_due_ms.is_some_and(|due| due < now.timestamp_millis()),
-                    dispute_id: order_id,
-                    sequence: sequence as u64,
-                    status,
-                    escalated_at: time(escalated_at_ms),
-                    assignee,
-                    assignment_due: time(assignment_due_ms),
-                }
+            .map(|row| {
+                let view: DisputeView = serde_json::from_str(&row.view)?;
+                Ok(QueueEntry {
+                    sla_breached: row.assignee.is_none()
+                        && row.assignment_due_ms.is_some_and(|due| due < now.timestamp_millis()),
+                    dispute_id: row.order_id,
+                    sequence: row.sequence as u64,
+                    status: view.status,
+                    escalated_at: view.escalated_at,
+                    assignee: row.assignee,
+                    assignment_due: time(row.assignment_due_ms),
+                    buyer_id: view.buyer_id,
+                    merchant_id: view.merchant_id,
+                    kind: view.kind,
+                    reason: view.reason,
+                    requested_amount: view.requested_amount,
+                    paid_amount: view.paid_amount,
+                    evidence: view.evidence,
+                })
             })
-            .collect())
+            .collect::<Result<_, serde_json::Error>>()?;
+        Ok(QueuePage { queue, next_cursor })
     }
 
     /// Approved refunds past their payment due time at `now`, the longest overdue first.

@@ -15,7 +15,7 @@ mod write;
 mod tests;
 
 pub use columns::{Column, DISPUTES, DisputeRow, SqlType, TIMELINE, TimelineRow, ViewShape};
-pub use read::{MerchantRow, QueueRow, StatsRow, SummaryRow};
+pub use read::{MerchantRow, QueueFilter, QueueRow, StatsRow, SummaryRow};
 pub use write::{LockedView, ViewBatch, ViewWriter};
 
 use crate::{Backend, StoreError};

@@ -19,10 +19,15 @@ const MERCHANT_SUMMARY: &str = "SELECT status, round, currency, requested_minor,
        merchant_wins, merchant_losses \
      FROM view_disputes WHERE merchant_id = $1";
 
-/// Longest waiting first.
-const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, status, escalated_at_ms, assignee, assignment_due_ms \
+/// Longest waiting first, with a reason `$1`, an assignee `$2`, the assignment SLA breached
+/// at `$4` or not (`$3`) if given, from a keyset cursor `($5, $6)`, `$7` rows at most.
+const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, status, COALESCE(escalated_at_ms, 0) AS waiting_since_ms, \
+       assignee, assignment_due_ms, view \
      FROM view_disputes WHERE status IN ('escalated', 'under_review', 'appealed') \
-     ORDER BY escalated_at_ms, order_id";
+       AND ($1 IS NULL OR reason = $1) AND ($2 IS NULL OR assignee = $2) \
+       AND ($3 IS NULL OR (assignee IS NULL AND COALESCE(assignment_due_ms < $4, FALSE)) = $3) \
+       AND (COALESCE(escalated_at_ms, 0) > $5 OR (COALESCE(escalated_at_ms, 0) = $5 AND order_id > $6)) \
+     ORDER BY COALESCE(escalated_at_ms, 0), order_id LIMIT $7";
 
 /// Approved refunds not yet paid; the caller picks the late ones with the clock.
 const REFUND_PENDING: &str =
@@ -58,9 +63,26 @@ pub struct QueueRow {
     pub order_id: String,
     pub sequence: i64,
     pub status: String,
-    pub escalated_at_ms: Option<i64>,
+    /// When it was escalated (or appealed); the queue's order and cursor.
+    pub waiting_since_ms: i64,
     pub assignee: Option<String>,
     pub assignment_due_ms: Option<i64>,
+    /// The `DisputeView` as JSON text.
+    pub view: String,
+}
+
+/// Which disputes of the platform's queue to read.
+#[derive(Debug, Clone, Default)]
+pub struct QueueFilter {
+    pub reason: Option<String>,
+    pub assignee: Option<String>,
+    /// Only those whose assignment SLA has (`true`) or has not (`false`) passed unassigned at
+    /// `now_ms`.
+    pub sla_breached: Option<bool>,
+    pub now_ms: i64,
+    /// The keyset cursor: after this (waiting_since_ms, order_id).
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
 }
 
 /// What the platform's statistics count of one dispute.
@@ -125,9 +147,20 @@ impl Store {
             .await?))
     }
 
-    /// Disputes with the platform (escalated, under review, appealed), longest waiting first.
-    pub async fn platform_queue_rows(&self) -> Result<Vec<QueueRow>, StoreError> {
-        Ok(on_pool!(&self.backend, pool => sqlx::query_as(PLATFORM_QUEUE).fetch_all(pool).await?))
+    /// Disputes with the platform (escalated, under review, appealed) that `filter` selects,
+    /// longest waiting first.
+    pub async fn platform_queue_rows(&self, filter: &QueueFilter) -> Result<Vec<QueueRow>, StoreError> {
+        let (after_ms, after_id) = filter.after.clone().unwrap_or((i64::MIN, String::new()));
+        Ok(on_pool!(&self.backend, pool => sqlx::query_as(PLATFORM_QUEUE)
+            .bind(filter.reason.as_deref())
+            .bind(filter.assignee.as_deref())
+            .bind(filter.sla_breached)
+            .bind(filter.now_ms)
+            .bind(after_ms)
+            .bind(&after_id)
+            .bind(filter.limit)
+            .fetch_all(pool)
+            .await?))
     }
 
     /// The views (JSON text) of the disputes whose approved refund waits for payment.

@@ -995,8 +995,18 @@ async fn a_merchant_page_holds_at_most_200_disputes_and_a_larger_limit_is_refuse
 
     let path = format!("/v1/merchants/{MERCHANT}/disputes");
     let merchant = app.token(Role::Merchant, MERCHANT);
-    for wrong in ["limit=201", "limit=0", "limit=-1", "limit=ten", "cursor=nonsense", "cursor=5:", "stage=x"]
-    {
+    for wrong in [
+        "limit=201",
+        "limit=0",
+        "limit=-1",
+        "limit=ten",
+        "cursor=nonsense",
+        "cursor=5:",
+        "stage=x",
+        // Not an order id: a NUL byte would reach PostgreSQL, which refuses it in text.
+        "cursor=-63:%00m",
+        "cursor=5:a%20b",
+    ] {
         let answer = app.send(Method::GET, &format!("{path}?{wrong}"), Some(&merchant), None, &[]).await;
         answer.assert_problem(400, "malformed_request");
     }
@@ -1251,7 +1261,9 @@ async fn the_platform_queue_carries_what_arbitrators_triage_by_filters_and_pages
     assert_eq!(seen, ["qf-1", "qf-2", "qf-3", "qf-4", "qf-5"]);
 
     let arbitrator = app.token(Role::Arbitrator, "arb-1");
-    for wrong in ["reason=bored", "sla_breached=maybe", "limit=0", "limit=201", "cursor=x", "page=2"] {
+    for wrong in
+        ["reason=bored", "sla_breached=maybe", "limit=0", "limit=201", "cursor=x", "page=2", "cursor=1:%00"]
+    {
         let answer =
             app.send(Method::GET, &format!("/v1/platform/queue?{wrong}"), Some(&arbitrator), None, &[]).await;
         answer.assert_problem(400, "malformed_request");

@@ -299,8 +299,13 @@ fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
 
 /// A cursor as `next_cursor` gives it: `{sort key}:{order id}`.
 fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
+    // The id is an order id (a cursor this route gave): its alphabet keeps bytes such as NUL,
+    // which PostgreSQL text refuses, from reaching the query.
+    let order_id = |id: &str| {
+        (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:".contains(&b))
+    };
     text.split_once(':')
-        .filter(|(due, id)| !id.is_empty() && due.len() <= 20)
+        .filter(|(due, id)| order_id(id) && due.len() <= 20)
         .and_then(|(due, id)| Some((due.parse().ok()?, id.to_string())))
         .ok_or_else(|| ApiError::Malformed("cursor must be a next_cursor this route gave".to_string()))
 }

@@ -306,7 +306,7 @@ async fn deadlines_fire_in_the_running_binary_and_after_a_restart() {
     assert_eq!(status, 200, "{body}");
     // The merchant's 2 s pass: the buyer may escalate; 3 s later the window closes.
     let rejected = until_status(&client, addr, &buyer, "tm-1", "rejected", StdDuration::from_secs(10)).await;
-    assert_eq!(rejected["actions"], json!(["escalate", "withdraw"]), "{rejected}");
+    assert_eq!(rejected["actions"], json!(["evidence", "escalate", "withdraw", "messages"]), "{rejected}");
     let closed = until_status(&client, addr, &buyer, "tm-1", "closed", StdDuration::from_secs(10)).await;
     assert_eq!(closed["close_reason"], "rejection_accepted", "{closed}");
 

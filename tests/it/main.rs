@@ -6,6 +6,7 @@ mod auth;
 mod black_box;
 mod concurrency;
 mod contract;
+mod conversation;
 mod edge;
 mod embedded;
 mod errors;

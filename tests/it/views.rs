@@ -270,8 +270,8 @@ async fn the_dispute_view_follows_reject_escalate_judge_partial_and_refund_paid(
             "requested_total": cny(6_000), "deadlines": { "merchant_response_due": t(48) },
         }),
         actions(
-            &["evidence", "withdraw"],
-            &["merchant-accept", "merchant-reject", "merchant-offer", "evidence"],
+            &["evidence", "withdraw", "messages"],
+            &["merchant-accept", "merchant-reject", "merchant-offer", "evidence", "messages"],
             &[],
         ),
     )
@@ -286,7 +286,7 @@ async fn the_dispute_view_follows_reject_escalate_judge_partial_and_refund_paid(
         app.merchant_reject(id).await,
         &mut want,
         json!({ "sequence": 3, "status": "rejected", "deadlines": { "escalation_due": t(1) + Duration::days(7) } }),
-        actions(&["escalate", "withdraw"], &[], &[]),
+        actions(&["evidence", "escalate", "withdraw", "messages"], &["evidence", "messages"], &[]),
     )
     .await;
 
@@ -300,7 +300,7 @@ async fn the_dispute_view_follows_reject_escalate_judge_partial_and_refund_paid(
             "sequence": 4, "status": "escalated",
             "deadlines": { "evidence_due": t(2 + 72), "assignment_due": t(2 + 24) },
         }),
-        actions(&["evidence", "withdraw"], &["evidence"], &["assign"]),
+        actions(&["evidence", "withdraw", "messages"], &["evidence", "messages"], &["assign"]),
     )
     .await;
     assert_eq!(at(&escalated["escalated_at"]), t(2));
@@ -312,7 +312,7 @@ async fn the_dispute_view_follows_reject_escalate_judge_partial_and_refund_paid(
         app.assign(id, "arb-1").await,
         &mut want,
         json!({ "sequence": 5, "status": "under_review", "assignee": "arb-1", "deadlines": { "evidence_due": t(74) } }),
-        actions(&["evidence"], &["evidence"], &["judge"]),
+        actions(&["evidence", "messages"], &["evidence", "messages"], &["judge", "messages", "evidence-requests"]),
     )
     .await;
 
@@ -326,7 +326,7 @@ async fn the_dispute_view_follows_reject_escalate_judge_partial_and_refund_paid(
             "sequence": 6, "status": "refund_pending", "approved_amount": cny(3_000), "outcome": "refund_partial",
             "deadlines": { "appeal_due": t(4) + Duration::days(3) },
         }),
-        actions(&["appeal"], &["appeal"], &[]),
+        actions(&["appeal", "messages"], &["appeal", "messages"], &["messages"]),
     )
     .await;
 
@@ -362,8 +362,8 @@ async fn the_dispute_view_follows_an_accepted_request() {
             "requested_total": cny(10_000), "deadlines": { "merchant_response_due": t(48) },
         }),
         actions(
-            &["evidence", "withdraw"],
-            &["merchant-accept", "merchant-reject", "merchant-offer", "evidence"],
+            &["evidence", "withdraw", "messages"],
+            &["merchant-accept", "merchant-reject", "merchant-offer", "evidence", "messages"],
             &[],
         ),
     )
@@ -375,7 +375,7 @@ async fn the_dispute_view_follows_an_accepted_request() {
         app.merchant_accept(id).await,
         &mut want,
         json!({ "sequence": 3, "status": "refund_pending", "approved_amount": cny(10_000), "deadlines": {} }),
-        actions(&[], &[], &[]),
+        actions(&["messages"], &["messages"], &[]),
     )
     .await;
     let paid = after(
@@ -413,7 +413,7 @@ async fn the_dispute_view_follows_an_accepted_offer() {
             "sequence": 3, "status": "offer_pending", "offer_amount": cny(2_500),
             "deadlines": { "offer_response_due": app.now() + Duration::days(10) },
         }),
-        actions(&["accept-offer", "decline-offer", "withdraw"], &[], &[]),
+        actions(&["accept-offer", "decline-offer", "withdraw", "messages"], &["messages"], &[]),
     )
     .await;
     after(
@@ -422,7 +422,7 @@ async fn the_dispute_view_follows_an_accepted_offer() {
         accept_offer(&app, id).await,
         &mut want,
         json!({ "sequence": 4, "status": "refund_pending", "approved_amount": cny(2_500), "deadlines": {} }),
-        actions(&[], &[], &[]),
+        actions(&["messages"], &["messages"], &[]),
     )
     .await;
     after(
@@ -460,7 +460,7 @@ async fn the_dispute_view_follows_a_return_shipped_and_confirmed() {
             "sequence": 3, "status": "awaiting_return", "approved_amount": cny(10_000),
             "deadlines": { "return_ship_due": t(1) + Duration::days(7) },
         }),
-        actions(&["ship-return"], &[], &[]),
+        actions(&["ship-return", "messages"], &["messages"], &[]),
     )
     .await;
     app.advance(Duration::hours(1));
@@ -473,7 +473,7 @@ async fn the_dispute_view_follows_a_return_shipped_and_confirmed() {
             "sequence": 4, "status": "return_shipped",
             "deadlines": { "receipt_confirm_due": t(2) + Duration::days(10) },
         }),
-        actions(&[], &["confirm-return"], &[]),
+        actions(&["messages"], &["confirm-return", "messages"], &[]),
     )
     .await;
     after(
@@ -482,7 +482,7 @@ async fn the_dispute_view_follows_a_return_shipped_and_confirmed() {
         confirm_return(&app, id).await,
         &mut want,
         json!({ "sequence": 5, "status": "refund_pending", "deadlines": {} }),
-        actions(&[], &[], &[]),
+        actions(&["messages"], &["messages"], &[]),
     )
     .await;
     after(
@@ -532,8 +532,8 @@ async fn the_dispute_view_follows_a_withdrawal_and_a_second_round() {
             "deadlines": { "merchant_response_due": t(2 + 48) },
         }),
         actions(
-            &["evidence", "withdraw"],
-            &["merchant-accept", "merchant-reject", "merchant-offer", "evidence"],
+            &["evidence", "withdraw", "messages"],
+            &["merchant-accept", "merchant-reject", "merchant-offer", "evidence", "messages"],
             &[],
         ),
     )
@@ -572,7 +572,11 @@ async fn the_dispute_view_follows_a_second_round_after_a_partial_refund() {
             "sequence": 6, "status": "awaiting_merchant", "round": 2, "requested_amount": cny(7_000),
             "offer_amount": null, "requested_total": cny(13_000), "deadlines": { "merchant_response_due": t(48) },
         }),
-        actions(&["evidence", "withdraw"], &["merchant-accept", "merchant-reject", "merchant-offer", "evidence"], &[]),
+        actions(
+            &["evidence", "withdraw", "messages"],
+            &["merchant-accept", "merchant-reject", "merchant-offer", "evidence", "messages"],
+            &[],
+        ),
     )
     .await;
     app.merchant_accept(id).await.assert_ok();
@@ -613,7 +617,7 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
             "sequence": 6, "status": "refund_pending", "approved_amount": cny(2_000), "outcome": "refund_partial",
             "deadlines": { "appeal_due": t(1) + Duration::days(3) },
         }),
-        actions(&["appeal"], &["appeal"], &[]),
+        actions(&["appeal", "messages"], &["appeal", "messages"], &["messages"]),
     )
     .await;
     app.advance(Duration::hours(1));
@@ -626,7 +630,7 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
             "sequence": 7, "status": "appealed", "approved_amount": null, "outcome": null, "assignee": null,
             "deadlines": { "evidence_due": t(2 + 72), "assignment_due": t(2 + 24) },
         }),
-        actions(&["evidence"], &["evidence"], &["assign"]),
+        actions(&["evidence", "messages"], &["evidence", "messages"], &["assign"]),
     )
     .await;
     assert_eq!(at(&appealed["escalated_at"]), t(2));
@@ -639,7 +643,11 @@ async fn the_dispute_view_follows_an_appeal_and_the_final_ruling() {
             "sequence": 8, "status": "under_review", "assignee": "arb-2",
             "deadlines": { "evidence_due": t(2 + 72) },
         }),
-        actions(&["evidence"], &["evidence"], &["judge"]),
+        actions(
+            &["evidence", "messages"],
+            &["evidence", "messages"],
+            &["judge", "messages", "evidence-requests"],
+        ),
     )
     .await;
     // The ruling on appeal is final: no appeal deadline, no new round, nothing left to do.
@@ -1649,7 +1657,13 @@ async fn views_on_the_embedded_store() {
             "requested_total": cny(6_000), "deadlines": { "evidence_due": t(2 + 72), "assignment_due": t(2 + 24) },
         }),
     );
-    assert_view(&app, "e-1", &want, actions(&["evidence", "withdraw"], &["evidence"], &["assign"])).await;
+    assert_view(
+        &app,
+        "e-1",
+        &want,
+        actions(&["evidence", "withdraw", "messages"], &["evidence", "messages"], &["assign"]),
+    )
+    .await;
 
     let body = timeline(&app, "e-1", Role::Merchant, MERCHANT, last).await;
     let types: Vec<&str> = body["events"]

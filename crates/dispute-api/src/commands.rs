@@ -90,6 +90,8 @@ fn http_body(kind: ActionKind) -> Option<(Option<&'static str>, bool, Parse)> {
         RecordRefundPaid => ("RecordRefundPaid", true, |b| Ok(Action::RecordRefundPaid(body(b)?))),
         Withdraw => ("Withdraw", false, |b| Ok(Action::Withdraw(optional_body(b)?))),
         ExpireDeadline => return None,
+        PostMessage => ("PostMessage", true, |b| Ok(Action::PostMessage(body(b)?))),
+        RequestEvidence => ("RequestEvidence", true, |b| Ok(Action::RequestEvidence(body(b)?))),
     };
     Some((Some(schema), required, parse))
 }
@@ -424,6 +426,8 @@ mod tests {
             (Post, "/v1/disputes/{id}/confirm-return", &[Merchant], Some("ConfirmReturn")),
             (Post, "/v1/disputes/{id}/refund-paid", &[System], Some("RecordRefundPaid")),
             (Post, "/v1/disputes/{id}/withdraw", &[Buyer], Some("Withdraw")),
+            (Post, "/v1/disputes/{id}/messages", &[Buyer, Merchant, Arbitrator], Some("PostMessage")),
+            (Post, "/v1/disputes/{id}/evidence-requests", &[Arbitrator], Some("RequestEvidence")),
         ];
         let have: Vec<_> = ROUTES.iter().map(|r| (r.method, r.path, r.roles, r.body_schema)).collect();
         assert_eq!(have, want);

@@ -52,6 +52,8 @@ use crate::error::{PROBLEM_JSON, Problem};
         ConfirmReturn,
         RecordRefundPaid,
         Withdraw,
+        PostMessage,
+        RequestEvidence,
     )),
     tags(
         (name = "commands", description = "Change a dispute: each accepted command appends events."),
@@ -254,6 +256,8 @@ fn command_example(name: &str) -> Option<serde_json::Value> {
             "amount": cny(6_000), "channel": "alipay", "payment_ref": "ALI-20261106-0001",
             "paid_at": "2026-11-06T10:00:00Z",
         }),
+        "messages" => json!({ "text": "The parcel tracking shows it was returned.", "evidence": photo }),
+        "evidence_requests" => json!({ "party": "merchant", "what": "The courier's proof of delivery." }),
         _ => return None,
     })
 }

@@ -18,7 +18,7 @@ pub use decide::expected_arrival;
 use crate::command::*;
 use crate::{
     Clock, CloseReason, DisputeError, DisputeEvent, Money, OfferKind, OrderFacts, Party, Policy, RefundKind,
-    RefundReason, Status, Timer,
+    RefundReason, Role, Status, Timer,
 };
 
 /// What the rules need from outside: the time and the policy.
@@ -52,6 +52,25 @@ pub struct Dispute {
     buyer_evidence: u32,
     merchant_evidence: u32,
     current: Option<Round>,
+    /// Messages per author over the whole dispute (the policy caps them); the arbitrators
+    /// count as one author.
+    #[serde(default)]
+    buyer_messages: u32,
+    #[serde(default)]
+    merchant_messages: u32,
+    #[serde(default)]
+    arbitrator_messages: u32,
+    /// Evidence requests made on this dispute, which numbers them.
+    #[serde(default)]
+    evidence_requests: u32,
+}
+
+/// An arbitrator's evidence request not yet answered or lapsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OpenRequest {
+    number: u32,
+    party: Party,
+    due: DateTime<Utc>,
 }
 
 /// The running (or last) round of a dispute.
@@ -73,6 +92,9 @@ struct Round {
     approved: Option<Money>,
     return_ship_due: Option<DateTime<Utc>>,
     receipt_confirm_due: Option<DateTime<Utc>>,
+    /// At most one at a time, under review only.
+    #[serde(default)]
+    evidence_request: Option<OpenRequest>,
     /// The pending (or last) offer's terms; `offer` above is its amount, if it refunds.
     offer_terms: OfferTerms,
     /// The buyer accepted a replacement: the goods' receipt ends the round.
@@ -98,6 +120,7 @@ impl Round {
             Deadline::EscalationWindow => self.escalation_due,
             Deadline::ReturnShipping => self.return_ship_due,
             Deadline::ReturnReceipt => self.receipt_confirm_due,
+            Deadline::EvidenceRequest => self.evidence_request.as_ref().map(|r| r.due),
             Deadline::OfferResponse => self.offer_terms.expires_at,
         }
     }
@@ -141,6 +164,7 @@ impl Dispute {
             Status::Rejected => Deadline::EscalationWindow,
             Status::AwaitingReturn => Deadline::ReturnShipping,
             Status::ReturnShipped => Deadline::ReturnReceipt,
+            Status::UnderReview => Deadline::EvidenceRequest,
             Status::OfferPending => Deadline::OfferResponse,
             _ => return None,
         };
@@ -221,6 +245,7 @@ impl Aggregate for Dispute {
                     approved: None,
                     return_ship_due: None,
                     receipt_confirm_due: None,
+                    evidence_request: None,
                     offer_terms: OfferTerms::default(),
                     replacement: false,
                 });
@@ -269,6 +294,8 @@ impl Aggregate for Dispute {
             DisputeEvent::DisputeJudged { arbitrator_id, amount, appeal_due, return_ship_due, .. } => {
                 self.ruled = true;
                 let round = self.round_mut();
+                // A ruling ends an open evidence request.
+                round.evidence_request = None;
                 round.replacement = false;
                 round.ruled_by = Some(arbitrator_id);
                 round.appeal_due = appeal_due;
@@ -308,6 +335,27 @@ impl Aggregate for Dispute {
                 self.status = Status::Refunded;
             }
             DisputeEvent::RequestWithdrawn { .. } => self.close(CloseReason::Withdrawn),
+            DisputeEvent::MessagePosted { author_role, evidence, .. } => {
+                let count = evidence.len() as u32;
+                match author_role {
+                    Role::Buyer => {
+                        self.buyer_messages += 1;
+                        self.buyer_evidence += count;
+                    }
+                    Role::Merchant => {
+                        self.merchant_messages += 1;
+                        self.merchant_evidence += count;
+                    }
+                    _ => self.arbitrator_messages += 1,
+                }
+            }
+            DisputeEvent::EvidenceRequested { request, party, due, .. } => {
+                self.evidence_requests = request;
+                self.round_mut().evidence_request = Some(OpenRequest { number: request, party, due });
+            }
+            DisputeEvent::EvidenceRequestAnswered { .. } | DisputeEvent::EvidenceRequestLapsed { .. } => {
+                self.round_mut().evidence_request = None;
+            }
             DisputeEvent::ReplacementOffered { return_address, expires_at, revision, .. } => {
                 let round = self.round_mut();
                 round.offer = None;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Actor, Evidence, InspectionProblem, Money, OfferKind, OrderFacts, PaymentChannel, RefundKind,
+    Actor, Evidence, InspectionProblem, Money, OfferKind, OrderFacts, Party, PaymentChannel, RefundKind,
     RefundReason, RejectionReason, RulingOutcome, Status,
 };
 
@@ -50,6 +50,8 @@ pub enum Action {
         deadline: Deadline,
         round: u32,
     },
+    PostMessage(PostMessage),
+    RequestEvidence(RequestEvidence),
 }
 
 /// The deadlines whose passing changes a dispute's status.
@@ -64,6 +66,9 @@ pub enum Deadline {
     ReturnShipping,
     /// The merchant did not confirm a shipped return's receipt in time.
     ReturnReceipt,
+    /// The party an arbitrator asked for evidence did not answer in time. It changes no
+    /// status; it runs while the dispute is under review, where no other deadline runs.
+    EvidenceRequest,
     /// The buyer did not answer the merchant's offer in time.
     OfferResponse,
 }
@@ -76,6 +81,7 @@ impl Deadline {
             Deadline::EscalationWindow => "escalation_window",
             Deadline::ReturnShipping => "return_shipping",
             Deadline::ReturnReceipt => "return_receipt",
+            Deadline::EvidenceRequest => "evidence_request",
             Deadline::OfferResponse => "offer_response",
         }
     }
@@ -87,6 +93,7 @@ impl Deadline {
             Deadline::EscalationWindow => Status::Rejected,
             Deadline::ReturnShipping => Status::AwaitingReturn,
             Deadline::ReturnReceipt => Status::ReturnShipped,
+            Deadline::EvidenceRequest => Status::UnderReview,
             Deadline::OfferResponse => Status::OfferPending,
         }
     }
@@ -233,4 +240,32 @@ pub struct RecordRefundPaid {
 pub struct Withdraw {
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// The most characters a message's text or an evidence request's `what` may have (PayPal's
+/// limit for a dispute message).
+pub const MAX_TEXT_CHARS: usize = 2000;
+
+/// A message on the dispute from its buyer, its merchant or its assigned arbitrator, with
+/// evidence if the author is a party and evidence is open to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PostMessage {
+    /// 1 to [`MAX_TEXT_CHARS`] characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 2000))]
+    pub text: String,
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+}
+
+/// The assigned arbitrator asks one party for evidence, by the policy's `evidence_request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequestEvidence {
+    pub party: Party,
+    /// What is needed, 1 to [`MAX_TEXT_CHARS`] characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 2000))]
+    pub what: String,
 }

@@ -84,6 +84,14 @@ pub enum DisputeError {
     EmptyField(&'static str),
     #[error("order and dispute ids are 1 to 128 characters of ASCII letters, digits, '-', '_' and ':'")]
     InvalidOrderId,
+    #[error("{0} is limited to 2000 characters")]
+    TextTooLong(&'static str),
+    #[error("messages are limited per party per dispute")]
+    TooManyMessages,
+    #[error("evidence may not be added here: only a party, where evidence is taken")]
+    EvidenceNotAllowed,
+    #[error("an evidence request is already open on this dispute")]
+    EvidenceRequestOpen,
     #[error("the offer has expired; the buyer may escalate")]
     OfferExpired,
     #[error("the merchant has revised this round's offer as often as the policy allows")]
@@ -124,6 +132,10 @@ impl DisputeError {
             ChannelMismatch => "channel_mismatch",
             EmptyField(_) => "empty_field",
             InvalidOrderId => "invalid_order_id",
+            TextTooLong(_) => "text_too_long",
+            TooManyMessages => "too_many_messages",
+            EvidenceNotAllowed => "evidence_not_allowed",
+            EvidenceRequestOpen => "evidence_request_open",
             OfferExpired => "offer_expired",
             OfferRevisionsExhausted => "offer_revisions_exhausted",
         }
@@ -168,6 +180,10 @@ impl DisputeError {
             ChannelMismatch,
             EmptyField(""),
             InvalidOrderId,
+            TextTooLong(""),
+            TooManyMessages,
+            EvidenceNotAllowed,
+            EvidenceRequestOpen,
             OfferExpired,
             OfferRevisionsExhausted,
         ];
@@ -206,6 +222,10 @@ impl DisputeError {
                 | ChannelMismatch
                 | EmptyField(_)
                 | InvalidOrderId
+                | TextTooLong(_)
+                | TooManyMessages
+                | EvidenceNotAllowed
+                | EvidenceRequestOpen
                 | OfferExpired
                 | OfferRevisionsExhausted => {}
             }

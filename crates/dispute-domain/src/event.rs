@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ApprovedBy, Evidence, InspectionProblem, Money, OfferKind, OrderFacts, Party, PaymentChannel,
-    ReceiptConfirmedBy, RefundKind, RefundReason, RejectionReason, RulingOutcome,
+    ReceiptConfirmedBy, RefundKind, RefundReason, RejectionReason, Role, RulingOutcome,
 };
 
 /// The current version of every event type's shape.
@@ -175,6 +175,37 @@ pub enum DisputeEvent {
         round: u32,
         note: Option<String>,
     },
+    /// A message from the buyer, the merchant or the round's arbitrator, visible to the
+    /// dispute's parties. A party's evidence on it counts like submitted evidence.
+    MessagePosted {
+        round: u32,
+        author_role: Role,
+        author_id: String,
+        text: String,
+        evidence: Vec<Evidence>,
+    },
+    /// The assigned arbitrator asked `party` for evidence by `due`. `request` numbers the
+    /// requests of the dispute from 1.
+    EvidenceRequested {
+        round: u32,
+        request: u32,
+        arbitrator_id: String,
+        party: Party,
+        what: String,
+        due: DateTime<Utc>,
+    },
+    /// The party asked gave evidence (submitted, or on a message) while the request was open.
+    EvidenceRequestAnswered {
+        round: u32,
+        request: u32,
+        party: Party,
+    },
+    /// The request's deadline passed unanswered (fired by the deadline timer).
+    EvidenceRequestLapsed {
+        round: u32,
+        request: u32,
+        party: Party,
+    },
     /// The merchant offered a replacement (换货) instead of a refund: the goods come back and
     /// a new one is sent.
     ReplacementOffered {
@@ -229,6 +260,10 @@ impl DisputeEvent {
             DisputeEvent::ReturnShippingMissed { .. } => "ReturnShippingMissed",
             DisputeEvent::RefundPaid { .. } => "RefundPaid",
             DisputeEvent::RequestWithdrawn { .. } => "RequestWithdrawn",
+            DisputeEvent::MessagePosted { .. } => "MessagePosted",
+            DisputeEvent::EvidenceRequested { .. } => "EvidenceRequested",
+            DisputeEvent::EvidenceRequestAnswered { .. } => "EvidenceRequestAnswered",
+            DisputeEvent::EvidenceRequestLapsed { .. } => "EvidenceRequestLapsed",
             DisputeEvent::ReplacementOffered { .. } => "ReplacementOffered",
             DisputeEvent::OfferLapsed { .. } => "OfferLapsed",
             DisputeEvent::ReplacementAgreed { .. } => "ReplacementAgreed",

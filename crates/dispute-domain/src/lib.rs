@@ -18,7 +18,7 @@ mod vocabulary;
 
 pub use aggregate::{Dispute, DisputeServices, expected_arrival};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use command::{Action, Deadline, DisputeCommand};
+pub use command::{Action, Deadline, DisputeCommand, MAX_TEXT_CHARS};
 pub use error::{DisputeError, RefusalKind};
 pub use event::{DisputeEvent, EVENT_VERSION};
 pub use money::Money;

@@ -34,6 +34,11 @@ pub struct CategoryPolicy {
     pub max_rounds: u32,
     pub max_evidence_per_party: u32,
     pub no_reason_allowed: bool,
+    /// How long a party has to answer an arbitrator's evidence request.
+    pub evidence_request: Duration,
+    /// Messages per author over the whole dispute: the buyer, the merchant, and the
+    /// arbitrators together.
+    pub max_messages_per_party: u32,
     /// How long the buyer has to answer a merchant's offer before it lapses.
     pub offer_response: Duration,
     /// How often the merchant may revise a declined offer in one round (0: never).
@@ -108,6 +113,8 @@ fn builtin_default() -> CategoryPolicy {
         max_rounds: 3,
         max_evidence_per_party: 20,
         no_reason_allowed: true,
+        evidence_request: Duration::hours(72),
+        max_messages_per_party: 100,
         offer_response: Duration::days(10),
         max_offer_revisions: 2,
         refund_payment: Duration::days(3),
@@ -139,6 +146,8 @@ struct Overrides {
     max_rounds: Option<u32>,
     max_evidence_per_party: Option<u32>,
     no_reason_allowed: Option<bool>,
+    evidence_request: Option<String>,
+    max_messages_per_party: Option<u32>,
     offer_response: Option<String>,
     max_offer_revisions: Option<u32>,
     refund_payment: Option<String>,
@@ -182,6 +191,12 @@ impl Overrides {
                 base.max_evidence_per_party,
             )?,
             no_reason_allowed: self.no_reason_allowed.unwrap_or(base.no_reason_allowed),
+            evidence_request: duration("evidence_request", self.evidence_request, base.evidence_request)?,
+            max_messages_per_party: positive(
+                "max_messages_per_party",
+                self.max_messages_per_party,
+                base.max_messages_per_party,
+            )?,
             offer_response: duration("offer_response", self.offer_response, base.offer_response)?,
             // Zero is allowed here: a category may forbid revisions.
             max_offer_revisions: self.max_offer_revisions.unwrap_or(base.max_offer_revisions),
@@ -235,6 +250,7 @@ mod tests {
         assert_eq!(policy.for_category("fresh").on_merchant_timeout, OnMerchantTimeout::AutoAccept);
         assert_eq!(policy.for_category("electronics").request_window, Duration::days(15));
         assert_eq!(policy.for_category("electronics").merchant_response, Duration::hours(48));
+        assert_eq!(policy.for_category("fresh").evidence_request, Duration::hours(24));
         assert_eq!(policy.for_category("books").offer_response, Duration::days(10));
         assert_eq!(policy.for_category("fresh").offer_response, Duration::hours(48));
     }

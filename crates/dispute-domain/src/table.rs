@@ -29,6 +29,8 @@ pub enum ActionKind {
     RecordRefundPaid,
     Withdraw,
     ExpireDeadline,
+    PostMessage,
+    RequestEvidence,
 }
 
 /// What a command addresses, and so where it is sent.
@@ -96,6 +98,8 @@ impl Action {
             Action::RecordRefundPaid(_) => ActionKind::RecordRefundPaid,
             Action::Withdraw(_) => ActionKind::Withdraw,
             Action::ExpireDeadline { .. } => ActionKind::ExpireDeadline,
+            Action::PostMessage(_) => ActionKind::PostMessage,
+            Action::RequestEvidence(_) => ActionKind::RequestEvidence,
         }
     }
 
@@ -176,7 +180,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         Dispute,
         Post,
         [Buyer, Merchant],
-        &[AwaitingMerchant, Escalated, UnderReview, Appealed]
+        &[AwaitingMerchant, Escalated, UnderReview, Appealed, Rejected]
     ),
     // In `awaiting_merchant` only once the merchant's deadline has passed, where the policy
     // lets the buyer escalate then; in `offer_pending` only once the offer has lapsed.
@@ -213,7 +217,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         [Buyer],
         &[AwaitingMerchant, OfferPending, Rejected, Escalated]
     ),
-    // The statuses where a status-changing deadline runs; each deadline expires in its own.
+    // The statuses where a deadline runs (a status-changing one, or an evidence request under
+    // review); each deadline expires in its own.
     command!(
         ExpireDeadline,
         "expire_deadline",
@@ -221,7 +226,38 @@ pub static COMMANDS: &[CommandSpec] = &[
         Internal,
         Post,
         [System],
-        &[AwaitingMerchant, Rejected, AwaitingReturn, ReturnShipped, OfferPending]
+        &[AwaitingMerchant, Rejected, AwaitingReturn, ReturnShipped, UnderReview, OfferPending]
+    ),
+    // From the request until the round ends (refunded or closed); an arbitrator only as the
+    // round's assignee.
+    command!(
+        PostMessage,
+        "messages",
+        "messages",
+        Dispute,
+        Post,
+        [Buyer, Merchant, Arbitrator],
+        &[
+            AwaitingMerchant,
+            OfferPending,
+            Rejected,
+            Escalated,
+            UnderReview,
+            Appealed,
+            AwaitingReturn,
+            ReturnShipped,
+            RefundPending
+        ]
+    ),
+    // By the assignee, one open request at a time.
+    command!(
+        RequestEvidence,
+        "evidence_requests",
+        "evidence-requests",
+        Dispute,
+        Post,
+        [Arbitrator],
+        &[UnderReview]
     ),
 ];
 
@@ -235,7 +271,7 @@ mod tests {
             assert_eq!(spec.kind as usize, index, "{} is out of place", spec.name);
             assert_eq!(spec.kind.spec(), spec);
         }
-        assert_eq!(COMMANDS.len(), ActionKind::ExpireDeadline as usize + 1);
+        assert_eq!(COMMANDS.len(), ActionKind::RequestEvidence as usize + 1);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! loading the aggregate; [`Dispute::pending_timer`](crate::Dispute::pending_timer) says the same from the state, and a
 //! property test holds the two together.
 //!
+//! An arbitrator's evidence request changes no status but has a deadline of its own
+//! ([`Deadline::EvidenceRequest`]): it runs under review, where no status-changing deadline
+//! does, one request at a time.
+//!
 //! The other windows (evidence, appeal, the arbitration SLA) change no status: a command after
 //! them is refused by its rule, and the views flag a breached SLA.
 
@@ -78,6 +82,10 @@ impl DisputeEvent {
             | ReturnShippingMissed { .. }
             | RefundPaid { .. }
             | RequestWithdrawn { .. } => TimerChange::Cleared,
+            MessagePosted { .. } => TimerChange::Unchanged,
+            // Under review no other deadline runs, so the request's is the order's timer.
+            EvidenceRequested { round, due, .. } => set(Deadline::EvidenceRequest, round, due),
+            EvidenceRequestAnswered { .. } | EvidenceRequestLapsed { .. } => TimerChange::Cleared,
         }
     }
 }

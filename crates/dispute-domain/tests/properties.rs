@@ -138,14 +138,14 @@ fn rightful_actor(action: &Action, c: &Choice) -> Actor {
         | Action::MerchantReject(_)
         | Action::MerchantOffer(_)
         | Action::ConfirmReturn(_) => merchant(),
-        Action::SubmitEvidence(_) | Action::Appeal(_) => {
+        Action::SubmitEvidence(_) | Action::Appeal(_) | Action::PostMessage(_) => {
             if c.flag & 0x40 != 0 {
                 merchant()
             } else {
                 buyer()
             }
         }
-        Action::Assign(_) | Action::Judge(_) => {
+        Action::Assign(_) | Action::Judge(_) | Action::RequestEvidence(_) => {
             if c.flag & 0x80 != 0 {
                 other_arbitrator()
             } else {
@@ -272,6 +272,7 @@ impl Sim {
             (Deadline::ReturnReceipt, DisputeEvent::ReturnShipped { receipt_confirm_due, .. }) => {
                 Some(*receipt_confirm_due)
             }
+            (Deadline::EvidenceRequest, DisputeEvent::EvidenceRequested { due, .. }) => Some(*due),
             _ => None,
         })
     }
@@ -342,6 +343,17 @@ impl Sim {
         submit(1 + c.amount as usize % 8)
     }
 
+    /// A message, with evidence one time in four.
+    fn message_action(c: &Choice) -> Action {
+        let evidence = if c.amount.is_multiple_of(4) { evidence(1 + c.amount as usize % 3) } else { vec![] };
+        Action::PostMessage(PostMessage { text: "about the order".to_string(), evidence })
+    }
+
+    fn ask_action(c: &Choice) -> Action {
+        let party = if c.flag & 0x40 != 0 { Party::Merchant } else { Party::Buyer };
+        Action::RequestEvidence(RequestEvidence { party, what: "the chat log".to_string() })
+    }
+
     /// Commands that fit the current status, issued by the actor who may issue them.
     fn fitting(&self, c: &Choice) -> Vec<(Actor, Action)> {
         let round = self.state.round();
@@ -375,6 +387,7 @@ impl Sim {
                 (buyer(), withdraw()),
                 (buyer(), escalate()),
                 (system(), expire(Deadline::MerchantResponse, round)),
+                (Self::party(c), Self::message_action(c)),
             ],
             Status::OfferPending => {
                 vec![(buyer(), accept_offer()), (buyer(), decline_offer()), (buyer(), withdraw())]
@@ -384,6 +397,7 @@ impl Sim {
                 (buyer(), escalate()),
                 (buyer(), withdraw()),
                 (system(), expire(Deadline::EscalationWindow, round)),
+                (Self::party(c), Self::evidence_action(c)),
             ],
             Status::Escalated => vec![
                 (arbitrator(), assign(other_arbitrator_id)),
@@ -397,6 +411,10 @@ impl Sim {
                     (arbitrator_named(&assignee), self.judge_action(c)),
                     (arbitrator_named(&assignee), self.judge_action(c)),
                     (Self::party(c), Self::evidence_action(c)),
+                    (arbitrator_named(&assignee), Self::ask_action(c)),
+                    (arbitrator_named(&assignee), Self::ask_action(c)),
+                    (Self::party(c), Self::message_action(c)),
+                    (system(), expire(Deadline::EvidenceRequest, round)),
                 ]
             }
             Status::Appealed => {
@@ -440,11 +458,12 @@ impl Sim {
         let amounts = [0, -1, 1, requested - 1, requested, requested + 1, refundable, self.paid() + 1];
         let amount = amounts[c.amount as usize % amounts.len()];
         let channel = if c.flag & 0x10 != 0 { channel(c.flag) } else { self.facts().payment_channel };
-        let deadline = match c.flag % 4 {
+        let deadline = match c.flag % 5 {
             0 => Deadline::MerchantResponse,
             1 => Deadline::EscalationWindow,
             2 => Deadline::ReturnShipping,
-            _ => Deadline::ReturnReceipt,
+            3 => Deadline::ReturnReceipt,
+            _ => Deadline::EvidenceRequest,
         };
         let round = match c.amount % 3 {
             0 => self.state.round().saturating_sub(1),
@@ -454,7 +473,7 @@ impl Sim {
         let bad_evidence = Action::SubmitEvidence(SubmitEvidence {
             evidence: vec![Evidence { sha256: "xyz".to_string(), ..evidence(1)[0].clone() }],
         });
-        let action = match c.pick % 22 {
+        let action = match c.pick % 24 {
             0 => register(order()),
             1 => register(OrderFacts { paid_amount: cny(amount), ..self.facts().clone() }),
             2 => deliver(self.now() - Duration::hours(c.amount as i64 % 500)),
@@ -479,6 +498,8 @@ impl Sim {
             17 => confirm(),
             18 => refund_paid(amount, channel, self.now()),
             19 => withdraw(),
+            20 => Self::message_action(c),
+            21 => Self::ask_action(c),
             _ => expire(deadline, round),
         };
         // Half the time the role that may issue the command, so that more rules than the role
@@ -677,6 +698,8 @@ fn the_generator_reaches_deep_states() {
     let mut second_rounds = 0;
     let mut appealed = 0;
     let mut ruled = 0;
+    let mut answered = 0;
+    let mut lapsed = 0;
     let mut accepted_steps = 0;
     let mut refused_steps = 0;
     for _ in 0..cases {
@@ -695,6 +718,11 @@ fn the_generator_reaches_deep_states() {
         second_rounds += usize::from(sim.state.round() >= 2);
         appealed += usize::from(sim.history.iter().any(|e| matches!(e, DisputeEvent::RulingAppealed { .. })));
         ruled += usize::from(sim.history.iter().any(|e| matches!(e, DisputeEvent::DisputeJudged { .. })));
+        answered += usize::from(
+            sim.history.iter().any(|e| matches!(e, DisputeEvent::EvidenceRequestAnswered { .. })),
+        );
+        lapsed +=
+            usize::from(sim.history.iter().any(|e| matches!(e, DisputeEvent::EvidenceRequestLapsed { .. })));
     }
     let all: BTreeSet<&str> = [
         "open",
@@ -714,7 +742,8 @@ fn the_generator_reaches_deep_states() {
     .collect();
     let report = format!(
         "statuses {statuses:?}; of {cases} cases: refunded {refunded_cases}, twice {refunded_twice}, \
-         second round {second_rounds}, ruled {ruled}, appealed {appealed}; steps accepted {accepted_steps}, refused {refused_steps}"
+         second round {second_rounds}, ruled {ruled}, appealed {appealed}, evidence requests answered \
+         {answered}, lapsed {lapsed}; steps accepted {accepted_steps}, refused {refused_steps}"
     );
     println!("{report}");
     assert_eq!(statuses, all, "{report}");
@@ -725,6 +754,7 @@ fn the_generator_reaches_deep_states() {
     assert!(second_rounds >= cases / 4, "{report}");
     assert!(ruled >= cases / 15, "{report}");
     assert!(appealed >= cases / 40, "{report}");
+    assert!(answered >= cases / 40 && lapsed >= cases / 40, "{report}");
     assert!(accepted_steps >= 5 * cases, "{report}");
     assert!(refused_steps >= 5 * cases, "{report}");
 }

@@ -873,9 +873,6 @@ mod evidence_rules {
         let s = Scenario::new();
         s.refuses(buyer(), submit(1), invalid("evidence", Status::Open));
         let mut s = Scenario::new();
-        s.rejected();
-        s.refuses(buyer(), submit(1), invalid("evidence", Status::Rejected));
-        let mut s = Scenario::new();
         s.requested(PAID).given(merchant(), offer(10));
         s.refuses(merchant(), submit(1), invalid("evidence", Status::OfferPending));
         let mut s = Scenario::new();
@@ -2312,6 +2309,10 @@ mod error_codes {
             (ChannelMismatch, "channel_mismatch", RefusalKind::RuleViolation),
             (EmptyField("note"), "empty_field", RefusalKind::RuleViolation),
             (InvalidOrderId, "invalid_order_id", RefusalKind::RuleViolation),
+            (TextTooLong("text"), "text_too_long", RefusalKind::RuleViolation),
+            (TooManyMessages, "too_many_messages", RefusalKind::RuleViolation),
+            (EvidenceNotAllowed, "evidence_not_allowed", RefusalKind::RuleViolation),
+            (EvidenceRequestOpen, "evidence_request_open", RefusalKind::RuleViolation),
         ];
         for (error, code, kind) in table {
             assert_eq!(error.code(), code, "{error:?}");
@@ -2416,5 +2417,325 @@ mod partial_rulings {
             DisputeError::PartialNotBelowRequest,
         );
         s.decide(arbitrator(), judge(RulingOutcome::RefundFull, None, false)).unwrap();
+    }
+}
+
+mod evidence_after_rejection {
+    use super::*;
+
+    #[test]
+    fn buyer_may_add_evidence_after_a_rejection_before_escalating() {
+        let mut s = Scenario::new();
+        s.rejected();
+        s.when(buyer(), submit(2)).then_expect_events(vec![DisputeEvent::EvidenceSubmitted {
+            round: 1,
+            party: Party::Buyer,
+            evidence: evidence(2),
+        }]);
+        assert_eq!(s.then_state(buyer(), submit(1)).status(), Status::Rejected);
+        s.given(buyer(), escalate());
+    }
+
+    #[test]
+    fn evidence_after_a_rejection_closes_with_the_escalation_window() {
+        let mut s = Scenario::new();
+        s.rejected().advance(Duration::days(7));
+        s.decide(buyer(), submit(1)).unwrap();
+        s.advance(Duration::seconds(1));
+        s.refuses(buyer(), submit(1), DisputeError::EvidenceWindowClosed);
+    }
+}
+
+mod messages {
+    use super::*;
+    use dispute_domain::command::{PostMessage, RequestEvidence};
+
+    fn message(text: &str) -> Action {
+        Action::PostMessage(PostMessage { text: text.to_string(), evidence: vec![] })
+    }
+
+    fn message_with(text: &str, n: usize) -> Action {
+        Action::PostMessage(PostMessage { text: text.to_string(), evidence: evidence(n) })
+    }
+
+    fn posted(round: u32, actor: &Actor, text: &str, evidence: Vec<Evidence>) -> DisputeEvent {
+        DisputeEvent::MessagePosted {
+            round,
+            author_role: actor.role,
+            author_id: actor.id.clone(),
+            text: text.to_string(),
+            evidence,
+        }
+    }
+
+    #[test]
+    fn buyer_and_merchant_post_messages_while_a_request_runs() {
+        let mut s = Scenario::new();
+        s.requested(PAID);
+        s.when(buyer(), message("where is my refund?")).then_expect_events(vec![posted(
+            1,
+            &buyer(),
+            "where is my refund?",
+            vec![],
+        )]);
+        s.when(merchant(), message_with("see the photo", 1)).then_expect_events(vec![posted(
+            1,
+            &merchant(),
+            "see the photo",
+            evidence(1),
+        )]);
+        // A message changes no status.
+        assert_eq!(s.then_state(buyer(), message("hello")).status(), Status::AwaitingMerchant);
+    }
+
+    #[test]
+    fn messages_are_for_the_orders_parties_and_its_assignee() {
+        let mut s = Scenario::new();
+        s.under_review();
+        s.refuses(other_buyer(), message("hi"), DisputeError::NotAParty);
+        s.refuses(other_merchant(), message("hi"), DisputeError::NotAParty);
+        s.refuses(other_arbitrator(), message("hi"), DisputeError::NotAssignee);
+        s.refuses(system(), message("hi"), DisputeError::Forbidden);
+        s.refuses(auditor(), message("hi"), DisputeError::Forbidden);
+        s.when(arbitrator(), message("please send the chat log")).then_expect_events(vec![posted(
+            1,
+            &arbitrator(),
+            "please send the chat log",
+            vec![],
+        )]);
+    }
+
+    #[test]
+    fn an_arbitrator_posts_only_once_assigned() {
+        let mut s = Scenario::new();
+        s.escalated();
+        s.refuses(arbitrator(), message("hi"), DisputeError::NotAssignee);
+        s.given(arbitrator(), assign(ARBITRATOR));
+        s.decide(arbitrator(), message("hi")).unwrap();
+    }
+
+    #[test]
+    fn messages_run_from_the_request_until_the_round_ends() {
+        let s = Scenario::new();
+        s.refuses(buyer(), message("hi"), invalid("messages", Status::Open));
+        let mut s = Scenario::new();
+        s.refunded(PAID);
+        s.refuses(buyer(), message("hi"), invalid("messages", Status::Refunded));
+        let mut s = Scenario::new();
+        s.requested(PAID).given(buyer(), withdraw());
+        s.refuses(merchant(), message("hi"), invalid("messages", Status::Closed));
+        // Every status of a running round takes them.
+        let mut s = Scenario::new();
+        s.requested(PAID).given(merchant(), offer(10));
+        s.decide(buyer(), message("hi")).unwrap();
+        let mut s = Scenario::new();
+        s.escalated();
+        s.decide(merchant(), message("hi")).unwrap();
+        let mut s = Scenario::new();
+        s.ruled(RulingOutcome::RefundFull, None, true);
+        s.decide(buyer(), message("shipping it today")).unwrap();
+        s.decide(arbitrator(), message("thank you")).unwrap();
+        s.given(buyer(), ship());
+        s.decide(merchant(), message("received")).unwrap();
+    }
+
+    #[test]
+    fn a_message_needs_one_to_2000_characters() {
+        let mut s = Scenario::new();
+        s.requested(PAID);
+        s.refuses(buyer(), message(" "), DisputeError::EmptyField("text"));
+        s.refuses(buyer(), message(&"x".repeat(2001)), DisputeError::TextTooLong("text"));
+        // Characters, not bytes.
+        s.decide(buyer(), message(&"退".repeat(2000))).unwrap();
+    }
+
+    #[test]
+    fn messages_are_capped_per_author_per_dispute() {
+        let policy = Policy::from_toml("[default]\nmax_messages_per_party = 2\n").unwrap();
+        let mut s = Scenario::of_with(order(), policy);
+        s.requested(PAID).given(buyer(), message("one")).given(buyer(), withdraw());
+        s.given(buyer(), refund_only(PAID)).given(buyer(), message("two"));
+        s.refuses(buyer(), message("three"), DisputeError::TooManyMessages);
+        // The merchant's count is its own.
+        s.given(merchant(), message("one")).given(merchant(), message("two"));
+        s.refuses(merchant(), message("three"), DisputeError::TooManyMessages);
+    }
+
+    #[test]
+    fn evidence_on_a_message_follows_the_evidence_rules() {
+        let mut s = Scenario::new();
+        s.requested(PAID);
+        let mut bad = evidence(1);
+        bad[0].sha256 = "z".repeat(64);
+        let bad = Action::PostMessage(PostMessage { text: "see".to_string(), evidence: bad });
+        s.refuses(buyer(), bad, DisputeError::InvalidEvidence);
+        // The request carried one item; 19 more reach the cap, on messages or submitted.
+        s.given(buyer(), message_with("photos", 19));
+        s.refuses(buyer(), message_with("one more", 1), DisputeError::TooMuchEvidence);
+        s.refuses(buyer(), submit(1), DisputeError::TooMuchEvidence);
+        // Where evidence is not taken, a message may still be posted without it.
+        let mut s = Scenario::new();
+        s.requested(PAID).given(merchant(), offer(10));
+        s.refuses(buyer(), message_with("see", 1), DisputeError::EvidenceNotAllowed);
+        s.decide(buyer(), message("see")).unwrap();
+        // After the evidence window, likewise.
+        let mut s = Scenario::new();
+        s.escalated().advance(Duration::hours(73));
+        s.refuses(merchant(), message_with("late", 1), DisputeError::EvidenceWindowClosed);
+        s.decide(merchant(), message("late")).unwrap();
+    }
+
+    #[test]
+    fn an_arbitrator_message_carries_no_evidence() {
+        let mut s = Scenario::new();
+        s.under_review();
+        s.refuses(arbitrator(), message_with("see", 1), DisputeError::EvidenceNotAllowed);
+    }
+
+    fn ask(party: Party, what: &str) -> Action {
+        Action::RequestEvidence(RequestEvidence { party, what: what.to_string() })
+    }
+
+    fn requested_event(s: &Scenario, request: u32, party: Party, what: &str, hours: i64) -> DisputeEvent {
+        DisputeEvent::EvidenceRequested {
+            round: s.round(),
+            request,
+            arbitrator_id: ARBITRATOR.to_string(),
+            party,
+            what: what.to_string(),
+            due: s.now() + Duration::hours(hours),
+        }
+    }
+
+    #[test]
+    fn the_assignee_asks_a_party_for_evidence_by_seventy_two_hours() {
+        let mut s = Scenario::new();
+        s.under_review();
+        let expected = requested_event(&s, 1, Party::Merchant, "the courier's proof of delivery", 72);
+        s.when(arbitrator(), ask(Party::Merchant, "the courier's proof of delivery"))
+            .then_expect_events(vec![expected.clone()]);
+        let state = s.then_state(arbitrator(), ask(Party::Merchant, "the courier's proof of delivery"));
+        assert_eq!(state.status(), Status::UnderReview);
+        let timer = state.pending_timer().expect("the request's deadline runs");
+        assert_eq!(timer.deadline, Deadline::EvidenceRequest);
+        assert_eq!(timer.due, s.now() + Duration::hours(72));
+        assert_eq!(expected.timer_change(), TimerChange::Set(timer));
+    }
+
+    #[test]
+    fn a_category_sets_its_own_evidence_request_deadline() {
+        let mut s = Scenario::of(order_in("fresh"));
+        // Fresh auto-accepts a missed deadline, so the merchant rejects.
+        s.under_review();
+        let expected = requested_event(&s, 1, Party::Buyer, "a photo", 24);
+        s.when(arbitrator(), ask(Party::Buyer, "a photo")).then_expect_events(vec![expected]);
+    }
+
+    #[test]
+    fn only_the_assignee_asks_for_evidence_and_only_under_review() {
+        let mut s = Scenario::new();
+        s.escalated();
+        s.refuses(arbitrator(), ask(Party::Buyer, "x"), invalid("evidence_requests", Status::Escalated));
+        s.given(arbitrator(), assign(ARBITRATOR));
+        s.refuses(other_arbitrator(), ask(Party::Buyer, "x"), DisputeError::NotAssignee);
+        for actor in [buyer(), merchant(), system(), auditor()] {
+            s.refuses(actor, ask(Party::Buyer, "x"), DisputeError::Forbidden);
+        }
+        s.refuses(arbitrator(), ask(Party::Buyer, " "), DisputeError::EmptyField("what"));
+        s.refuses(arbitrator(), ask(Party::Buyer, &"x".repeat(2001)), DisputeError::TextTooLong("what"));
+        s.given(arbitrator(), judge(RulingOutcome::NoRefund, None, false));
+        s.refuses(arbitrator(), ask(Party::Buyer, "x"), invalid("evidence_requests", Status::Closed));
+    }
+
+    #[test]
+    fn one_request_is_open_at_a_time() {
+        let mut s = Scenario::new();
+        s.under_review().given(arbitrator(), ask(Party::Buyer, "the chat log"));
+        s.refuses(arbitrator(), ask(Party::Merchant, "the waybill"), DisputeError::EvidenceRequestOpen);
+        s.given(buyer(), submit(1));
+        let expected = requested_event(&s, 2, Party::Merchant, "the waybill", 72);
+        s.when(arbitrator(), ask(Party::Merchant, "the waybill")).then_expect_events(vec![expected]);
+    }
+
+    #[test]
+    fn evidence_from_the_party_asked_answers_the_request() {
+        let mut s = Scenario::new();
+        s.under_review().given(arbitrator(), ask(Party::Buyer, "the chat log"));
+        // The other party's evidence does not answer it.
+        s.when(merchant(), submit(1)).then_expect_events(vec![DisputeEvent::EvidenceSubmitted {
+            round: 1,
+            party: Party::Merchant,
+            evidence: evidence(1),
+        }]);
+        s.when(buyer(), submit(1)).then_expect_events(vec![
+            DisputeEvent::EvidenceSubmitted { round: 1, party: Party::Buyer, evidence: evidence(1) },
+            DisputeEvent::EvidenceRequestAnswered { round: 1, request: 1, party: Party::Buyer },
+        ]);
+        // A message without evidence does not answer it; one with evidence does.
+        s.when(buyer(), message("coming")).then_expect_events(vec![posted(1, &buyer(), "coming", vec![])]);
+        s.when(buyer(), message_with("here", 1)).then_expect_events(vec![
+            posted(1, &buyer(), "here", evidence(1)),
+            DisputeEvent::EvidenceRequestAnswered { round: 1, request: 1, party: Party::Buyer },
+        ]);
+        let state = s.then_state(buyer(), submit(1));
+        assert_eq!(state.pending_timer(), None);
+        assert_eq!(
+            DisputeEvent::EvidenceRequestAnswered { round: 1, request: 1, party: Party::Buyer }
+                .timer_change(),
+            TimerChange::Cleared
+        );
+    }
+
+    #[test]
+    fn the_party_asked_may_answer_after_the_evidence_window() {
+        let mut s = Scenario::new();
+        s.under_review().advance(Duration::hours(73));
+        s.refuses(buyer(), submit(1), DisputeError::EvidenceWindowClosed);
+        s.given(arbitrator(), ask(Party::Buyer, "the chat log"));
+        s.refuses(merchant(), submit(1), DisputeError::EvidenceWindowClosed);
+        s.advance(Duration::hours(72));
+        s.decide(buyer(), submit(1)).unwrap();
+        s.advance(Duration::seconds(1));
+        s.refuses(buyer(), submit(1), DisputeError::EvidenceWindowClosed);
+    }
+
+    #[test]
+    fn an_unanswered_request_lapses_at_its_deadline_not_before() {
+        let mut s = Scenario::new();
+        s.under_review().given(arbitrator(), ask(Party::Merchant, "the waybill"));
+        s.advance(Duration::hours(72) - Duration::seconds(1));
+        s.refuses(system(), expire(Deadline::EvidenceRequest, 1), DisputeError::DeadlineNotReached);
+        s.advance(Duration::seconds(1));
+        s.when(system(), expire(Deadline::EvidenceRequest, 1)).then_expect_events(vec![
+            DisputeEvent::EvidenceRequestLapsed { round: 1, request: 1, party: Party::Merchant },
+        ]);
+        let state = s.then_state(system(), expire(Deadline::EvidenceRequest, 1));
+        assert_eq!(state.status(), Status::UnderReview);
+        assert_eq!(state.pending_timer(), None);
+        // Lapsed is not open: nothing more to expire, and the arbitrator may ask again.
+        s.refuses(system(), expire(Deadline::EvidenceRequest, 1), DisputeError::DeadlineNotReached);
+        s.decide(arbitrator(), ask(Party::Merchant, "the waybill, please")).unwrap();
+    }
+
+    #[test]
+    fn an_answered_request_does_not_lapse() {
+        let mut s = Scenario::new();
+        s.under_review().given(arbitrator(), ask(Party::Merchant, "the waybill"));
+        s.given(merchant(), submit(1)).advance(Duration::hours(73));
+        s.refuses(system(), expire(Deadline::EvidenceRequest, 1), DisputeError::DeadlineNotReached);
+    }
+
+    #[test]
+    fn a_ruling_ends_an_open_request() {
+        let mut s = Scenario::new();
+        s.under_review().given(arbitrator(), ask(Party::Merchant, "the waybill"));
+        let state = s.then_state(arbitrator(), judge(RulingOutcome::RefundFull, None, false));
+        assert_eq!(state.pending_timer(), None);
+        s.advance(Duration::hours(73));
+        s.refuses(
+            system(),
+            expire(Deadline::EvidenceRequest, 1),
+            invalid("expire_evidence_request", Status::RefundPending),
+        );
     }
 }

@@ -12,7 +12,10 @@ mod rebuild;
 mod runner;
 
 pub use dispute_store::ViewTables;
-pub use model::{Deadlines, DisputeView, EvidenceCounts, OfferAnswer, OfferView, Overdue, ReturnView};
+pub use model::{
+    Deadlines, DisputeView, EvidenceCounts, EvidenceRequest, EvidenceRequestState, Message, OfferAnswer,
+    OfferView, Overdue, Rejection, ReturnView, Ruling,
+};
 pub use projector::{Incoming, PROJECTION_LAG_SECONDS, Projector, describe_metrics};
 pub use queries::{
     MerchantPage, MerchantSummary, PlatformStats, QueueEntry, QueuePage, QueueQuery, TimelineEntry, Views,

@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use dispute_domain::{
-    ActionKind, ApprovedBy, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, InspectionProblem, Money,
-    OfferKind, OnMerchantTimeout, Party, PaymentChannel, RefundKind, RefundReason, RejectionReason, Role,
-    RulingOutcome, Scope, Status, return_reference,
+    ActionKind, ApprovedBy, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Evidence, InspectionProblem,
+    Money, OfferKind, OnMerchantTimeout, Party, PaymentChannel, RefundKind, RefundReason, RejectionReason,
+    Role, RulingOutcome, Scope, Status, return_reference,
 };
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,9 @@ pub struct Deadlines {
     pub return_ship_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt_confirm_due: Option<DateTime<Utc>>,
+    /// The open evidence request's deadline, for the party it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_request_due: Option<DateTime<Utc>>,
     /// When the pending offer lapses unanswered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer_response_due: Option<DateTime<Utc>>,
@@ -179,6 +182,12 @@ pub struct DisputeView {
     /// This round's ruling: what was decided, by whom, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ruling: Option<Ruling>,
+    /// Every message on the dispute, over every round, oldest first.
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    /// Every evidence request of an arbitrator, over every round, oldest first.
+    #[serde(default)]
+    pub evidence_requests: Vec<EvidenceRequest>,
 }
 
 /// A merchant's rejection, as the parties read it.
@@ -222,6 +231,51 @@ impl EvidenceCounts {
     }
 }
 
+/// A message as the dispute's readers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Message {
+    pub round: u32,
+    pub posted_at: DateTime<Utc>,
+    pub author_role: Role,
+    pub author_id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+}
+
+/// Where an arbitrator's evidence request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceRequestState {
+    /// Waiting for the party's evidence until `due`.
+    Open,
+    Answered,
+    /// The deadline passed without an answer.
+    Lapsed,
+    /// The arbitrator ruled before it was answered.
+    Closed,
+}
+
+/// An arbitrator's evidence request as the dispute's readers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceRequest {
+    /// The request's number on the dispute, from 1.
+    pub request: u32,
+    pub round: u32,
+    pub arbitrator_id: String,
+    pub party: Party,
+    pub what: String,
+    pub requested_at: DateTime<Utc>,
+    pub due: DateTime<Utc>,
+    pub state: EvidenceRequestState,
+    /// When it was answered, lapsed or closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
 impl DisputeView {
     /// The view after the order's first event, `OrderRegistered`.
     pub fn registered(dispute_id: &str, sequence: u64, event: &DisputeEvent) -> Option<Self> {
@@ -260,6 +314,8 @@ impl DisputeView {
             evidence: EvidenceCounts::default(),
             rejection: None,
             ruling: None,
+            messages: Vec::new(),
+            evidence_requests: Vec::new(),
         })
     }
 
@@ -401,6 +457,7 @@ impl DisputeView {
                     return_ship_due: *return_ship_due,
                     ..Default::default()
                 };
+                self.end_open_request(time, EvidenceRequestState::Closed);
                 self.refund_due_by = *refund_due;
                 self.return_parcel = match (amount, return_ship_due) {
                     (Some(_), Some(_)) => Some(self.new_return(return_address.clone())),
@@ -483,6 +540,41 @@ impl DisputeView {
                 self.status = Status::Refunded;
             }
             DisputeEvent::RequestWithdrawn { .. } => self.close(time, CloseReason::Withdrawn),
+            DisputeEvent::MessagePosted { round, author_role, author_id, text, evidence } => {
+                match author_role {
+                    Role::Buyer => self.evidence.add(Party::Buyer, evidence.len()),
+                    Role::Merchant => self.evidence.add(Party::Merchant, evidence.len()),
+                    _ => {}
+                }
+                self.messages.push(Message {
+                    round: *round,
+                    posted_at: time,
+                    author_role: *author_role,
+                    author_id: author_id.clone(),
+                    text: text.clone(),
+                    evidence: evidence.clone(),
+                });
+            }
+            DisputeEvent::EvidenceRequested { round, request, arbitrator_id, party, what, due } => {
+                d.evidence_request_due = Some(*due);
+                self.evidence_requests.push(EvidenceRequest {
+                    request: *request,
+                    round: *round,
+                    arbitrator_id: arbitrator_id.clone(),
+                    party: *party,
+                    what: what.clone(),
+                    requested_at: time,
+                    due: *due,
+                    state: EvidenceRequestState::Open,
+                    ended_at: None,
+                });
+            }
+            DisputeEvent::EvidenceRequestAnswered { .. } => {
+                self.end_open_request(time, EvidenceRequestState::Answered)
+            }
+            DisputeEvent::EvidenceRequestLapsed { .. } => {
+                self.end_open_request(time, EvidenceRequestState::Lapsed)
+            }
             DisputeEvent::ReplacementOffered { note, return_address, expires_at, revision, .. } => {
                 *d = Deadlines { offer_response_due: Some(*expires_at), ..Default::default() };
                 self.offer_amount = None;
@@ -548,6 +640,32 @@ impl DisputeView {
         }
     }
 
+    /// The soonest deadline the merchant must act by: its answer, a return's receipt, or an
+    /// open evidence request that names it. The merchant's list sorts on it.
+    pub fn merchant_due(&self) -> Option<DateTime<Utc>> {
+        let asked = self.open_request().filter(|r| r.party == Party::Merchant).map(|r| r.due);
+        [self.deadlines.merchant_next(self.status), asked].into_iter().flatten().min()
+    }
+
+    /// The open evidence request, if any.
+    pub fn open_request(&self) -> Option<&EvidenceRequest> {
+        self.evidence_requests.iter().rev().find(|r| r.state == EvidenceRequestState::Open)
+    }
+
+    fn end_open_request(&mut self, time: DateTime<Utc>, state: EvidenceRequestState) {
+        self.deadlines.evidence_request_due = None;
+        if let Some(open) = self.evidence_requests.iter_mut().find(|r| r.state == EvidenceRequestState::Open)
+        {
+            open.state = state;
+            open.ended_at = Some(time);
+        }
+    }
+
+    /// Whether the open evidence request names `role`'s party and is not yet due at `now`.
+    fn requested_from(&self, role: Role, now: DateTime<Utc>) -> bool {
+        self.open_request().is_some_and(|r| party_role(r.party) == role && now <= r.due)
+    }
+
     fn close(&mut self, time: DateTime<Utc>, reason: CloseReason) {
         self.refund_due_by = None;
         self.deadlines = Deadlines::default();
@@ -560,19 +678,26 @@ impl DisputeView {
     /// that has not passed at `now`. Arbitrators see the assignment SLA.
     pub fn act_by(&self, role: Role, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let d = &self.deadlines;
+        // The open evidence request's deadline, for the party it names.
+        let asked = self.open_request().filter(|r| party_role(r.party) == role).map(|r| r.due);
         // Shipping an approved or ruled return is the buyer's next step; an appeal beside it is
         // optional and does not hide it.
         if role == Role::Buyer && d.return_ship_due.is_some_and(|due| due > now) {
             return d.return_ship_due;
         }
         let candidates = match role {
-            Role::Buyer => {
-                [d.escalation_due, d.return_ship_due, d.evidence_due, d.appeal_due, d.offer_response_due]
-            }
+            Role::Buyer => [
+                d.escalation_due,
+                d.return_ship_due,
+                d.evidence_due,
+                d.appeal_due,
+                asked,
+                d.offer_response_due,
+            ],
             Role::Merchant => {
-                [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due, None]
+                [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due, asked, None]
             }
-            Role::Arbitrator => [d.assignment_due, None, None, None, None],
+            Role::Arbitrator => [d.assignment_due, None, None, None, None, None],
             _ => return None,
         };
         candidates.into_iter().flatten().filter(|due| *due > now).min()
@@ -588,14 +713,14 @@ impl DisputeView {
             .iter()
             .filter(|spec| spec.scope == Scope::Dispute)
             .filter(|spec| spec.roles.contains(&role) && spec.statuses.contains(&self.status))
-            .filter(|spec| self.open(spec.kind, now, policy))
+            .filter(|spec| self.open(spec.kind, role, now, policy))
             .map(|spec| spec.segment)
             .collect()
     }
 
     /// Whether the command is still open at `now`, in a status where the table allows it: the
     /// conditions its rule checks beyond the status, as far as the view knows them.
-    fn open(&self, kind: ActionKind, now: DateTime<Utc>, policy: &CategoryPolicy) -> bool {
+    fn open(&self, kind: ActionKind, role: Role, now: DateTime<Utc>, policy: &CategoryPolicy) -> bool {
         use ActionKind::*;
         let d = &self.deadlines;
         let until = |due: Option<DateTime<Utc>>| due.is_none_or(|due| now <= due);
@@ -617,8 +742,14 @@ impl DisputeView {
             }
             MerchantOffer => until(d.merchant_response_due) && self.offer_possible(),
             AcceptOffer | DeclineOffer => until(d.offer_response_due),
-            // Before escalation evidence has no window; after it, the evidence window.
-            SubmitEvidence => self.status == Status::AwaitingMerchant || until(d.evidence_due),
+            // Awaiting the merchant evidence has no window; after a rejection, the escalation
+            // window; after escalation, the evidence window; a party asked for evidence, until
+            // the request's deadline.
+            SubmitEvidence => match self.status {
+                Status::AwaitingMerchant => true,
+                Status::Rejected => until(d.escalation_due) || self.requested_from(role, now),
+                _ => until(d.evidence_due) || self.requested_from(role, now),
+            },
             Escalate => match self.status {
                 // Once the offer has lapsed, before the timer records it.
                 Status::OfferPending => d
@@ -638,7 +769,23 @@ impl DisputeView {
             ShipReturn => until(d.return_ship_due),
             RegisterOrder | MarkDelivered | MerchantAccept | Assign | Judge | ConfirmReturn
             | RecordRefundPaid | Withdraw | ExpireDeadline => true,
+            // An arbitrator only as the round's assignee; each author up to the policy's cap.
+            PostMessage => {
+                (role != Role::Arbitrator || self.assignee.is_some())
+                    && (self.messages.iter().filter(|m| m.author_role == role).count() as u64)
+                        < u64::from(policy.max_messages_per_party)
+            }
+            // One open request at a time.
+            RequestEvidence => self.open_request().is_none(),
         }
+    }
+}
+
+/// The role a party acts in.
+fn party_role(party: Party) -> Role {
+    match party {
+        Party::Buyer => Role::Buyer,
+        Party::Merchant => Role::Merchant,
     }
 }
 

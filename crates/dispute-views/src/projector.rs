@@ -233,7 +233,7 @@ fn dispute_row(view: &DisputeView) -> Result<DisputeRow, ViewError> {
         currency: view.paid_amount.currency.clone(),
         requested_minor: view.requested_total.amount_minor,
         refunded_minor: view.refunded_total.amount_minor,
-        merchant_due_ms: view.deadlines.merchant_next(view.status).map_or(i64::MAX, |t| t.timestamp_millis()),
+        merchant_due_ms: view.merchant_due().map_or(i64::MAX, |t| t.timestamp_millis()),
         requested_at_ms: view.requested_at.map(|t| t.timestamp_millis()),
         escalated_at_ms: view.escalated_at.map(|t| t.timestamp_millis()),
         assignment_due_ms: view.deadlines.assignment_due.map(|t| t.timestamp_millis()),

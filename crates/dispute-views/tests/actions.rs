@@ -14,6 +14,8 @@
 //! - `evidence`: one well-formed item;
 //! - `assign`: an arbitrator who has not ruled on the dispute;
 //! - `judge`: `no_refund` without a return;
+//! - `messages`: a text without evidence (by the assignee for an arbitrator);
+//! - `evidence-requests`: from the buyer, by the assignee;
 //! - `refund-paid`: the approved amount on the order's channel;
 //! - the others: a note where one is required, nothing otherwise.
 //!
@@ -161,6 +163,7 @@ impl World {
             d.appeal_due,
             d.return_ship_due,
             d.receipt_confirm_due,
+            d.evidence_request_due,
             d.merchant_response_due.map(|due| due + policy.escalation_window),
             d.offer_response_due,
             d.offer_response_due.map(|due| due + policy.escalation_window),
@@ -215,7 +218,12 @@ impl World {
         let id = match role {
             Role::Buyer => BUYER,
             Role::Merchant => MERCHANT,
-            Role::Arbitrator if kind == ActionKind::Judge => {
+            Role::Arbitrator
+                if matches!(
+                    kind,
+                    ActionKind::Judge | ActionKind::PostMessage | ActionKind::RequestEvidence
+                ) =>
+            {
                 self.view().assignee.as_deref().unwrap_or(FIRST_ARBITRATOR)
             }
             Role::Arbitrator => FIRST_ARBITRATOR,
@@ -277,6 +285,10 @@ impl World {
             }),
             ActionKind::Withdraw => Action::Withdraw(Withdraw::default()),
             ActionKind::ExpireDeadline => unreachable!("not a dispute action"),
+            ActionKind::PostMessage => Action::PostMessage(PostMessage { text: note(), evidence: vec![] }),
+            ActionKind::RequestEvidence => {
+                Action::RequestEvidence(RequestEvidence { party: Party::Buyer, what: note() })
+            }
         }
     }
 }
@@ -502,6 +514,26 @@ fn scripts() -> Vec<World> {
     w.wait(hours(1));
     done.push(w);
 
+    // A conversation: messages from each side and the assignee, evidence after a rejection,
+    // one evidence request answered by a message's evidence, another lapsing before the ruling.
+    let mut w = World::new("conversation", shipped("books"));
+    w.buyer(request(RefundKind::RefundOnly, 5_000));
+    w.buyer(message("is it on its way?", vec![]));
+    w.merchant(message("it left on Monday", vec![]));
+    w.merchant(reject());
+    w.buyer(Action::SubmitEvidence(SubmitEvidence { evidence: vec![evidence()] }));
+    w.buyer(escalate());
+    w.arbitrator(FIRST_ARBITRATOR, assign(FIRST_ARBITRATOR));
+    w.arbitrator(FIRST_ARBITRATOR, message("I am looking at it", vec![]));
+    w.wait(hours(80));
+    w.arbitrator(FIRST_ARBITRATOR, request_evidence(Party::Merchant, "the tracking record"));
+    w.wait(hours(2));
+    w.merchant(message("here it is", vec![evidence()]));
+    w.arbitrator(FIRST_ARBITRATOR, request_evidence(Party::Buyer, "a photo of the mailbox"));
+    w.fire(Deadline::EvidenceRequest);
+    w.arbitrator(FIRST_ARBITRATOR, request_evidence(Party::Buyer, "anything at all"));
+    w.arbitrator(FIRST_ARBITRATOR, judge(RulingOutcome::RefundPartial, Some(1_000), false));
+    w.merchant(message("thank you", vec![]));
     // Offers declined and revised until the revisions run out; the buyer escalates.
     let mut w = World::new("offer revised", shipped("books"));
     w.buyer(request(RefundKind::RefundOnly, 6_000));
@@ -562,6 +594,14 @@ fn scripts() -> Vec<World> {
     done.push(w);
 
     done
+}
+
+fn message(text: &str, evidence: Vec<Evidence>) -> Action {
+    Action::PostMessage(PostMessage { text: text.to_string(), evidence })
+}
+
+fn request_evidence(party: Party, what: &str) -> Action {
+    Action::RequestEvidence(RequestEvidence { party, what: what.to_string() })
 }
 
 #[test]

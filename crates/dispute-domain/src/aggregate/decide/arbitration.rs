@@ -10,11 +10,11 @@ impl Dispute {
     pub(super) fn submit_evidence(&self, cx: &Context, cmd: &SubmitEvidence) -> Decided {
         let (order, round) = self.in_status(cx)?;
         let party = party_of(cx.actor);
-        if self.status != Status::AwaitingMerchant && round.evidence_due.is_some_and(|due| cx.now > due) {
-            return Err(DisputeError::EvidenceWindowClosed);
-        }
+        self.check_evidence_window(cx, round, party)?;
         self.check_evidence(party, &cmd.evidence, cx.policy.for_category(&order.category), true)?;
-        Ok(vec![DisputeEvent::EvidenceSubmitted { round: self.round, party, evidence: cmd.evidence.clone() }])
+        let submitted =
+            DisputeEvent::EvidenceSubmitted { round: self.round, party, evidence: cmd.evidence.clone() };
+        Ok([submitted].into_iter().chain(self.answer(round, party, &cmd.evidence)).collect())
     }
 
     pub(super) fn escalate(&self, cx: &Context, cmd: &Escalate) -> Decided {

@@ -13,6 +13,7 @@ impl Dispute {
             Deadline::EscalationWindow => "expire_escalation_window",
             Deadline::ReturnShipping => "expire_return_shipping",
             Deadline::ReturnReceipt => "expire_return_receipt",
+            Deadline::EvidenceRequest => "expire_evidence_request",
             Deadline::OfferResponse => "expire_offer_response",
         };
         let order = self.party_order(cx)?;
@@ -48,6 +49,14 @@ impl Dispute {
                 round: self.round,
                 escalation_due: round.offer_terms.expires_at.unwrap_or(now) + policy.escalation_window,
             },
+            Deadline::EvidenceRequest => {
+                let request = round.evidence_request.as_ref().expect("a due request is open");
+                DisputeEvent::EvidenceRequestLapsed {
+                    round: self.round,
+                    request: request.number,
+                    party: request.party,
+                }
+            }
         };
         Ok(vec![event])
     }

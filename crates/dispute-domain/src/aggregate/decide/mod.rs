@@ -3,6 +3,7 @@
 //! needs come from the command table ([`CommandSpec`]).
 
 mod arbitration;
+mod conversation;
 mod deadline;
 mod merchant;
 mod order;
@@ -59,6 +60,8 @@ impl Dispute {
             Action::RecordRefundPaid(cmd) => self.record_refund_paid(&cx, cmd),
             Action::Withdraw(cmd) => self.withdraw(&cx, cmd),
             Action::ExpireDeadline { deadline, round } => self.expire(&cx, *deadline, *round),
+            Action::PostMessage(cmd) => self.post_message(&cx, cmd),
+            Action::RequestEvidence(cmd) => self.request_evidence(&cx, cmd),
         }
     }
 

@@ -14,6 +14,7 @@ mod follower;
 mod idempotency;
 mod lifecycle;
 mod metrics;
+mod offers;
 mod rebuild;
 mod relay;
 mod timer;

@@ -194,7 +194,8 @@ async fn a_shipped_return_not_confirmed_in_time_is_confirmed_automatically() {
 async fn deadlines_closed_in_time_never_fire() {
     let app = TestApp::postgres().await;
     let timer = DeadlineTimer::new(app.store.clone());
-    // Accepted, offered, withdrawn, escalated, and a return shipped and confirmed: each in time.
+    // Accepted, an offer made and accepted, withdrawn, escalated, and a return shipped and
+    // confirmed: each in time.
     for id in ["a-1", "o-1", "w-1", "x-1", "s-1"] {
         requested(&app, id, if id == "s-1" { "return_and_refund" } else { "refund_only" }).await;
     }
@@ -202,6 +203,7 @@ async fn deadlines_closed_in_time_never_fire() {
     app.advance(Duration::hours(47));
     app.merchant_accept("a-1").await.assert_ok();
     app.merchant_offer("o-1", 2_000).await.assert_ok();
+    app.command("o-1", "accept-offer", Role::Buyer, BUYER, json!({})).await.assert_ok();
     app.command("w-1", "withdraw", Role::Buyer, BUYER, json!({})).await.assert_ok();
     app.merchant_reject("x-1").await.assert_ok();
     app.escalate("x-1").await.assert_ok();

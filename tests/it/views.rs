@@ -413,7 +413,10 @@ async fn the_dispute_view_follows_an_accepted_offer() {
         id,
         app.merchant_offer(id, 2_500).await,
         &mut want,
-        json!({ "sequence": 3, "status": "offer_pending", "offer_amount": cny(2_500), "deadlines": {} }),
+        json!({
+            "sequence": 3, "status": "offer_pending", "offer_amount": cny(2_500),
+            "deadlines": { "offer_response_due": app.now() + Duration::days(10) },
+        }),
         actions(&["accept-offer", "decline-offer", "withdraw", "messages"], &["messages"], &[]),
     )
     .await;
@@ -422,7 +425,7 @@ async fn the_dispute_view_follows_an_accepted_offer() {
         id,
         accept_offer(&app, id).await,
         &mut want,
-        json!({ "sequence": 4, "status": "refund_pending", "approved_amount": cny(2_500) }),
+        json!({ "sequence": 4, "status": "refund_pending", "approved_amount": cny(2_500), "deadlines": {} }),
         actions(&["messages"], &["messages"], &[]),
     )
     .await;
@@ -1004,8 +1007,18 @@ async fn a_merchant_page_holds_at_most_200_disputes_and_a_larger_limit_is_refuse
 
     let path = format!("/v1/merchants/{MERCHANT}/disputes");
     let merchant = app.token(Role::Merchant, MERCHANT);
-    for wrong in ["limit=201", "limit=0", "limit=-1", "limit=ten", "cursor=nonsense", "cursor=5:", "stage=x"]
-    {
+    for wrong in [
+        "limit=201",
+        "limit=0",
+        "limit=-1",
+        "limit=ten",
+        "cursor=nonsense",
+        "cursor=5:",
+        "stage=x",
+        // Not an order id: a NUL byte would reach PostgreSQL, which refuses it in text.
+        "cursor=-63:%00m",
+        "cursor=5:a%20b",
+    ] {
         let answer = app.send(Method::GET, &format!("{path}?{wrong}"), Some(&merchant), None, &[]).await;
         answer.assert_problem(400, "malformed_request");
     }
@@ -1260,7 +1273,9 @@ async fn the_platform_queue_carries_what_arbitrators_triage_by_filters_and_pages
     assert_eq!(seen, ["qf-1", "qf-2", "qf-3", "qf-4", "qf-5"]);
 
     let arbitrator = app.token(Role::Arbitrator, "arb-1");
-    for wrong in ["reason=bored", "sla_breached=maybe", "limit=0", "limit=201", "cursor=x", "page=2"] {
+    for wrong in
+        ["reason=bored", "sla_breached=maybe", "limit=0", "limit=201", "cursor=x", "page=2", "cursor=1:%00"]
+    {
         let answer =
             app.send(Method::GET, &format!("/v1/platform/queue?{wrong}"), Some(&arbitrator), None, &[]).await;
         answer.assert_problem(400, "malformed_request");

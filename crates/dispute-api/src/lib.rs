@@ -104,6 +104,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(views::merchant_summary))
         .routes(routes!(views::platform_queue))
         .routes(routes!(views::platform_stats))
+        .routes(routes!(views::refunds_overdue))
         .routes(routes!(audit::replayed))
         .routes(routes!(audit::events));
     for command in openapi::commands() {

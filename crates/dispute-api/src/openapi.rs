@@ -234,7 +234,17 @@ fn command_example(name: &str) -> Option<serde_json::Value> {
         "merchant_reject" => json!({
             "reason_code": "insufficient_evidence", "note": "The photo shows wear.", "evidence": [],
         }),
-        "merchant_offer" => json!({ "amount": cny(6_000), "note": "Half back, keep the item." }),
+        "merchant_offer" => json!({
+            "kind": "partial_refund_with_return", "amount": cny(6_000),
+            "note": "Send it back and get half; it can be resold as a second.",
+            "return_address": "Returns desk, 8 Wensan Road, Hangzhou",
+        }),
+        "merchant_accept" => json!({
+            "note": "Sorry about the seam.", "return_address": "Returns desk, 8 Wensan Road, Hangzhou",
+        }),
+        "confirm_return" => {
+            json!({ "inspection_failed": "wrong_item", "note": "A blue shirt came back, not the red one sold." })
+        }
         "submit_evidence" => json!({ "evidence": photo }),
         "escalate" => json!({ "note": "The merchant ignores the defect." }),
         "assign" => json!({ "arbitrator_id": "a-7" }),

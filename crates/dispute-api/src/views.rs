@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use dispute_domain::{DisputeError, RefundReason, Role, Status};
-use dispute_views::{DisputeView, MerchantSummary, PlatformStats, QueueEntry, QueueQuery, TimelineEntry};
+use dispute_views::{
+    DisputeView, MerchantSummary, Overdue, PlatformStats, QueueEntry, QueueQuery, TimelineEntry,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -117,6 +119,9 @@ pub(crate) struct DisputeAnswer {
     actions: Vec<&'static str>,
     /// When the caller's next step is due, if one is.
     act_by: Option<DateTime<Utc>>,
+    /// The refund's late steps, as of now (the service clock).
+    #[serde(flatten)]
+    overdue: Overdue,
 }
 
 /// A dispute's events, in order, as far as its view reflects them.
@@ -159,7 +164,8 @@ impl DisputeAnswer {
         let policy = state.store.services().policy.for_category(&view.category);
         let actions = view.actions(role, now, policy);
         let act_by = view.act_by(role, now);
-        Self { view, actions, act_by }
+        let overdue = view.overdue(now);
+        Self { view, actions, act_by, overdue }
     }
 }
 
@@ -293,8 +299,13 @@ fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
 
 /// A cursor as `next_cursor` gives it: `{sort key}:{order id}`.
 fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
+    // The id is an order id (a cursor this route gave): its alphabet keeps bytes such as NUL,
+    // which PostgreSQL text refuses, from reaching the query.
+    let order_id = |id: &str| {
+        (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:".contains(&b))
+    };
     text.split_once(':')
-        .filter(|(due, id)| !id.is_empty() && due.len() <= 20)
+        .filter(|(due, id)| order_id(id) && due.len() <= 20)
         .and_then(|(due, id)| Some((due.parse().ok()?, id.to_string())))
         .ok_or_else(|| ApiError::Malformed("cursor must be a next_cursor this route gave".to_string()))
 }
@@ -378,6 +389,27 @@ pub(crate) async fn platform_queue(
     let now = state.store.services().clock.now();
     let page = state.views.platform_queue(now, query).await?;
     Ok(Json(PlatformQueue { queue: page.queue, next_cursor: page.next_cursor }))
+}
+
+/// Approved refunds the payment system has not paid by their due time.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundsOverdue {
+    disputes: Vec<DisputeView>,
+}
+
+/// `GET /v1/platform/refunds-overdue`: refunds past their payment due time at the service's
+/// clock, for arbitrators and auditors.
+#[utoipa::path(
+    get, path = "/v1/platform/refunds-overdue", tag = "views", security(("bearer" = [])),
+    responses((status = 200, description = "The overdue refunds, longest overdue first.", body = RefundsOverdue))
+)]
+pub(crate) async fn refunds_overdue(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<RefundsOverdue>, ApiError> {
+    platform_reader(&caller)?;
+    let now = state.store.services().clock.now();
+    Ok(Json(RefundsOverdue { disputes: state.views.refunds_overdue(now).await? }))
 }
 
 /// `GET /v1/platform/stats`: counts by reason, outcome and arbitrator.

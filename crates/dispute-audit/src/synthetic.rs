@@ -76,6 +76,8 @@ fn lifecycle(n: u64, start: DateTime<Utc>) -> BulkStream {
                 note: None,
                 // As stored before approvals carried their time: the pinned hashes stay.
                 approved_at: None,
+                return_address: None,
+                refund_due: None,
             },
         ),
         (

@@ -17,7 +17,7 @@ pub use decide::{PAYMENT_CLOCK_SKEW, expected_arrival};
 
 use crate::command::*;
 use crate::{
-    Clock, CloseReason, DisputeError, DisputeEvent, Money, OrderFacts, Party, Policy, RefundKind,
+    Clock, CloseReason, DisputeError, DisputeEvent, Money, OfferKind, OrderFacts, Party, Policy, RefundKind,
     RefundReason, Role, Status, Timer,
 };
 
@@ -101,6 +101,22 @@ struct Round {
     /// At most one at a time, under review only.
     #[serde(default)]
     evidence_request: Option<OpenRequest>,
+    /// The pending (or last) offer's terms; `offer` above is its amount, if it refunds.
+    offer_terms: OfferTerms,
+    /// The buyer accepted a replacement: the goods' receipt ends the round.
+    replacement: bool,
+}
+
+/// What the round's latest offer says beyond its amount.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct OfferTerms {
+    kind: OfferKind,
+    return_address: Option<String>,
+    /// Absent for offers stored before offers lapsed.
+    expires_at: Option<DateTime<Utc>>,
+    revision: u32,
+    /// The buyer declined it: the merchant may revise it while the buyer may still escalate.
+    declined: bool,
 }
 
 impl Round {
@@ -111,6 +127,7 @@ impl Round {
             Deadline::ReturnShipping => self.return_ship_due,
             Deadline::ReturnReceipt => self.receipt_confirm_due,
             Deadline::EvidenceRequest => self.evidence_request.as_ref().map(|r| r.due),
+            Deadline::OfferResponse => self.offer_terms.expires_at,
         }
     }
 }
@@ -163,6 +180,7 @@ impl Dispute {
             Status::AwaitingReturn => Deadline::ReturnShipping,
             Status::ReturnShipped => Deadline::ReturnReceipt,
             Status::UnderReview => Deadline::EvidenceRequest,
+            Status::OfferPending => Deadline::OfferResponse,
             _ => return None,
         };
         let due = self.current.as_ref()?.due(deadline)?;
@@ -251,6 +269,8 @@ impl Aggregate for Dispute {
                     return_ship_due: None,
                     receipt_confirm_due: None,
                     evidence_request: None,
+                    offer_terms: OfferTerms::default(),
+                    replacement: false,
                 });
             }
             DisputeEvent::RefundApproved { amount, return_ship_due, approved_at, .. } => {
@@ -261,12 +281,20 @@ impl Aggregate for Dispute {
                 self.round_mut().escalation_due = Some(escalation_due);
                 self.status = Status::Rejected;
             }
-            DisputeEvent::MerchantOffered { amount, .. } => {
-                self.round_mut().offer = Some(amount);
+            DisputeEvent::MerchantOffered { amount, kind, return_address, expires_at, revision, .. } => {
+                let round = self.round_mut();
+                round.offer = Some(amount);
+                round.offer_terms =
+                    OfferTerms { kind, return_address, expires_at, revision, declined: false };
                 self.status = Status::OfferPending;
             }
-            DisputeEvent::OfferDeclined { escalation_due, .. }
-            | DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
+            DisputeEvent::OfferDeclined { escalation_due, .. } => {
+                let round = self.round_mut();
+                round.offer_terms.declined = true;
+                round.escalation_due = Some(escalation_due);
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
                 self.round_mut().escalation_due = Some(escalation_due);
                 self.status = Status::Rejected;
             }
@@ -298,6 +326,7 @@ impl Aggregate for Dispute {
                 let round = self.round_mut();
                 // A ruling ends an open evidence request.
                 round.evidence_request = None;
+                round.replacement = false;
                 round.ruled_by = Some(arbitrator_id);
                 round.appeal_due = appeal_due;
                 match amount {
@@ -319,7 +348,13 @@ impl Aggregate for Dispute {
                 self.round_mut().receipt_confirm_due = Some(receipt_confirm_due);
                 self.status = Status::ReturnShipped;
             }
-            DisputeEvent::ReturnReceived { .. } => self.status = Status::RefundPending,
+            DisputeEvent::ReturnReceived { .. } => {
+                if self.round_mut().replacement {
+                    self.close(CloseReason::Replaced);
+                } else {
+                    self.status = Status::RefundPending;
+                }
+            }
             DisputeEvent::ReturnShippingMissed { .. } => {
                 self.round_mut().approved = None;
                 self.close(CloseReason::ReturnNotShipped);
@@ -352,6 +387,37 @@ impl Aggregate for Dispute {
                 self.round_mut().evidence_request = None;
             }
             DisputeEvent::OrderShipped { shipped_at } => self.shipped_at = Some(shipped_at),
+            DisputeEvent::ReplacementOffered { return_address, expires_at, revision, .. } => {
+                let round = self.round_mut();
+                round.offer = None;
+                round.offer_terms = OfferTerms {
+                    kind: OfferKind::Replacement,
+                    return_address,
+                    expires_at: Some(expires_at),
+                    revision,
+                    declined: false,
+                };
+                self.status = Status::OfferPending;
+            }
+            DisputeEvent::OfferLapsed { escalation_due, .. } => {
+                self.round_mut().escalation_due = Some(escalation_due);
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::ReplacementAgreed { return_ship_due, .. } => {
+                let round = self.round_mut();
+                round.replacement = true;
+                round.return_ship_due = Some(return_ship_due);
+                self.status = Status::AwaitingReturn;
+            }
+            DisputeEvent::ReturnInspectionFailed { escalation_due, .. } => {
+                let round = self.round_mut();
+                round.approved = None;
+                round.replacement = false;
+                round.return_ship_due = None;
+                round.receipt_confirm_due = None;
+                round.escalation_due = Some(escalation_due);
+                self.status = Status::Rejected;
+            }
         }
     }
 }

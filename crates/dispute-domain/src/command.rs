@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Actor, Evidence, Money, OrderFacts, Party, PaymentChannel, RefundKind, RefundReason, RejectionReason,
-    RulingOutcome, Status,
+    Actor, Evidence, InspectionProblem, Money, OfferKind, OrderFacts, Party, PaymentChannel, RefundKind,
+    RefundReason, RejectionReason, RulingOutcome, Status,
 };
 
 /// A command and the caller issuing it.
@@ -70,6 +70,8 @@ pub enum Deadline {
     /// The party an arbitrator asked for evidence did not answer in time. It changes no
     /// status; it runs while the dispute is under review, where no other deadline runs.
     EvidenceRequest,
+    /// The buyer did not answer the merchant's offer in time.
+    OfferResponse,
 }
 
 impl Deadline {
@@ -81,6 +83,7 @@ impl Deadline {
             Deadline::ReturnShipping => "return_shipping",
             Deadline::ReturnReceipt => "return_receipt",
             Deadline::EvidenceRequest => "evidence_request",
+            Deadline::OfferResponse => "offer_response",
         }
     }
 
@@ -92,6 +95,7 @@ impl Deadline {
             Deadline::ReturnShipping => Status::AwaitingReturn,
             Deadline::ReturnReceipt => Status::ReturnShipped,
             Deadline::EvidenceRequest => Status::UnderReview,
+            Deadline::OfferResponse => Status::OfferPending,
         }
     }
 }
@@ -121,6 +125,10 @@ pub struct RequestRefund {
 pub struct MerchantAccept {
     #[serde(default)]
     pub note: Option<String>,
+    /// Where a return goes, when the request is a return-and-refund; absent: the policy's
+    /// default for the category, else the merchant's address on file.
+    #[serde(default)]
+    pub return_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,8 +145,17 @@ pub struct MerchantReject {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MerchantOffer {
-    pub amount: Money,
+    /// What is refunded: required for the partial refunds, refused for a replacement.
+    #[serde(default)]
+    pub amount: Option<Money>,
     pub note: String,
+    /// Absent: a partial refund, as before offers had kinds.
+    #[serde(default)]
+    pub kind: OfferKind,
+    /// Where the goods go back, for the kinds with a return; absent: the policy's default for
+    /// the category, else the merchant's address on file.
+    #[serde(default)]
+    pub return_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +220,9 @@ pub struct ShipReturn {
 pub struct ConfirmReturn {
     #[serde(default)]
     pub note: Option<String>,
+    /// The parcel failed inspection: not what was sent. Absent: received as expected.
+    #[serde(default)]
+    pub inspection_failed: Option<InspectionProblem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

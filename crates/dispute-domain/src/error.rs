@@ -123,6 +123,10 @@ pub enum DisputeError {
     ShipmentConflict,
     #[error("the order has not shipped: there is nothing to return, so ask for a refund only")]
     ReturnWithoutShipment,
+    #[error("the offer has expired; the buyer may escalate")]
+    OfferExpired,
+    #[error("the merchant has revised this round's offer as often as the policy allows")]
+    OfferRevisionsExhausted,
 }
 
 impl DisputeError {
@@ -169,6 +173,8 @@ impl DisputeError {
             PaidInFuture { .. } => "paid_in_future",
             ShipmentConflict => "invalid_transition",
             ReturnWithoutShipment => "return_without_shipment",
+            OfferExpired => "offer_expired",
+            OfferRevisionsExhausted => "offer_revisions_exhausted",
         }
     }
 
@@ -220,6 +226,8 @@ impl DisputeError {
             PaidInFuture { latest: DateTime::UNIX_EPOCH },
             ShipmentConflict,
             ReturnWithoutShipment,
+            OfferExpired,
+            OfferRevisionsExhausted,
         ];
         for refusal in &every {
             match refusal {
@@ -259,7 +267,9 @@ impl DisputeError {
                 | TextTooLong(_)
                 | TooManyMessages
                 | EvidenceNotAllowed
-                | EvidenceRequestOpen => {}
+                | EvidenceRequestOpen
+                | OfferExpired
+                | OfferRevisionsExhausted => {}
                 RulingFinal
                 | PaidBeforeApproval { .. }
                 | PaidInFuture { .. }

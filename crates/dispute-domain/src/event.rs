@@ -9,8 +9,8 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ApprovedBy, Evidence, Money, OrderFacts, Party, PaymentChannel, ReceiptConfirmedBy, RefundKind,
-    RefundReason, RejectionReason, Role, RulingOutcome,
+    ApprovedBy, Evidence, InspectionProblem, Money, OfferKind, OrderFacts, Party, PaymentChannel,
+    ReceiptConfirmedBy, RefundKind, RefundReason, RejectionReason, Role, RulingOutcome,
 };
 
 /// The current version of every event type's shape.
@@ -48,6 +48,16 @@ pub enum DisputeEvent {
         /// approvals stored before the field existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         approved_at: Option<DateTime<Utc>>,
+        /// Where the goods go back, when a return is required and an address was named (by the
+        /// merchant, the offer, or the category's policy); absent: the merchant's address on
+        /// file. Absent from approvals stored before the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        return_address: Option<String>,
+        /// When the payment system should have paid, when no return is required (else
+        /// [`DisputeEvent::ReturnReceived`] carries it). Absent from approvals stored before
+        /// the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refund_due: Option<DateTime<Utc>>,
     },
     MerchantRejected {
         round: u32,
@@ -56,10 +66,24 @@ pub enum DisputeEvent {
         evidence: Vec<Evidence>,
         escalation_due: DateTime<Utc>,
     },
+    /// A partial refund offered, with or without the goods coming back. The fields after
+    /// `note` are absent from offers stored before they existed (a partial refund, open until
+    /// answered, the round's first offer).
     MerchantOffered {
         round: u32,
         amount: Money,
         note: String,
+        #[serde(default)]
+        kind: OfferKind,
+        /// Where the goods go back, for `partial_refund_with_return`, when named.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        return_address: Option<String>,
+        /// When the offer lapses unanswered; the buyer may then escalate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
+        /// 0 for the round's first offer, then 1, 2, … for each revision after a decline.
+        #[serde(default)]
+        revision: u32,
     },
     OfferDeclined {
         round: u32,
@@ -109,6 +133,13 @@ pub enum DisputeEvent {
         /// Absent from rulings stored before the field existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ruled_at: Option<DateTime<Utc>>,
+        /// Where the goods go back when the ruling requires it: the category's default address,
+        /// when the policy names one. Absent from rulings stored before the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        return_address: Option<String>,
+        /// When the payment system should have paid a refund ruled without return.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refund_due: Option<DateTime<Utc>>,
     },
     RulingAppealed {
         round: u32,
@@ -130,6 +161,10 @@ pub enum DisputeEvent {
         round: u32,
         confirmed_by: ReceiptConfirmedBy,
         note: Option<String>,
+        /// When the payment system should have paid the refund; absent for a replacement and
+        /// from receipts stored before the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refund_due: Option<DateTime<Utc>>,
     },
     /// The buyer did not ship the approved return in time.
     ReturnShippingMissed {
@@ -183,6 +218,35 @@ pub enum DisputeEvent {
     OrderShipped {
         shipped_at: DateTime<Utc>,
     },
+    /// The merchant offered a replacement (换货) instead of a refund: the goods come back and
+    /// a new one is sent.
+    ReplacementOffered {
+        round: u32,
+        note: String,
+        return_address: Option<String>,
+        expires_at: DateTime<Utc>,
+        revision: u32,
+    },
+    /// The buyer left the offer unanswered past `expires_at` (the timer, or an escalation
+    /// after it); the buyer may escalate until `escalation_due`.
+    OfferLapsed {
+        round: u32,
+        escalation_due: DateTime<Utc>,
+    },
+    /// The buyer accepted a replacement: the goods go back by `return_ship_due`.
+    ReplacementAgreed {
+        round: u32,
+        return_ship_due: DateTime<Utc>,
+        return_address: Option<String>,
+    },
+    /// The merchant opened the returned parcel and found a problem instead of the goods sent;
+    /// no refund is due unless the buyer escalates by `escalation_due` and the platform rules.
+    ReturnInspectionFailed {
+        round: u32,
+        problem: InspectionProblem,
+        note: String,
+        escalation_due: DateTime<Utc>,
+    },
 }
 
 impl DisputeEvent {
@@ -213,6 +277,10 @@ impl DisputeEvent {
             DisputeEvent::EvidenceRequestAnswered { .. } => "EvidenceRequestAnswered",
             DisputeEvent::EvidenceRequestLapsed { .. } => "EvidenceRequestLapsed",
             DisputeEvent::OrderShipped { .. } => "OrderShipped",
+            DisputeEvent::ReplacementOffered { .. } => "ReplacementOffered",
+            DisputeEvent::OfferLapsed { .. } => "OfferLapsed",
+            DisputeEvent::ReplacementAgreed { .. } => "ReplacementAgreed",
+            DisputeEvent::ReturnInspectionFailed { .. } => "ReturnInspectionFailed",
         }
     }
 }

@@ -43,6 +43,16 @@ pub struct CategoryPolicy {
     /// Messages per author over the whole dispute: the buyer, the merchant, and the
     /// arbitrators together.
     pub max_messages_per_party: u32,
+    /// How long the buyer has to answer a merchant's offer before it lapses.
+    pub offer_response: Duration,
+    /// How often the merchant may revise a declined offer in one round (0: never).
+    pub max_offer_revisions: u32,
+    /// How long the payment system has to pay an approved refund, counted from the approval
+    /// or, when the goods come back, from their receipt.
+    pub refund_payment: Duration,
+    /// The return address used when the merchant names none (absent: the merchant's address
+    /// on file with the order service).
+    pub return_address: Option<String>,
 }
 
 /// The whole policy: a default and the categories that override parts of it.
@@ -181,6 +191,10 @@ fn builtin_default() -> CategoryPolicy {
         no_reason_allowed: true,
         evidence_request: Duration::hours(72),
         max_messages_per_party: 100,
+        offer_response: Duration::days(10),
+        max_offer_revisions: 2,
+        refund_payment: Duration::days(3),
+        return_address: None,
     }
 }
 
@@ -210,6 +224,10 @@ struct Overrides {
     no_reason_allowed: Option<bool>,
     evidence_request: Option<String>,
     max_messages_per_party: Option<u32>,
+    offer_response: Option<String>,
+    max_offer_revisions: Option<u32>,
+    refund_payment: Option<String>,
+    return_address: Option<String>,
 }
 
 impl PolicyFile {
@@ -249,6 +267,10 @@ impl Overrides {
             no_reason_allowed: self.no_reason_allowed.or(base.no_reason_allowed),
             evidence_request: self.evidence_request.or(base.evidence_request),
             max_messages_per_party: self.max_messages_per_party.or(base.max_messages_per_party),
+            offer_response: self.offer_response.or(base.offer_response),
+            max_offer_revisions: self.max_offer_revisions.or(base.max_offer_revisions),
+            refund_payment: self.refund_payment.or(base.refund_payment),
+            return_address: self.return_address.or(base.return_address),
         }
     }
 
@@ -294,6 +316,21 @@ impl Overrides {
                 self.max_messages_per_party,
                 base.max_messages_per_party,
             )?,
+            offer_response: duration("offer_response", self.offer_response, base.offer_response)?,
+            // Zero is allowed here: a category may forbid revisions.
+            max_offer_revisions: self.max_offer_revisions.unwrap_or(base.max_offer_revisions),
+            refund_payment: duration("refund_payment", self.refund_payment, base.refund_payment)?,
+            return_address: match self.return_address {
+                Some(address) if address.trim().is_empty() => {
+                    return Err(PolicyError::Value {
+                        section: section.to_string(),
+                        key: "return_address",
+                        message: "must not be empty".to_string(),
+                    });
+                }
+                Some(address) => Some(address),
+                None => base.return_address.clone(),
+            },
         })
     }
 }
@@ -333,6 +370,8 @@ mod tests {
         assert_eq!(policy.for_category("electronics").request_window, Duration::days(15));
         assert_eq!(policy.for_category("electronics").merchant_response, Duration::hours(48));
         assert_eq!(policy.for_category("fresh").evidence_request, Duration::hours(24));
+        assert_eq!(policy.for_category("books").offer_response, Duration::days(10));
+        assert_eq!(policy.for_category("fresh").offer_response, Duration::hours(48));
     }
 
     #[test]

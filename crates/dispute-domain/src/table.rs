@@ -170,7 +170,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         Dispute,
         Post,
         [Merchant],
-        &[AwaitingMerchant]
+        // In `rejected` only to revise an offer the buyer declined.
+        &[AwaitingMerchant, Rejected]
     ),
     command!(AcceptOffer, "accept_offer", "accept-offer", Dispute, Post, [Buyer], &[OfferPending]),
     command!(DeclineOffer, "decline_offer", "decline-offer", Dispute, Post, [Buyer], &[OfferPending]),
@@ -184,8 +185,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         &[AwaitingMerchant, Escalated, UnderReview, Appealed, Rejected]
     ),
     // In `awaiting_merchant` only once the merchant's deadline has passed, where the policy
-    // lets the buyer escalate then.
-    command!(Escalate, "escalate", "escalate", Dispute, Post, [Buyer], &[Rejected, AwaitingMerchant]),
+    // lets the buyer escalate then; in `offer_pending` only once the offer has lapsed.
+    command!(
+        Escalate,
+        "escalate",
+        "escalate",
+        Dispute,
+        Post,
+        [Buyer],
+        &[Rejected, AwaitingMerchant, OfferPending]
+    ),
     command!(Assign, "assign", "assign", Dispute, Post, [Arbitrator], &[Escalated, Appealed]),
     command!(Judge, "judge", "judge", Dispute, Post, [Arbitrator], &[UnderReview]),
     // After a first ruling only, before any refund for it is paid or any return shipped.
@@ -220,7 +229,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         Internal,
         Post,
         [System],
-        &[AwaitingMerchant, Rejected, AwaitingReturn, ReturnShipped, UnderReview]
+        &[AwaitingMerchant, Rejected, AwaitingReturn, ReturnShipped, UnderReview, OfferPending]
     ),
     // From the request until the round ends (refunded or closed); an arbitrator only as the
     // round's assignee.

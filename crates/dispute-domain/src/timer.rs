@@ -53,7 +53,9 @@ impl DisputeEvent {
             }
             MerchantRejected { round, escalation_due, .. }
             | OfferDeclined { round, escalation_due, .. }
-            | MerchantResponseMissed { round, escalation_due } => {
+            | MerchantResponseMissed { round, escalation_due }
+            | OfferLapsed { round, escalation_due }
+            | ReturnInspectionFailed { round, escalation_due, .. } => {
                 set(Deadline::EscalationWindow, round, escalation_due)
             }
             RefundApproved { round, return_ship_due: Some(due), .. } => {
@@ -61,6 +63,11 @@ impl DisputeEvent {
             }
             DisputeJudged { round, amount: Some(_), return_ship_due: Some(due), .. } => {
                 set(Deadline::ReturnShipping, round, due)
+            }
+            MerchantOffered { round, expires_at: Some(due), .. }
+            | ReplacementOffered { round, expires_at: due, .. } => set(Deadline::OfferResponse, round, due),
+            ReplacementAgreed { round, return_ship_due, .. } => {
+                set(Deadline::ReturnShipping, round, return_ship_due)
             }
             ReturnShipped { round, receipt_confirm_due, .. } => {
                 set(Deadline::ReturnReceipt, round, receipt_confirm_due)

@@ -217,6 +217,9 @@ pub enum CloseReason {
     RejectionAccepted,
     RuledNoRefund,
     ReturnNotShipped,
+    /// The buyer accepted a replacement offer and the merchant received the goods back: the
+    /// merchant sends the replacement through the order service.
+    Replaced,
 }
 
 /// Who approved a refund, for the record and the merchant's win/loss figures.
@@ -250,4 +253,49 @@ pub enum ReceiptConfirmedBy {
 pub enum Party {
     Buyer,
     Merchant,
+}
+
+/// What a merchant offers instead of the refund asked for. Offers stored or sent before kinds
+/// existed are partial refunds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OfferKind {
+    /// Part of the money back; the buyer keeps the goods.
+    #[default]
+    PartialRefund,
+    /// Part of the money back once the goods come back.
+    PartialRefundWithReturn,
+    /// No money back: the goods come back and the merchant sends a replacement (换货).
+    Replacement,
+}
+
+impl OfferKind {
+    /// Whether accepting the offer sends the goods back.
+    pub fn return_required(self) -> bool {
+        !matches!(self, OfferKind::PartialRefund)
+    }
+
+    /// Whether the offer carries an amount of money.
+    pub fn refunds(self) -> bool {
+        !matches!(self, OfferKind::Replacement)
+    }
+}
+
+/// What the merchant found on opening a returned parcel, when it is not what was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum InspectionProblem {
+    WrongItem,
+    Damaged,
+    EmptyBox,
+    /// Parts or accessories missing.
+    Incomplete,
+}
+
+/// The reference a return of `round` of the dispute on `order_id` ships under, for the
+/// merchant's warehouse to match the parcel: stable, derived, never stored separately.
+pub fn return_reference(order_id: &str, round: u32) -> String {
+    format!("RMA-{order_id}-{round}")
 }

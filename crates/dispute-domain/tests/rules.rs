@@ -446,6 +446,8 @@ mod requests {
                     return_ship_due: None,
                     note: None,
                     approved_at: Some(s.now()),
+                    return_address: None,
+                    refund_due: Some(s.now() + Duration::days(3)),
                 },
             ],
         );
@@ -519,6 +521,8 @@ mod merchant_answers {
             return_ship_due: None,
             note: Some("sorry".to_string()),
             approved_at: Some(s.now()),
+            return_address: None,
+            refund_due: Some(s.now() + Duration::days(3)),
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::RefundPending);
@@ -538,6 +542,8 @@ mod merchant_answers {
             return_ship_due: Some(due),
             note: Some("sorry".to_string()),
             approved_at: Some(s.now()),
+            return_address: None,
+            refund_due: None,
         }]);
         let state = s.then_state(merchant(), accept());
         assert_eq!(state.status(), Status::AwaitingReturn);
@@ -635,6 +641,10 @@ mod merchant_answers {
             round: 1,
             amount: cny(PAID - 1),
             note: "half back, keep it".to_string(),
+            kind: OfferKind::PartialRefund,
+            return_address: None,
+            expires_at: Some(s.now() + Duration::days(10)),
+            revision: 0,
         }]);
         assert_eq!(s.then_state(merchant(), offer(PAID - 1)).status(), Status::OfferPending);
     }
@@ -655,8 +665,9 @@ mod merchant_answers {
         s.refuses(merchant(), offer(0), DisputeError::InvalidAmount);
         s.refuses(merchant(), offer(-5), DisputeError::InvalidAmount);
         let usd = Action::MerchantOffer(command::MerchantOffer {
-            amount: Money::new(100, "USD"),
+            amount: Some(Money::new(100, "USD")),
             note: "in dollars".to_string(),
+            ..offer_body()
         });
         s.refuses(merchant(), usd, DisputeError::CurrencyMismatch);
     }
@@ -665,7 +676,11 @@ mod merchant_answers {
     fn merchant_offer_needs_a_note() {
         let mut s = Scenario::new();
         s.requested(6_000);
-        let action = Action::MerchantOffer(command::MerchantOffer { amount: cny(100), note: String::new() });
+        let action = Action::MerchantOffer(command::MerchantOffer {
+            amount: Some(cny(100)),
+            note: String::new(),
+            ..offer_body()
+        });
         s.refuses(merchant(), action, DisputeError::EmptyField("note"));
     }
 
@@ -695,6 +710,8 @@ mod merchant_answers {
             return_ship_due: None,
             note: None,
             approved_at: Some(s.now()),
+            return_address: None,
+            refund_due: Some(s.now() + Duration::days(3)),
         }]);
         let state = s.then_state(buyer(), accept_offer());
         assert_eq!(state.status(), Status::RefundPending);
@@ -1102,6 +1119,8 @@ mod arbitration {
                 appeal_due: Some(now + Duration::days(3)),
                 return_ship_due: None,
                 ruled_at: Some(now),
+                return_address: None,
+                refund_due: Some(now + Duration::days(3)),
             },
         ]);
         let state = s.then_state(arbitrator(), judge(RulingOutcome::RefundFull, None, false));
@@ -1468,6 +1487,7 @@ mod returns {
             round: 1,
             confirmed_by: ReceiptConfirmedBy::Merchant,
             note: None,
+            refund_due: Some(s.now() + Duration::days(3)),
         }]);
         let state = s.then_state(merchant(), confirm());
         assert_eq!(state.status(), Status::RefundPending);
@@ -2027,6 +2047,8 @@ mod deadlines {
                 return_ship_due: None,
                 note: None,
                 approved_at: Some(s.now()),
+                return_address: None,
+                refund_due: Some(s.now() + Duration::days(3)),
             },
         ]);
         let state = s.then_state(system(), expire(Deadline::MerchantResponse, 1));
@@ -2112,7 +2134,12 @@ mod deadlines {
         s.refuses(system(), expire(Deadline::ReturnReceipt, 1), DisputeError::DeadlineNotReached);
         s.advance(Duration::seconds(1));
         s.when(system(), expire(Deadline::ReturnReceipt, 1)).then_expect_events(vec![
-            DisputeEvent::ReturnReceived { round: 1, confirmed_by: ReceiptConfirmedBy::Timeout, note: None },
+            DisputeEvent::ReturnReceived {
+                round: 1,
+                confirmed_by: ReceiptConfirmedBy::Timeout,
+                note: None,
+                refund_due: Some(s.now() + Duration::days(3)),
+            },
         ]);
         let state = s.then_state(system(), expire(Deadline::ReturnReceipt, 1));
         assert_eq!(state.status(), Status::RefundPending);

@@ -13,7 +13,8 @@ mod runner;
 
 pub use dispute_store::ViewTables;
 pub use model::{
-    Deadlines, DisputeView, EvidenceCounts, EvidenceRequest, EvidenceRequestState, Message, Rejection, Ruling,
+    Deadlines, DisputeView, EvidenceCounts, EvidenceRequest, EvidenceRequestState, Message, OfferAnswer,
+    OfferView, Overdue, Rejection, ReturnView, Ruling,
 };
 pub use projector::{Incoming, PROJECTION_LAG_SECONDS, Projector, describe_metrics};
 pub use queries::{

@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use dispute_domain::{
-    ActionKind, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Evidence, Money, OnMerchantTimeout,
-    Party, PaymentChannel, RefundKind, RefundReason, RejectionReason, Role, RulingOutcome, Scope, Status,
+    ActionKind, ApprovedBy, COMMANDS, CategoryPolicy, CloseReason, DisputeEvent, Evidence, InspectionProblem,
+    Money, OfferKind, OnMerchantTimeout, Party, PaymentChannel, RefundKind, RefundReason, RejectionReason,
+    Role, RulingOutcome, Scope, Status, return_reference,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,78 @@ pub struct Deadlines {
     /// The open evidence request's deadline, for the party it names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_request_due: Option<DateTime<Utc>>,
+    /// When the pending offer lapses unanswered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_response_due: Option<DateTime<Utc>>,
+}
+
+/// The round's latest offer, pending or answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OfferView {
+    pub kind: OfferKind,
+    /// Absent for a replacement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    pub note: String,
+    /// Absent for offers made before offers lapsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// 0 for the round's first offer, 1, 2, … for each revision after a decline.
+    pub revision: u32,
+    /// Where the goods go back, for the kinds with a return, when named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_address: Option<String>,
+    /// Absent while the offer waits for the buyer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<OfferAnswer>,
+}
+
+/// What became of an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OfferAnswer {
+    Accepted,
+    /// The merchant may revise it while the buyer may escalate.
+    Declined,
+    /// Left unanswered past `expires_at`.
+    Lapsed,
+}
+
+/// The goods coming back in the current round: where, under which reference, how shipped, and
+/// what the merchant found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReturnView {
+    /// `RMA-<order>-<round>`: what the parcel is labelled with.
+    pub reference: String,
+    /// Absent: the merchant's address on file with the order service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<DateTime<Utc>>,
+    /// What the merchant found instead of the goods sent, if the parcel failed inspection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspection_failed: Option<InspectionProblem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspection_note: Option<String>,
+}
+
+/// Refund steps that are late at the time of reading: computed from the view's due times and
+/// the service clock, never stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Overdue {
+    /// Approved (and any return received), not reported paid, past `refund_due_by`.
+    pub refund_payment_overdue: bool,
+    /// Paid, past `refund_expected_by` (the channel's arrival time): the buyer should check
+    /// with the channel, the platform with the payment service.
+    pub refund_arrival_overdue: bool,
 }
 
 impl Deadlines {
@@ -90,6 +163,16 @@ pub struct DisputeView {
     /// Rulings won and lost by the merchant on this order (a refund ruled is a loss).
     pub merchant_wins: u32,
     pub merchant_losses: u32,
+    /// The round's latest offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<OfferView>,
+    /// The return agreed or ruled in the current round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_parcel: Option<ReturnView>,
+    /// When the payment system should pay the approved refund (by the policy's
+    /// `refund_payment`, from approval or from the return's receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_due_by: Option<DateTime<Utc>>,
     /// Pieces of evidence each party has given over the dispute (the policy caps them).
     #[serde(default)]
     pub evidence: EvidenceCounts,
@@ -225,6 +308,9 @@ impl DisputeView {
             refund_expected_by: None,
             merchant_wins: 0,
             merchant_losses: 0,
+            offer: None,
+            return_parcel: None,
+            refund_due_by: None,
             evidence: EvidenceCounts::default(),
             rejection: None,
             ruling: None,
@@ -264,13 +350,30 @@ impl DisputeView {
                 self.escalated_at = None;
                 self.resolved_at = None;
                 self.refund_expected_by = None;
+                self.offer = None;
+                self.return_parcel = None;
+                self.refund_due_by = None;
                 self.rejection = None;
                 self.ruling = None;
                 self.status = Status::AwaitingMerchant;
             }
-            DisputeEvent::RefundApproved { amount, return_ship_due, .. } => {
+            DisputeEvent::RefundApproved {
+                amount,
+                approved_by,
+                return_ship_due,
+                return_address,
+                refund_due,
+                ..
+            } => {
+                if let (ApprovedBy::Offer, Some(offer)) = (approved_by, self.offer.as_mut()) {
+                    offer.answer = Some(OfferAnswer::Accepted);
+                }
                 *d = Deadlines { return_ship_due: *return_ship_due, ..Default::default() };
                 self.approved_amount = Some(amount.clone());
+                self.refund_due_by = *refund_due;
+                if return_ship_due.is_some() {
+                    self.return_parcel = Some(self.new_return(return_address.clone()));
+                }
                 self.status =
                     if return_ship_due.is_some() { Status::AwaitingReturn } else { Status::RefundPending };
             }
@@ -283,11 +386,31 @@ impl DisputeView {
             DisputeEvent::OfferDeclined { escalation_due, .. }
             | DisputeEvent::MerchantResponseMissed { escalation_due, .. } => {
                 *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                if let (DisputeEvent::OfferDeclined { .. }, Some(offer)) = (event, self.offer.as_mut()) {
+                    offer.answer = Some(OfferAnswer::Declined);
+                }
                 self.status = Status::Rejected;
             }
-            DisputeEvent::MerchantOffered { amount, .. } => {
-                d.merchant_response_due = None;
+            DisputeEvent::MerchantOffered {
+                amount,
+                note,
+                kind,
+                return_address,
+                expires_at,
+                revision,
+                ..
+            } => {
+                *d = Deadlines { offer_response_due: *expires_at, ..Default::default() };
                 self.offer_amount = Some(amount.clone());
+                self.offer = Some(OfferView {
+                    kind: *kind,
+                    amount: Some(amount.clone()),
+                    note: note.clone(),
+                    expires_at: *expires_at,
+                    revision: *revision,
+                    return_address: return_address.clone(),
+                    answer: None,
+                });
                 self.status = Status::OfferPending;
             }
             DisputeEvent::EvidenceSubmitted { party, evidence, .. } => {
@@ -313,6 +436,8 @@ impl DisputeView {
                 amount,
                 appeal_due,
                 return_ship_due,
+                return_address,
+                refund_due,
                 arbitrator_id,
                 return_required,
                 rationale,
@@ -333,6 +458,11 @@ impl DisputeView {
                     ..Default::default()
                 };
                 self.end_open_request(time, EvidenceRequestState::Closed);
+                self.refund_due_by = *refund_due;
+                self.return_parcel = match (amount, return_ship_due) {
+                    (Some(_), Some(_)) => Some(self.new_return(return_address.clone())),
+                    _ => None,
+                };
                 self.outcome = Some(*outcome);
                 match outcome {
                     RulingOutcome::NoRefund => self.merchant_wins += 1,
@@ -363,19 +493,38 @@ impl DisputeView {
                     None => {}
                 }
                 self.approved_amount = None;
+                self.refund_due_by = None;
+                self.return_parcel = None;
                 self.assignee = None;
                 self.close_reason = None;
                 self.resolved_at = None;
                 self.escalated_at = Some(time);
                 self.status = Status::Appealed;
             }
-            DisputeEvent::ReturnShipped { receipt_confirm_due, .. } => {
+            DisputeEvent::ReturnShipped { receipt_confirm_due, carrier, tracking_number, .. } => {
                 *d = Deadlines { receipt_confirm_due: Some(*receipt_confirm_due), ..Default::default() };
+                let parcel = self.return_parcel.get_or_insert_with(|| ReturnView {
+                    reference: return_reference(&self.dispute_id, self.round),
+                    ..empty_return()
+                });
+                parcel.carrier = Some(carrier.clone());
+                parcel.tracking_number = Some(tracking_number.clone());
                 self.status = Status::ReturnShipped;
             }
-            DisputeEvent::ReturnReceived { .. } => {
+            DisputeEvent::ReturnReceived { refund_due, .. } => {
                 *d = Deadlines::default();
-                self.status = Status::RefundPending;
+                if let Some(parcel) = self.return_parcel.as_mut() {
+                    parcel.received_at = Some(time);
+                }
+                let replacement = self.offer.as_ref().is_some_and(|o| {
+                    o.kind == OfferKind::Replacement && o.answer == Some(OfferAnswer::Accepted)
+                });
+                if replacement && self.approved_amount.is_none() {
+                    self.close(time, CloseReason::Replaced);
+                } else {
+                    self.refund_due_by = *refund_due;
+                    self.status = Status::RefundPending;
+                }
             }
             DisputeEvent::ReturnShippingMissed { .. } => {
                 self.approved_amount = None;
@@ -383,6 +532,7 @@ impl DisputeView {
             }
             DisputeEvent::RefundPaid { amount, expected_arrival_by, .. } => {
                 *d = Deadlines::default();
+                self.refund_due_by = None;
                 self.refunded_total = self.refunded_total.plus(amount);
                 self.approved_amount = None;
                 self.refund_expected_by = Some(*expected_arrival_by);
@@ -426,6 +576,68 @@ impl DisputeView {
                 self.end_open_request(time, EvidenceRequestState::Lapsed)
             }
             DisputeEvent::OrderShipped { .. } => {}
+            DisputeEvent::ReplacementOffered { note, return_address, expires_at, revision, .. } => {
+                *d = Deadlines { offer_response_due: Some(*expires_at), ..Default::default() };
+                self.offer_amount = None;
+                self.offer = Some(OfferView {
+                    kind: OfferKind::Replacement,
+                    amount: None,
+                    note: note.clone(),
+                    expires_at: Some(*expires_at),
+                    revision: *revision,
+                    return_address: return_address.clone(),
+                    answer: None,
+                });
+                self.status = Status::OfferPending;
+            }
+            DisputeEvent::OfferLapsed { escalation_due, .. } => {
+                *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                if let Some(offer) = self.offer.as_mut() {
+                    offer.answer = Some(OfferAnswer::Lapsed);
+                }
+                self.status = Status::Rejected;
+            }
+            DisputeEvent::ReplacementAgreed { return_ship_due, return_address, .. } => {
+                *d = Deadlines { return_ship_due: Some(*return_ship_due), ..Default::default() };
+                self.approved_amount = None;
+                self.return_parcel = Some(self.new_return(return_address.clone()));
+                if let Some(offer) = self.offer.as_mut() {
+                    offer.answer = Some(OfferAnswer::Accepted);
+                }
+                self.status = Status::AwaitingReturn;
+            }
+            DisputeEvent::ReturnInspectionFailed { problem, note, escalation_due, .. } => {
+                *d = Deadlines { escalation_due: Some(*escalation_due), ..Default::default() };
+                if let Some(parcel) = self.return_parcel.as_mut() {
+                    parcel.received_at = Some(time);
+                    parcel.inspection_failed = Some(*problem);
+                    parcel.inspection_note = Some(note.clone());
+                }
+                self.approved_amount = None;
+                self.refund_due_by = None;
+                self.status = Status::Rejected;
+            }
+        }
+    }
+
+    /// An offer (of the canonical kind, a partial refund) is more than nothing and less than
+    /// the request.
+    fn offer_possible(&self) -> bool {
+        self.requested_amount.as_ref().is_some_and(|m| m.amount_minor > 1)
+    }
+
+    /// The return of the current round, to `address`.
+    fn new_return(&self, address: Option<String>) -> ReturnView {
+        ReturnView { reference: return_reference(&self.dispute_id, self.round), address, ..empty_return() }
+    }
+
+    /// The refund steps late at `now`.
+    pub fn overdue(&self, now: DateTime<Utc>) -> Overdue {
+        Overdue {
+            refund_payment_overdue: self.status == Status::RefundPending
+                && self.refund_due_by.is_some_and(|due| now > due),
+            refund_arrival_overdue: self.status == Status::Refunded
+                && self.refund_expected_by.is_some_and(|due| now > due),
         }
     }
 
@@ -456,6 +668,7 @@ impl DisputeView {
     }
 
     fn close(&mut self, time: DateTime<Utc>, reason: CloseReason) {
+        self.refund_due_by = None;
         self.deadlines = Deadlines::default();
         self.status = Status::Closed;
         self.close_reason = Some(reason);
@@ -474,11 +687,18 @@ impl DisputeView {
             return d.return_ship_due;
         }
         let candidates = match role {
-            Role::Buyer => [d.escalation_due, d.return_ship_due, d.evidence_due, d.appeal_due, asked],
+            Role::Buyer => [
+                d.escalation_due,
+                d.return_ship_due,
+                d.evidence_due,
+                d.appeal_due,
+                asked,
+                d.offer_response_due,
+            ],
             Role::Merchant => {
-                [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due, asked]
+                [d.merchant_response_due, d.receipt_confirm_due, d.evidence_due, d.appeal_due, asked, None]
             }
-            Role::Arbitrator => [d.assignment_due, None, None, None, None],
+            Role::Arbitrator => [d.assignment_due, None, None, None, None, None],
             _ => return None,
         };
         candidates.into_iter().flatten().filter(|due| *due > now).min()
@@ -513,11 +733,16 @@ impl DisputeView {
                     && self.refunded_total.amount_minor < self.paid_amount.amount_minor
             }
             MerchantReject => until(d.merchant_response_due),
-            // An offer is more than nothing and less than the request.
-            MerchantOffer => {
-                until(d.merchant_response_due)
-                    && self.requested_amount.as_ref().is_some_and(|m| m.amount_minor > 1)
+            // A revision of a declined offer, while revisions are left and the buyer may still
+            // escalate. (A replacement needs no amount, so the request's size does not matter.)
+            MerchantOffer if self.status == Status::Rejected => {
+                self.offer.as_ref().is_some_and(|o| {
+                    o.answer == Some(OfferAnswer::Declined) && o.revision < policy.max_offer_revisions
+                }) && until(d.escalation_due)
+                    && self.offer_possible()
             }
+            MerchantOffer => until(d.merchant_response_due) && self.offer_possible(),
+            AcceptOffer | DeclineOffer => until(d.offer_response_due),
             // Awaiting the merchant evidence has no window; after a rejection, the escalation
             // window; after escalation, the evidence window; a party asked for evidence, until
             // the request's deadline.
@@ -527,6 +752,10 @@ impl DisputeView {
                 _ => until(d.evidence_due) || self.requested_from(role, now),
             },
             Escalate => match self.status {
+                // Once the offer has lapsed, before the timer records it.
+                Status::OfferPending => d
+                    .offer_response_due
+                    .is_some_and(|due| now >= due && now <= due + policy.escalation_window),
                 // Once the merchant's deadline has passed, before the timer records it, where
                 // the policy lets the buyer escalate then, within the escalation window.
                 Status::AwaitingMerchant => {
@@ -539,8 +768,8 @@ impl DisputeView {
             // Only a first ruling, until a return is shipped (which ends the window).
             Appeal => d.appeal_due.is_some_and(|due| now <= due),
             ShipReturn => until(d.return_ship_due),
-            RegisterOrder | MarkDelivered | MerchantAccept | AcceptOffer | DeclineOffer | Assign | Judge
-            | ConfirmReturn | RecordRefundPaid | Withdraw | ExpireDeadline | MarkShipped => true,
+            RegisterOrder | MarkDelivered | MerchantAccept | Assign | Judge | ConfirmReturn
+            | RecordRefundPaid | Withdraw | ExpireDeadline | MarkShipped => true,
             // An arbitrator only as the round's assignee; each author up to the policy's cap.
             PostMessage => {
                 (role != Role::Arbitrator || self.assignee.is_some())
@@ -558,5 +787,17 @@ fn party_role(party: Party) -> Role {
     match party {
         Party::Buyer => Role::Buyer,
         Party::Merchant => Role::Merchant,
+    }
+}
+
+fn empty_return() -> ReturnView {
+    ReturnView {
+        reference: String::new(),
+        address: None,
+        carrier: None,
+        tracking_number: None,
+        received_at: None,
+        inspection_failed: None,
+        inspection_note: None,
     }
 }

@@ -266,6 +266,20 @@ impl Views {
         Ok(QueuePage { queue, next_cursor })
     }
 
+    /// Approved refunds past their payment due time at `now`, the longest overdue first.
+    pub async fn refunds_overdue(&self, now: DateTime<Utc>) -> Result<Vec<DisputeView>, ViewError> {
+        let views = self.store.refund_pending_views().await?;
+        let mut overdue = Vec::new();
+        for view in views {
+            let view: DisputeView = serde_json::from_str(&view)?;
+            if view.overdue(now).refund_payment_overdue {
+                overdue.push(view);
+            }
+        }
+        overdue.sort_by(|a, b| (a.refund_due_by, &a.dispute_id).cmp(&(b.refund_due_by, &b.dispute_id)));
+        Ok(overdue)
+    }
+
     pub async fn platform_stats(&self) -> Result<PlatformStats, ViewError> {
         let rows = self.store.platform_stats_rows().await?;
         let mut stats = PlatformStats::default();

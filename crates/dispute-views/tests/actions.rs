@@ -165,6 +165,8 @@ impl World {
             d.receipt_confirm_due,
             d.evidence_request_due,
             d.merchant_response_due.map(|due| due + policy.escalation_window),
+            d.offer_response_due,
+            d.offer_response_due.map(|due| due + policy.escalation_window),
         ]
         .into_iter()
         .flatten()
@@ -252,8 +254,10 @@ impl World {
                 evidence: vec![],
             }),
             ActionKind::MerchantOffer => Action::MerchantOffer(MerchantOffer {
-                amount: cny(view.requested_amount.as_ref().map_or(0, |m| m.amount_minor) / 2),
+                amount: Some(cny(view.requested_amount.as_ref().map_or(0, |m| m.amount_minor) / 2)),
                 note: note(),
+                kind: OfferKind::PartialRefund,
+                return_address: None,
             }),
             ActionKind::AcceptOffer => Action::AcceptOffer,
             ActionKind::DeclineOffer => Action::DeclineOffer(DeclineOffer::default()),
@@ -333,7 +337,16 @@ fn reject() -> Action {
 }
 
 fn offer(amount: i64) -> Action {
-    Action::MerchantOffer(MerchantOffer { amount: cny(amount), note: "half".to_string() })
+    offer_of(OfferKind::PartialRefund, Some(amount))
+}
+
+fn offer_of(kind: OfferKind, amount: Option<i64>) -> Action {
+    Action::MerchantOffer(MerchantOffer {
+        amount: amount.map(cny),
+        note: "half".to_string(),
+        kind,
+        return_address: Some("Warehouse 3, Hangzhou".to_string()),
+    })
 }
 
 fn escalate() -> Action {
@@ -522,6 +535,63 @@ fn scripts() -> Vec<World> {
     w.arbitrator(FIRST_ARBITRATOR, request_evidence(Party::Buyer, "anything at all"));
     w.arbitrator(FIRST_ARBITRATOR, judge(RulingOutcome::RefundPartial, Some(1_000), false));
     w.merchant(message("thank you", vec![]));
+    // Offers declined and revised until the revisions run out; the buyer escalates.
+    let mut w = World::new("offer revised", shipped("books"));
+    w.buyer(request(RefundKind::RefundOnly, 6_000));
+    w.merchant(offer(2_000));
+    for amount in [3_000, 4_000] {
+        w.buyer(Action::DeclineOffer(DeclineOffer::default()));
+        w.wait(hours(5));
+        w.merchant(offer(amount));
+    }
+    w.buyer(Action::DeclineOffer(DeclineOffer::default()));
+    w.wait(hours(5));
+    w.buyer(escalate());
+    done.push(w);
+
+    // An offer left unanswered: the timer records the lapse and the escalation window closes.
+    let mut w = World::new("offer lapsed", shipped("books"));
+    w.buyer(request(RefundKind::RefundOnly, 6_000));
+    w.merchant(offer_of(OfferKind::PartialRefundWithReturn, Some(5_000)));
+    w.fire(Deadline::OfferResponse);
+    w.fire(Deadline::EscalationWindow);
+    done.push(w);
+
+    // An offer left unanswered: the buyer escalates before the timer records the lapse.
+    let mut w = World::new("offer lapsed, escalated", shipped("books"));
+    w.buyer(request(RefundKind::ReturnAndRefund, 6_000));
+    w.merchant(offer(3_000));
+    w.wait(Duration::days(10) + hours(1));
+    w.buyer(escalate());
+    done.push(w);
+
+    // A replacement accepted: the goods come back and the round closes as replaced.
+    let mut w = World::new("replacement", shipped("books"));
+    w.buyer(request(RefundKind::ReturnAndRefund, 6_000));
+    w.merchant(offer_of(OfferKind::Replacement, None));
+    w.buyer(Action::AcceptOffer);
+    w.buyer(ship_return());
+    w.merchant(Action::ConfirmReturn(ConfirmReturn::default()));
+    w.wait(hours(1));
+    done.push(w);
+
+    // A partial refund with return accepted; the parcel fails inspection; the buyer escalates
+    // and the platform rules.
+    let mut w = World::new("inspection failed", shipped("books"));
+    w.buyer(request(RefundKind::ReturnAndRefund, 6_000));
+    w.merchant(offer_of(OfferKind::PartialRefundWithReturn, Some(4_000)));
+    w.buyer(Action::AcceptOffer);
+    w.buyer(ship_return());
+    w.merchant(Action::ConfirmReturn(ConfirmReturn {
+        note: Some("an empty box".to_string()),
+        inspection_failed: Some(InspectionProblem::EmptyBox),
+    }));
+    w.wait(hours(30));
+    w.buyer(escalate());
+    w.arbitrator(FIRST_ARBITRATOR, assign(FIRST_ARBITRATOR));
+    w.arbitrator(FIRST_ARBITRATOR, judge(RulingOutcome::RefundPartial, Some(2_000), false));
+    let action = paid(&w);
+    w.system(action);
     done.push(w);
 
     done
@@ -544,4 +614,6 @@ fn the_view_offers_exactly_what_decide_accepts() {
         assert!(seen.iter().any(|(_, action)| *action == spec.segment), "{} is never accepted", spec.name);
     }
     assert!(seen.contains(&("awaiting_merchant", "escalate")));
+    assert!(seen.contains(&("offer_pending", "escalate")));
+    assert!(seen.contains(&("rejected", "merchant-offer")));
 }

@@ -177,7 +177,7 @@ pub fn return_and_refund(amount: i64) -> Action {
 }
 
 pub fn accept() -> Action {
-    Action::MerchantAccept(MerchantAccept { note: Some("sorry".to_string()) })
+    Action::MerchantAccept(MerchantAccept { note: Some("sorry".to_string()), return_address: None })
 }
 
 pub fn reject_with(reason_code: RejectionReason) -> Action {
@@ -193,7 +193,30 @@ pub fn reject() -> Action {
 }
 
 pub fn offer(amount: i64) -> Action {
-    Action::MerchantOffer(MerchantOffer { amount: cny(amount), note: "half back, keep it".to_string() })
+    Action::MerchantOffer(MerchantOffer { amount: Some(cny(amount)), ..offer_body() })
+}
+
+/// A partial refund's body, without its amount.
+pub fn offer_body() -> MerchantOffer {
+    MerchantOffer {
+        amount: None,
+        note: "half back, keep it".to_string(),
+        kind: OfferKind::PartialRefund,
+        return_address: None,
+    }
+}
+
+/// An offer of `kind`: `amount` for the partial refunds, none for a replacement.
+pub fn offer_of(kind: OfferKind, amount: Option<i64>) -> Action {
+    Action::MerchantOffer(MerchantOffer { amount: amount.map(cny), kind, ..offer_body() })
+}
+
+/// The merchant's receipt of a return that failed inspection.
+pub fn inspection_failed(problem: InspectionProblem) -> Action {
+    Action::ConfirmReturn(ConfirmReturn {
+        note: Some("the box held a brick".to_string()),
+        inspection_failed: Some(problem),
+    })
 }
 
 pub fn accept_offer() -> Action {
@@ -234,7 +257,7 @@ pub fn ship() -> Action {
 }
 
 pub fn confirm() -> Action {
-    Action::ConfirmReturn(ConfirmReturn { note: None })
+    Action::ConfirmReturn(ConfirmReturn { note: None, inspection_failed: None })
 }
 
 pub fn refund_paid(amount: i64, channel: PaymentChannel, paid_at: DateTime<Utc>) -> Action {

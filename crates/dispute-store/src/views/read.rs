@@ -29,6 +29,10 @@ const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, status, COALESCE(escala
        AND (COALESCE(escalated_at_ms, 0) > $5 OR (COALESCE(escalated_at_ms, 0) = $5 AND order_id > $6)) \
      ORDER BY COALESCE(escalated_at_ms, 0), order_id LIMIT $7";
 
+/// Approved refunds not yet paid; the caller picks the late ones with the clock.
+const REFUND_PENDING: &str =
+    "SELECT view FROM view_disputes WHERE status = 'refund_pending' ORDER BY order_id";
+
 const PLATFORM_STATS: &str = "SELECT status, reason, outcome, assignee, requested_at_ms, resolved_at_ms \
      FROM view_disputes WHERE round > 0";
 
@@ -157,6 +161,13 @@ impl Store {
             .bind(filter.limit)
             .fetch_all(pool)
             .await?))
+    }
+
+    /// The views (JSON text) of the disputes whose approved refund waits for payment.
+    pub async fn refund_pending_views(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            on_pool!(&self.backend, pool => sqlx::query_as(REFUND_PENDING).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|(view,)| view).collect())
     }
 
     /// Every dispute (order with at least one request), as the statistics count it.

@@ -35,6 +35,16 @@ impl Dispute {
                 return Err(DisputeError::EscalationWindowClosed);
             }
             events.push(DisputeEvent::MerchantResponseMissed { round: self.round, escalation_due });
+        } else if self.status == Status::OfferPending {
+            // The offer may have lapsed before the timer recorded it.
+            let Some(expires_at) = round.offer_terms.expires_at.filter(|due| now >= *due) else {
+                return Err(self.invalid(cx.spec.name));
+            };
+            let escalation_due = expires_at + policy.escalation_window;
+            if now > escalation_due {
+                return Err(DisputeError::EscalationWindowClosed);
+            }
+            events.push(DisputeEvent::OfferLapsed { round: self.round, escalation_due });
         } else if round.escalation_due.is_some_and(|due| now > due) {
             return Err(DisputeError::EscalationWindowClosed);
         }
@@ -100,6 +110,7 @@ impl Dispute {
             }
         };
         let final_ruling = round.appealed;
+        let refund_due = (amount.is_some() && !cmd.return_required).then(|| cx.now + policy.refund_payment);
         Ok(vec![DisputeEvent::DisputeJudged {
             round: self.round,
             arbitrator_id: cx.actor.id.clone(),
@@ -111,6 +122,8 @@ impl Dispute {
             appeal_due: (!final_ruling).then(|| cx.now + policy.appeal_window),
             return_ship_due: cmd.return_required.then(|| cx.now + policy.return_ship),
             ruled_at: Some(cx.now),
+            return_address: policy.return_address.clone().filter(|_| cmd.return_required),
+            refund_due,
         }])
     }
 

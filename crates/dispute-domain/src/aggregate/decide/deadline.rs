@@ -14,6 +14,7 @@ impl Dispute {
             Deadline::ReturnShipping => "expire_return_shipping",
             Deadline::ReturnReceipt => "expire_return_receipt",
             Deadline::EvidenceRequest => "expire_evidence_request",
+            Deadline::OfferResponse => "expire_offer_response",
         };
         let order = self.party_order(cx)?;
         // Each deadline runs in one status of the command's, and only for the current round.
@@ -29,7 +30,7 @@ impl Dispute {
         let event = match deadline {
             Deadline::MerchantResponse => match policy.on_merchant_timeout {
                 OnMerchantTimeout::AutoAccept => {
-                    approve(self.round, round, ApprovedBy::MerchantTimeout, None, policy, now)
+                    approve(self.round, round, ApprovedBy::MerchantTimeout, None, None, policy, now)
                 }
                 OnMerchantTimeout::AllowEscalation => DisputeEvent::MerchantResponseMissed {
                     round: self.round,
@@ -42,6 +43,11 @@ impl Dispute {
                 round: self.round,
                 confirmed_by: ReceiptConfirmedBy::Timeout,
                 note: None,
+                refund_due: (!round.replacement).then(|| now + policy.refund_payment),
+            },
+            Deadline::OfferResponse => DisputeEvent::OfferLapsed {
+                round: self.round,
+                escalation_due: round.offer_terms.expires_at.unwrap_or(now) + policy.escalation_window,
             },
             Deadline::EvidenceRequest => {
                 let request = round.evidence_request.as_ref().expect("a due request is open");

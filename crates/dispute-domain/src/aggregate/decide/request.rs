@@ -79,6 +79,8 @@ impl Dispute {
                 return_ship_due: None,
                 note: None,
                 approved_at: Some(now),
+                return_address: None,
+                refund_due: Some(now + policy.refund_payment),
             });
         }
         Ok(events)

@@ -28,12 +28,26 @@ impl Dispute {
         }])
     }
 
+    /// Receipt as expected, or a failed inspection (with a note saying what was found), which
+    /// the buyer may escalate like a rejection.
     pub(super) fn confirm_return(&self, cx: &Context, cmd: &ConfirmReturn) -> Decided {
-        self.in_status(cx)?;
+        let (order, round) = self.in_status(cx)?;
+        let policy = cx.policy.for_category(&order.category);
+        if let Some(problem) = cmd.inspection_failed {
+            let note = cmd.note.clone().unwrap_or_default();
+            require_text("note", &note)?;
+            return Ok(vec![DisputeEvent::ReturnInspectionFailed {
+                round: self.round,
+                problem,
+                note,
+                escalation_due: cx.now + policy.escalation_window,
+            }]);
+        }
         Ok(vec![DisputeEvent::ReturnReceived {
             round: self.round,
             confirmed_by: ReceiptConfirmedBy::Merchant,
             note: cmd.note.clone(),
+            refund_due: (!round.replacement).then(|| cx.now + policy.refund_payment),
         }])
     }
 

@@ -34,6 +34,8 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// One command route: a caller-facing row of the domain's command table ([`COMMANDS`]), plus
 /// what is HTTP about it (the path, the body's schema and its parser).
 pub struct CommandRoute {
+    /// The command of the domain's table.
+    pub kind: ActionKind,
     pub method: Method,
     /// The axum path, with `{id}` for the order id.
     pub path: &'static str,
@@ -108,6 +110,7 @@ fn route_of(spec: &'static CommandSpec) -> Option<CommandRoute> {
     let (body_schema, body_required, parse) = http_body(spec.kind)?;
     let path = if spec.segment.is_empty() { base.to_string() } else { format!("{base}/{}", spec.segment) };
     Some(CommandRoute {
+        kind: spec.kind,
         method: spec.method,
         // Built once for the life of the process.
         path: Box::leak(path.into_boxed_str()),
@@ -402,6 +405,25 @@ async fn endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every command that takes a body has an example in the document, and the example is a
+    /// body its route accepts.
+    #[test]
+    fn each_body_has_an_example_its_route_parses() {
+        for route in ROUTES {
+            let example = crate::openapi::command_example(route.kind);
+            match (route.body_schema, example) {
+                (Some(_), Some(example)) => {
+                    let bytes = serde_json::to_vec(&example).expect("serializes");
+                    if let Err(e) = (route.parse)(&bytes) {
+                        panic!("the example of {} does not parse: {e}\n{example}", route.name);
+                    }
+                }
+                (Some(schema), None) => panic!("{} ({schema}) has no example", route.name),
+                (None, example) => assert!(example.is_none(), "{} takes no body", route.name),
+            }
+        }
+    }
 
     /// The contract's command table (API.md). The paths are also part of each idempotency
     /// fingerprint, so they must not drift.

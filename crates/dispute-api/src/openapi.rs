@@ -151,7 +151,7 @@ fn command_operation(route: &CommandRoute) -> Operation {
         .response("422", problem("A rule refuses the command.", &rule_codes()));
     if let Some(schema) = route.body_schema {
         let content = ContentBuilder::new().schema(Some(schema_ref(schema)));
-        let content = match command_example(route.name) {
+        let content = match command_example(route.kind) {
             Some(example) => content.example(Some(example)),
             None => content,
         };
@@ -212,54 +212,58 @@ fn rule_codes() -> Vec<&'static str> {
     DisputeError::codes(RefusalKind::RuleViolation)
 }
 
-/// A request body as a client would send it.
-fn command_example(name: &str) -> Option<serde_json::Value> {
+/// A request body as a client would send it, for the commands that take one (a test holds
+/// each to its route's parser).
+pub(crate) fn command_example(kind: ActionKind) -> Option<serde_json::Value> {
+    use ActionKind::*;
     let cny = |amount| json!({ "amount_minor": amount, "currency": "CNY" });
     let photo = json!([{
         "kind": "photo", "uri": "https://evidence.example/o-1001/1.jpg",
         "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     }]);
-    Some(match name {
-        "register_order" => json!({
+    Some(match kind {
+        RegisterOrder => json!({
             "order_id": "o-1001", "buyer_id": "b-1", "merchant_id": "m-1", "category": "apparel",
             "paid_amount": cny(12_900), "payment_channel": "alipay",
             "paid_at": "2026-11-02T08:00:00Z",
         }),
-        "delivered" => json!({ "delivered_at": "2026-11-04T15:30:00Z" }),
-        "shipped" => json!({ "shipped_at": "2026-11-03T09:00:00Z" }),
-        "request_refund" => json!({
+        MarkDelivered => json!({ "delivered_at": "2026-11-04T15:30:00Z" }),
+        MarkShipped => json!({ "shipped_at": "2026-11-03T09:00:00Z" }),
+        RequestRefund => json!({
             "kind": "refund_only", "reason": "quality_issue", "amount": cny(12_900),
             "description": "The seam split on the first wash.", "evidence": photo,
         }),
-        "merchant_reject" => json!({
+        MerchantReject => json!({
             "reason_code": "insufficient_evidence", "note": "The photo shows wear.", "evidence": [],
         }),
-        "merchant_offer" => json!({
+        MerchantOffer => json!({
             "kind": "partial_refund_with_return", "amount": cny(6_000),
             "note": "Send it back and get half; it can be resold as a second.",
             "return_address": "Returns desk, 8 Wensan Road, Hangzhou",
         }),
-        "merchant_accept" => json!({
+        MerchantAccept => json!({
             "note": "Sorry about the seam.", "return_address": "Returns desk, 8 Wensan Road, Hangzhou",
         }),
-        "confirm_return" => {
+        ConfirmReturn => {
             json!({ "inspection_failed": "wrong_item", "note": "A blue shirt came back, not the red one sold." })
         }
-        "submit_evidence" => json!({ "evidence": photo }),
-        "escalate" => json!({ "note": "The merchant ignores the defect." }),
-        "assign" => json!({ "arbitrator_id": "a-7" }),
-        "judge" => json!({
+        SubmitEvidence => json!({ "evidence": photo }),
+        DeclineOffer => json!({ "note": "Half is not enough for a shirt that fell apart." }),
+        Withdraw => json!({ "note": "The courier found the parcel; it arrived after all." }),
+        Escalate => json!({ "note": "The merchant ignores the defect." }),
+        Assign => json!({ "arbitrator_id": "a-7" }),
+        Judge => json!({
             "outcome": "refund_partial", "amount": cny(6_000), "return_required": false,
             "rationale": "The defect is real but minor.",
         }),
-        "appeal" => json!({ "note": "New evidence of the defect." }),
-        "ship_return" => json!({ "carrier": "SF Express", "tracking_number": "SF1234567890" }),
-        "record_refund_paid" => json!({
+        Appeal => json!({ "note": "New evidence of the defect." }),
+        ShipReturn => json!({ "carrier": "SF Express", "tracking_number": "SF1234567890" }),
+        RecordRefundPaid => json!({
             "amount": cny(6_000), "channel": "alipay", "payment_ref": "ALI-20261106-0001",
             "paid_at": "2026-11-06T10:00:00Z",
         }),
-        "messages" => json!({ "text": "The parcel tracking shows it was returned.", "evidence": photo }),
-        "evidence_requests" => json!({ "party": "merchant", "what": "The courier's proof of delivery." }),
+        PostMessage => json!({ "text": "The parcel tracking shows it was returned.", "evidence": photo }),
+        RequestEvidence => json!({ "party": "merchant", "what": "The courier's proof of delivery." }),
         _ => return None,
     })
 }

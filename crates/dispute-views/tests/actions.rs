@@ -194,8 +194,39 @@ impl World {
                 for action in &accepted {
                     self.seen.insert((view.status.as_str(), action));
                 }
+                self.check_act_by(&view, role, now, &accepted);
             }
         }
+    }
+
+    /// A party's `act_by` is a deadline that something it may do now runs against: one the
+    /// timer enforces (it takes the step when the deadline passes), or one after which
+    /// `decide` no longer accepts a command it accepts now. A party with nothing that closes
+    /// has none. (An arbitrator's is the assignment SLA, a flag, not a deadline.)
+    fn check_act_by(&self, view: &DisputeView, role: Role, now: DateTime<Utc>, accepted: &[&'static str]) {
+        if role == Role::Arbitrator {
+            return;
+        }
+        let act_by = view.act_by(role, now);
+        let d = &view.deadlines;
+        // The steps the timer takes in the party's place when their deadline passes.
+        let timed = match role {
+            Role::Buyer => {
+                [d.escalation_due, d.return_ship_due, d.offer_response_due, d.evidence_request_due]
+            }
+            Role::Merchant => [d.merchant_response_due, d.receipt_confirm_due, d.evidence_request_due, None],
+            _ => [None; 4],
+        };
+        let after = act_by.map(|due| self.accepted(role, due + Duration::seconds(1)));
+        let closes = act_by.is_some_and(|due| !accepted.is_empty() && timed.contains(&Some(due)))
+            || after.as_ref().is_some_and(|after| accepted.iter().any(|a| !after.contains(a)));
+        assert!(
+            act_by.is_none() || closes,
+            "{}: status {}, {} at {now}: act_by {act_by:?} closes nothing of {accepted:?} (after it: {after:?})",
+            self.script,
+            view.status.as_str(),
+            role.as_str(),
+        );
     }
 
     /// The dispute commands `decide` accepts from `role`'s right party at `now`, each with its

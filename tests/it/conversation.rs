@@ -131,7 +131,10 @@ async fn parties_talk_and_the_arbitrator_asks_for_evidence() {
     ask(&app, id, "buyer", "More photos.").await.assert_problem(422, "evidence_request_open");
     let due = app.now() + Duration::hours(72);
     let merchant_view = view(&app, id, Role::Merchant, MERCHANT, asked.sequence()).await;
-    assert_eq!(merchant_view["deadlines"]["evidence_request_due"], json!(due));
+    assert_eq!(
+        merchant_view["deadlines"]["evidence_request_due"],
+        json!(dispute_domain::rfc3339::format(&due))
+    );
     assert!(actions(&merchant_view).contains(&"evidence"), "{merchant_view}");
     let buyer_view = view(&app, id, Role::Buyer, BUYER, asked.sequence()).await;
     assert!(!actions(&buyer_view).contains(&"evidence"), "the evidence window is closed for the buyer");
@@ -147,7 +150,11 @@ async fn parties_talk_and_the_arbitrator_asks_for_evidence() {
     let asked = ask(&app, id, "buyer", "A photo of the label.").await;
     asked.assert_ok();
     let buyer_view = view(&app, id, Role::Buyer, BUYER, asked.sequence()).await;
-    assert_eq!(buyer_view["act_by"], json!(app.now() + Duration::hours(72)), "{buyer_view}");
+    assert_eq!(
+        buyer_view["act_by"],
+        json!(dispute_domain::rfc3339::format(&(app.now() + Duration::hours(72)))),
+        "{buyer_view}"
+    );
     assert!(actions(&buyer_view).contains(&"evidence"));
     app.advance(Duration::hours(72) - Duration::seconds(1));
     tracked_all(&app, &timer).await;

@@ -118,7 +118,30 @@ fn state(view: &Value) -> Value {
         "assignee",
         "outcome",
     ];
-    Value::Object(KEYS.iter().map(|k| (k.to_string(), view[*k].clone())).collect())
+    let mut state: serde_json::Map<String, Value> =
+        KEYS.iter().map(|k| (k.to_string(), view[*k].clone())).collect();
+    // Deadlines compare as instants; `written_in_microseconds` checks how they are written.
+    if let Some(deadlines) = state.get_mut("deadlines").and_then(Value::as_object_mut) {
+        for due in deadlines.values_mut() {
+            *due = json!(at(due));
+        }
+    }
+    Value::Object(state)
+}
+
+/// Every instant on the wire is RFC 3339 in UTC with six fractional digits.
+fn written_in_microseconds(view: &Value) {
+    let mut instants =
+        vec![&view["act_by"], &view["requested_at"], &view["escalated_at"], &view["resolved_at"]];
+    instants.extend(view["deadlines"].as_object().expect("deadlines").values());
+    for instant in instants.into_iter().filter(|v| !v.is_null()) {
+        let text = instant.as_str().unwrap_or_else(|| panic!("not a string: {instant}"));
+        let fraction = text.strip_suffix('Z').and_then(|t| t.rsplit_once('.')).map(|(_, f)| f);
+        assert!(
+            fraction.is_some_and(|f| f.len() == 6 && f.bytes().all(|b| b.is_ascii_digit())),
+            "{text} in {view}"
+        );
+    }
 }
 
 /// A registered order with no request yet.
@@ -154,6 +177,7 @@ async fn assert_view(app: &TestApp, id: &str, want: &Value, expected_actions: Va
         (Role::Auditor, AUDITOR, "auditor"),
     ] {
         let body = view(app, id, role, sub, sequence).await;
+        written_in_microseconds(&body);
         assert_eq!(state(&body), *want, "{id} at {sequence} as the {name}: {body}");
         assert_eq!(body["dispute_id"], id);
         seen.insert(name.to_string(), body["actions"].clone());

@@ -118,6 +118,7 @@ pub(crate) struct DisputeAnswer {
     /// The commands the caller's role may send now (the route's last segment, e.g. `appeal`).
     actions: Vec<&'static str>,
     /// When the caller's next step is due, if one is.
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     act_by: Option<DateTime<Utc>>,
     /// The refund's late steps, as of now (the service clock).
     #[serde(flatten)]

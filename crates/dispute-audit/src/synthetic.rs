@@ -175,7 +175,7 @@ mod tests {
         let (_, rows) = lifecycle(7, "2026-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(
             rows[3].metadata.to_string(),
-            r#"{"actor_id":"payments","actor_role":"system","command":"refund_paid","correlation_id":"corr-7-4","hash":"4d82c2cda19f3f27144300dc10deb1d8fb464b0865a0523584a32b7d823ee10b","prevhash":"9941686a9050a080a2b2b2cb259793ecc21ad52932f03e13869fc73fbd5b1efd","time":"2026-01-01T03:00:07.000000Z"}"#
+            r#"{"actor_id":"payments","actor_role":"system","command":"refund_paid","correlation_id":"corr-7-4","hash":"b3526c3f8edae2b829dcd707515e94cfc0794747070d2870f8dfa567fe947026","prevhash":"7432c06ded65eb8fb99f5ad35ce7028c707ca6ba03ccd36e6621304815a54b7c","time":"2026-01-01T03:00:07.000000Z"}"#
         );
     }
 }

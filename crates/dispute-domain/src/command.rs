@@ -104,6 +104,7 @@ impl Deadline {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MarkDelivered {
+    #[serde(with = "crate::rfc3339")]
     pub delivered_at: DateTime<Utc>,
 }
 
@@ -232,6 +233,7 @@ pub struct RecordRefundPaid {
     pub amount: Money,
     pub channel: PaymentChannel,
     pub payment_ref: String,
+    #[serde(with = "crate::rfc3339")]
     pub paid_at: DateTime<Utc>,
 }
 
@@ -276,5 +278,6 @@ pub struct RequestEvidence {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MarkShipped {
+    #[serde(with = "crate::rfc3339")]
     pub shipped_at: DateTime<Utc>,
 }

@@ -23,6 +23,7 @@ pub enum DisputeEvent {
         facts: OrderFacts,
     },
     OrderDelivered {
+        #[serde(with = "crate::rfc3339")]
         delivered_at: DateTime<Utc>,
     },
     RefundRequested {
@@ -32,6 +33,7 @@ pub enum DisputeEvent {
         amount: Money,
         description: String,
         evidence: Vec<Evidence>,
+        #[serde(with = "crate::rfc3339")]
         merchant_response_due: DateTime<Utc>,
     },
     /// A refund was approved without arbitration: by the merchant, by an accepted offer, by
@@ -42,11 +44,13 @@ pub enum DisputeEvent {
         amount: Money,
         approved_by: ApprovedBy,
         return_required: bool,
+        #[serde(with = "crate::rfc3339::option", default)]
         return_ship_due: Option<DateTime<Utc>>,
         note: Option<String>,
         /// When the refund was approved: a payment may not be dated before it. Absent from
         /// approvals stored before the field existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(with = "crate::rfc3339::option")]
         approved_at: Option<DateTime<Utc>>,
         /// Where the goods go back, when a return is required and an address was named (by the
         /// merchant, the offer, or the category's policy); absent: the merchant's address on
@@ -57,6 +61,7 @@ pub enum DisputeEvent {
         /// [`DisputeEvent::ReturnReceived`] carries it). Absent from approvals stored before
         /// the field existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(with = "crate::rfc3339::option")]
         refund_due: Option<DateTime<Utc>>,
     },
     MerchantRejected {
@@ -64,6 +69,7 @@ pub enum DisputeEvent {
         reason_code: RejectionReason,
         note: String,
         evidence: Vec<Evidence>,
+        #[serde(with = "crate::rfc3339")]
         escalation_due: DateTime<Utc>,
     },
     /// A partial refund offered, with or without the goods coming back. The fields after
@@ -80,6 +86,7 @@ pub enum DisputeEvent {
         return_address: Option<String>,
         /// When the offer lapses unanswered; the buyer may then escalate.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(with = "crate::rfc3339::option")]
         expires_at: Option<DateTime<Utc>>,
         /// 0 for the round's first offer, then 1, 2, … for each revision after a decline.
         #[serde(default)]
@@ -88,6 +95,7 @@ pub enum DisputeEvent {
     OfferDeclined {
         round: u32,
         note: Option<String>,
+        #[serde(with = "crate::rfc3339")]
         escalation_due: DateTime<Utc>,
     },
     EvidenceSubmitted {
@@ -98,13 +106,16 @@ pub enum DisputeEvent {
     /// The merchant let the response deadline pass; the buyer may escalate until `escalation_due`.
     MerchantResponseMissed {
         round: u32,
+        #[serde(with = "crate::rfc3339")]
         escalation_due: DateTime<Utc>,
     },
     DisputeEscalated {
         round: u32,
         note: String,
+        #[serde(with = "crate::rfc3339")]
         evidence_due: DateTime<Utc>,
         /// When an arbitrator should have been assigned (the platform's SLA).
+        #[serde(with = "crate::rfc3339")]
         assignment_due: DateTime<Utc>,
     },
     /// The buyer did not escalate in time: the rejection stands.
@@ -127,11 +138,14 @@ pub enum DisputeEvent {
         rationale: String,
         /// A ruling on appeal is final; a first ruling may be appealed until `appeal_due`.
         final_ruling: bool,
+        #[serde(with = "crate::rfc3339::option", default)]
         appeal_due: Option<DateTime<Utc>>,
+        #[serde(with = "crate::rfc3339::option", default)]
         return_ship_due: Option<DateTime<Utc>>,
         /// When the ruling was made: a payment of its refund may not be dated before it.
         /// Absent from rulings stored before the field existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(with = "crate::rfc3339::option")]
         ruled_at: Option<DateTime<Utc>>,
         /// Where the goods go back when the ruling requires it: the category's default address,
         /// when the policy names one. Absent from rulings stored before the field existed.
@@ -139,22 +153,26 @@ pub enum DisputeEvent {
         return_address: Option<String>,
         /// When the payment system should have paid a refund ruled without return.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(with = "crate::rfc3339::option")]
         refund_due: Option<DateTime<Utc>>,
     },
     RulingAppealed {
         round: u32,
         party: Party,
         note: String,
+        #[serde(with = "crate::rfc3339")]
         evidence_due: DateTime<Utc>,
         /// When an arbitrator should have been assigned to the appeal (the platform's SLA).
         /// Absent from appeals stored before the field existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(with = "crate::rfc3339::option")]
         assignment_due: Option<DateTime<Utc>>,
     },
     ReturnShipped {
         round: u32,
         carrier: String,
         tracking_number: String,
+        #[serde(with = "crate::rfc3339")]
         receipt_confirm_due: DateTime<Utc>,
     },
     ReturnReceived {
@@ -164,6 +182,7 @@ pub enum DisputeEvent {
         /// When the payment system should have paid the refund; absent for a replacement and
         /// from receipts stored before the field existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(with = "crate::rfc3339::option")]
         refund_due: Option<DateTime<Utc>>,
     },
     /// The buyer did not ship the approved return in time.
@@ -175,8 +194,10 @@ pub enum DisputeEvent {
         amount: Money,
         channel: PaymentChannel,
         payment_ref: String,
+        #[serde(with = "crate::rfc3339")]
         paid_at: DateTime<Utc>,
         /// When the money should have reached the buyer, by channel.
+        #[serde(with = "crate::rfc3339")]
         expected_arrival_by: DateTime<Utc>,
     },
     RequestWithdrawn {
@@ -200,6 +221,7 @@ pub enum DisputeEvent {
         arbitrator_id: String,
         party: Party,
         what: String,
+        #[serde(with = "crate::rfc3339")]
         due: DateTime<Utc>,
     },
     /// The party asked gave evidence (submitted, or on a message) while the request was open.
@@ -216,6 +238,7 @@ pub enum DisputeEvent {
     },
     /// The order service reported the order shipped after registration.
     OrderShipped {
+        #[serde(with = "crate::rfc3339")]
         shipped_at: DateTime<Utc>,
     },
     /// The merchant offered a replacement (换货) instead of a refund: the goods come back and
@@ -224,6 +247,7 @@ pub enum DisputeEvent {
         round: u32,
         note: String,
         return_address: Option<String>,
+        #[serde(with = "crate::rfc3339")]
         expires_at: DateTime<Utc>,
         revision: u32,
     },
@@ -231,11 +255,13 @@ pub enum DisputeEvent {
     /// after it); the buyer may escalate until `escalation_due`.
     OfferLapsed {
         round: u32,
+        #[serde(with = "crate::rfc3339")]
         escalation_due: DateTime<Utc>,
     },
     /// The buyer accepted a replacement: the goods go back by `return_ship_due`.
     ReplacementAgreed {
         round: u32,
+        #[serde(with = "crate::rfc3339")]
         return_ship_due: DateTime<Utc>,
         return_address: Option<String>,
     },
@@ -245,6 +271,7 @@ pub enum DisputeEvent {
         round: u32,
         problem: InspectionProblem,
         note: String,
+        #[serde(with = "crate::rfc3339")]
         escalation_due: DateTime<Utc>,
     },
 }

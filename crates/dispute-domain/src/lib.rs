@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod money;
 mod policy;
+pub mod rfc3339;
 mod table;
 mod timer;
 mod vocabulary;

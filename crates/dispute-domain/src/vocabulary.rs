@@ -64,12 +64,15 @@ pub struct OrderFacts {
     pub buyer_id: String,
     pub merchant_id: String,
     pub paid_amount: Money,
+    #[serde(with = "crate::rfc3339")]
     pub paid_at: DateTime<Utc>,
     pub category: String,
     pub payment_channel: PaymentChannel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "crate::rfc3339::option")]
     pub shipped_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "crate::rfc3339::option")]
     pub delivered_at: Option<DateTime<Utc>>,
 }
 

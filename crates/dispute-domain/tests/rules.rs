@@ -1776,7 +1776,10 @@ mod payment_time {
         s.requested(4_000);
         let events = s.run(merchant(), accept());
         let json = serde_json::to_value(&events[0]).unwrap();
-        assert_eq!(json["RefundApproved"]["approved_at"], serde_json::json!(s.now()));
+        assert_eq!(
+            json["RefundApproved"]["approved_at"],
+            serde_json::json!(dispute_domain::rfc3339::format(&s.now()))
+        );
     }
 }
 

@@ -14,24 +14,33 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deadlines {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub merchant_response_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub escalation_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub evidence_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub assignment_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub appeal_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub return_ship_due: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub receipt_confirm_due: Option<DateTime<Utc>>,
     /// The open evidence request's deadline, for the party it names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option")]
     pub evidence_request_due: Option<DateTime<Utc>>,
     /// When the pending offer lapses unanswered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option")]
     pub offer_response_due: Option<DateTime<Utc>>,
 }
 
@@ -46,6 +55,7 @@ pub struct OfferView {
     pub note: String,
     /// Absent for offers made before offers lapsed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// 0 for the round's first offer, 1, 2, … for each revision after a decline.
     pub revision: u32,
@@ -84,6 +94,7 @@ pub struct ReturnView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracking_number: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub received_at: Option<DateTime<Utc>>,
     /// What the merchant found instead of the goods sent, if the parcel failed inspection.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,14 +162,18 @@ pub struct DisputeView {
     pub outcome: Option<RulingOutcome>,
     /// When the current round was requested.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub requested_at: Option<DateTime<Utc>>,
     /// When the current round was escalated (or appealed) and waits for the platform.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub escalated_at: Option<DateTime<Utc>>,
     /// When the current round ended (refund paid or closed).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub resolved_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub refund_expected_by: Option<DateTime<Utc>>,
     /// Rulings won and lost by the merchant on this order (a refund ruled is a loss).
     pub merchant_wins: u32,
@@ -172,6 +187,7 @@ pub struct DisputeView {
     /// When the payment system should pay the approved refund (by the policy's
     /// `refund_payment`, from approval or from the return's receipt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option")]
     pub refund_due_by: Option<DateTime<Utc>>,
     /// Pieces of evidence each party has given over the dispute (the policy caps them).
     #[serde(default)]
@@ -236,6 +252,7 @@ impl EvidenceCounts {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub round: u32,
+    #[serde(with = "dispute_domain::rfc3339")]
     pub posted_at: DateTime<Utc>,
     pub author_role: Role,
     pub author_id: String,
@@ -268,11 +285,14 @@ pub struct EvidenceRequest {
     pub arbitrator_id: String,
     pub party: Party,
     pub what: String,
+    #[serde(with = "dispute_domain::rfc3339")]
     pub requested_at: DateTime<Utc>,
+    #[serde(with = "dispute_domain::rfc3339")]
     pub due: DateTime<Utc>,
     pub state: EvidenceRequestState,
     /// When it was answered, lapsed or closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "dispute_domain::rfc3339::option")]
     pub ended_at: Option<DateTime<Utc>>,
 }
 

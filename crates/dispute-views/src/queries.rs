@@ -65,8 +65,10 @@ pub struct QueueEntry {
     pub sequence: u64,
     pub status: Status,
     /// When it was escalated, or appealed.
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub escalated_at: Option<DateTime<Utc>>,
     pub assignee: Option<String>,
+    #[serde(with = "dispute_domain::rfc3339::option", default)]
     pub assignment_due: Option<DateTime<Utc>>,
     /// No arbitrator assigned and the assignment SLA has passed.
     pub sla_breached: bool,

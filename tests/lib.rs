@@ -332,6 +332,17 @@ impl TestApp {
         Answer { status, headers, body }
     }
 
+    /// The dispute `id` as `role:sub` once its view reflects `sequence` (`X-Min-Sequence`).
+    pub async fn view_at(&self, id: &str, role: Role, sub: &str, sequence: u64) -> Value {
+        let token = self.token(role, sub);
+        let min = sequence.to_string();
+        let path = format!("/v1/disputes/{id}");
+        let answer =
+            self.send(reqwest::Method::GET, &path, Some(&token), None, &[("X-Min-Sequence", &min)]).await;
+        assert_eq!(answer.status, 200, "reading {id} at {sequence} as {sub}: {}", answer.body);
+        answer.body
+    }
+
     /// `POST /v1/disputes/{order}/{command}` as `role:sub`.
     pub async fn command(&self, order: &str, command: &str, role: Role, sub: &str, body: Value) -> Answer {
         let token = self.token(role, sub);

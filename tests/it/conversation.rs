@@ -30,13 +30,7 @@ async fn ask(app: &TestApp, id: &str, party: &str, what: &str) -> Answer {
 
 /// The dispute as `role:sub` once its view reflects `sequence`.
 async fn view(app: &TestApp, id: &str, role: Role, sub: &str, sequence: u64) -> Value {
-    let token = app.token(role, sub);
-    let min = sequence.to_string();
-    let answer = app
-        .send(Method::GET, &format!("/v1/disputes/{id}"), Some(&token), None, &[("X-Min-Sequence", &min)])
-        .await;
-    assert_eq!(answer.status, 200, "reading {id} at {sequence} as {sub}: {}", answer.body);
-    answer.body
+    app.view_at(id, role, sub, sequence).await
 }
 
 /// (author role, author id, text, evidence items) of each message of a view.

@@ -17,13 +17,7 @@ const ARBITRATOR: &str = "arb-1";
 
 /// The dispute as `role:sub` once its view reflects `sequence`.
 async fn view(app: &TestApp, id: &str, role: Role, sub: &str, sequence: u64) -> Value {
-    let token = app.token(role, sub);
-    let min = sequence.to_string();
-    let answer = app
-        .send(Method::GET, &format!("/v1/disputes/{id}"), Some(&token), None, &[("X-Min-Sequence", &min)])
-        .await;
-    assert_eq!(answer.status, 200, "reading {id} at {sequence} as {sub}: {}", answer.body);
-    answer.body
+    app.view_at(id, role, sub, sequence).await
 }
 
 async fn buyer_view(app: &TestApp, id: &str, sequence: u64) -> Value {

@@ -39,9 +39,7 @@ async fn read(app: &TestApp, path: &str, role: Role, sub: &str) -> Value {
 
 /// The dispute as `role:sub` once its view reflects `sequence`.
 async fn view(app: &TestApp, id: &str, role: Role, sub: &str, sequence: u64) -> Value {
-    let answer = get(app, &format!("/v1/disputes/{id}"), role, sub, Some(sequence)).await;
-    assert_eq!(answer.status, 200, "reading {id} at {sequence} as {sub}: {}", answer.body);
-    answer.body
+    app.view_at(id, role, sub, sequence).await
 }
 
 /// Waits until the views reflect `sequence` of `id`. The projection follows the commit order,

@@ -785,6 +785,88 @@ async fn each_party_sees_by_when_it_must_act() {
     assert_eq!(act_by(&app, id, s).await, [None, Some(t(shipped + 10 * 24)), None], "the merchant confirms");
 }
 
+/// The parts of a dispute that say why and what next, present or not.
+const PARTS: [&str; 4] = ["rejection", "offer", "ruling", "return_parcel"];
+
+/// One row of the table: after `step`, the view shows these of [`PARTS`] and this many
+/// messages and evidence requests, the same to every reader (only `actions` and `act_by` are
+/// the reader's own).
+struct Row {
+    step: &'static str,
+    sequence: u64,
+    parts: &'static [&'static str],
+    messages: usize,
+    requests: usize,
+}
+
+/// Checks each row right after its step (a view read shows the latest state).
+async fn check_rows(app: &TestApp, id: &str, rows: &[Row]) {
+    for row in rows {
+        let mut seen: Vec<Value> = Vec::new();
+        for (role, sub) in [
+            (Role::Buyer, BUYER),
+            (Role::Merchant, MERCHANT),
+            (Role::Arbitrator, "arb-9"),
+            (Role::Auditor, AUDITOR),
+        ] {
+            let mut body = view(app, id, role, sub, row.sequence).await;
+            let shown: Vec<&str> = PARTS.iter().copied().filter(|part| !body[*part].is_null()).collect();
+            assert_eq!(shown, row.parts, "{id} after {} as {}: {body}", row.step, role.as_str());
+            let count = |key: &str| body[key].as_array().map_or(0, Vec::len);
+            assert_eq!(
+                (count("messages"), count("evidence_requests")),
+                (row.messages, row.requests),
+                "{}: {body}",
+                row.step
+            );
+            let object = body.as_object_mut().expect("an object");
+            object.remove("actions");
+            object.remove("act_by");
+            seen.push(body);
+        }
+        assert!(
+            seen.windows(2).all(|pair| pair[0] == pair[1]),
+            "{} reads alike for every reader: {seen:?}",
+            row.step
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_reader_sees_why_and_what_next_at_each_step() {
+    let app = TestApp::postgres().await;
+    let id = "v-parts";
+    app.register(&order(id)).await.assert_ok();
+    let row = |step, sequence, parts, messages, requests| [Row { step, sequence, parts, messages, requests }];
+    let s = app.request_refund(id, "return_and_refund", "quality_issue", 6_000).await.assert_ok().sequence();
+    check_rows(&app, id, &row("request", s, &[], 0, 0)).await;
+    let s = app.merchant_reject(id).await.assert_ok().sequence();
+    check_rows(&app, id, &row("rejection", s, &["rejection"], 0, 0)).await;
+    let s = app.escalate(id).await.assert_ok().sequence();
+    check_rows(&app, id, &row("escalation", s, &["rejection"], 0, 0)).await;
+    app.assign(id, "arb-1").await.assert_ok();
+    app.command(id, "messages", Role::Buyer, BUYER, json!({ "text": "The seam split." })).await.assert_ok();
+    let ask = json!({ "party": "merchant", "what": "The waybill." });
+    let s = app.command(id, "evidence-requests", Role::Arbitrator, "arb-1", ask).await.assert_ok().sequence();
+    check_rows(&app, id, &row("evidence request", s, &["rejection"], 1, 1)).await;
+    let ruling = json!({ "outcome": "refund_full", "return_required": true, "rationale": "defective" });
+    let s = app.judge(id, "arb-1", ruling).await.assert_ok().sequence();
+    check_rows(&app, id, &row("ruling", s, &["rejection", "ruling", "return_parcel"], 1, 1)).await;
+    let s = ship_return(&app, id).await.assert_ok().sequence();
+    check_rows(&app, id, &row("return shipped", s, &["rejection", "ruling", "return_parcel"], 1, 1)).await;
+
+    let id = "v-parts-offer";
+    app.register(&order(id)).await.assert_ok();
+    app.request_refund(id, "refund_only", "quality_issue", 6_000).await.assert_ok();
+    let offered = app.merchant_offer(id, 3_000).await.assert_ok().sequence();
+    check_rows(
+        &app,
+        id,
+        &[Row { step: "offer", sequence: offered, parts: &["offer"], messages: 0, requests: 0 }],
+    )
+    .await;
+}
+
 // 2. The timeline.
 
 #[tokio::test]

@@ -125,6 +125,25 @@ pub(crate) struct DisputeAnswer {
     overdue: Overdue,
 }
 
+/// What a read of one dispute's view may answer instead of it (both per-dispute routes).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documents the answers; `ApiError` makes them
+pub(crate) enum ReadProblems {
+    /// A malformed `X-Min-Sequence`. Codes: `malformed_request`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// No such dispute, or not the caller's. Codes: `not_found`.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// The view has not reached `X-Min-Sequence` within the wait. Codes: `view_behind`.
+    #[response(
+        status = 409,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
+    )]
+    Behind(Problem),
+}
+
 /// A dispute's events, in order, as far as its view reflects them.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Timeline {
@@ -139,13 +158,7 @@ pub(crate) struct Timeline {
     params(OrderId, MinSequence),
     responses(
         (status = 200, description = "The dispute, and what the caller may do now.", body = DisputeAnswer),
-        (status = 400, description = "A malformed `X-Min-Sequence`. Codes: `malformed_request`.",
-         body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dispute, or not the caller's. Codes: `not_found`.",
-         body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The view has not reached `X-Min-Sequence` within the wait. Codes: `view_behind`.",
-         body = Problem, content_type = "application/problem+json",
-         headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        ReadProblems,
     )
 )]
 pub(crate) async fn dispute(
@@ -176,13 +189,7 @@ impl DisputeAnswer {
     params(OrderId, MinSequence),
     responses(
         (status = 200, description = "The events, oldest first.", body = Timeline),
-        (status = 400, description = "A malformed `X-Min-Sequence`. Codes: `malformed_request`.",
-         body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dispute, or not the caller's. Codes: `not_found`.",
-         body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The view has not reached `X-Min-Sequence` within the wait. Codes: `view_behind`.",
-         body = Problem, content_type = "application/problem+json",
-         headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        ReadProblems,
     )
 )]
 pub(crate) async fn timeline(

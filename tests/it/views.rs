@@ -1386,6 +1386,30 @@ async fn the_platform_queue_carries_what_arbitrators_triage_by_filters_and_pages
     }
 }
 
+/// The queue's query (its SLA flag and filter, its keyset) reads alike on the embedded store.
+#[tokio::test]
+async fn the_platform_queue_filters_and_flags_on_the_embedded_store() {
+    let app = TestApp::sqlite().await;
+    for id in ["qs-1", "qs-2"] {
+        app.register(&order(id)).await.assert_ok();
+        escalated(&app, id, 1_000).await;
+    }
+    let last = app.assign("qs-2", "arb-2").await.assert_ok().sequence();
+    caught_up(&app, "qs-2", last).await;
+    app.advance(Duration::hours(25));
+    let entries = queue(&app).await;
+    assert_eq!((queue_ids(&entries), breaches(&entries)), (vec!["qs-1", "qs-2"], vec![true, false]));
+    assert_eq!(queue_ids(queue_page(&app, "sla_breached=true").await["queue"].as_array().unwrap()), ["qs-1"]);
+    assert_eq!(
+        queue_ids(queue_page(&app, "sla_breached=false").await["queue"].as_array().unwrap()),
+        ["qs-2"]
+    );
+    let first = queue_page(&app, "limit=1").await;
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let rest = queue_page(&app, &format!("limit=1&cursor={cursor}")).await;
+    assert_eq!(queue_ids(rest["queue"].as_array().unwrap()), ["qs-2"]);
+}
+
 #[tokio::test]
 async fn a_buyer_sees_first_the_disputes_where_the_buyer_must_act_soonest() {
     let app = TestApp::postgres().await;

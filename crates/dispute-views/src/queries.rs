@@ -247,8 +247,7 @@ impl Views {
             .map(|row| {
                 let view: DisputeView = serde_json::from_str(&row.view)?;
                 Ok(QueueEntry {
-                    sla_breached: row.assignee.is_none()
-                        && row.assignment_due_ms.is_some_and(|due| due < now.timestamp_millis()),
+                    sla_breached: row.sla_breached,
                     dispute_id: row.order_id,
                     sequence: row.sequence as u64,
                     status: view.status,

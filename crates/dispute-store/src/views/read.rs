@@ -20,14 +20,17 @@ const MERCHANT_SUMMARY: &str = "SELECT status, round, currency, requested_minor,
      FROM view_disputes WHERE merchant_id = $1";
 
 /// Longest waiting first, with a reason `$1`, an assignee `$2`, the assignment SLA breached
-/// at `$4` or not (`$3`) if given, from a keyset cursor `($5, $6)`, `$7` rows at most.
-const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, status, COALESCE(escalated_at_ms, 0) AS waiting_since_ms, \
-       assignee, assignment_due_ms, view \
-     FROM view_disputes WHERE status IN ('escalated', 'under_review', 'appealed') \
-       AND ($1 IS NULL OR reason = $1) AND ($2 IS NULL OR assignee = $2) \
-       AND ($3 IS NULL OR (assignee IS NULL AND COALESCE(assignment_due_ms < $4, FALSE)) = $3) \
-       AND (COALESCE(escalated_at_ms, 0) > $5 OR (COALESCE(escalated_at_ms, 0) = $5 AND order_id > $6)) \
-     ORDER BY COALESCE(escalated_at_ms, 0), order_id LIMIT $7";
+/// at `$4` or not (`$3`) if given, from a keyset cursor `($5, $6)`, `$7` rows at most. The
+/// breach is defined once, here: unassigned past the assignment's due time.
+const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, waiting_since_ms, assignee, assignment_due_ms, \
+       sla_breached, view FROM ( \
+       SELECT order_id, sequence, COALESCE(escalated_at_ms, 0) AS waiting_since_ms, assignee, \
+         assignment_due_ms, (assignee IS NULL AND COALESCE(assignment_due_ms < $4, FALSE)) AS sla_breached, view \
+       FROM view_disputes WHERE status IN ('escalated', 'under_review', 'appealed') \
+         AND ($1 IS NULL OR reason = $1) AND ($2 IS NULL OR assignee = $2)) waiting \
+     WHERE ($3 IS NULL OR sla_breached = $3) \
+       AND (waiting_since_ms > $5 OR (waiting_since_ms = $5 AND order_id > $6)) \
+     ORDER BY waiting_since_ms, order_id LIMIT $7";
 
 /// Approved refunds not yet paid; the caller picks the late ones with the clock.
 const REFUND_PENDING: &str =
@@ -62,11 +65,12 @@ pub struct SummaryRow {
 pub struct QueueRow {
     pub order_id: String,
     pub sequence: i64,
-    pub status: String,
     /// When it was escalated (or appealed); the queue's order and cursor.
     pub waiting_since_ms: i64,
     pub assignee: Option<String>,
     pub assignment_due_ms: Option<i64>,
+    /// Unassigned past the assignment's due time, at the filter's `now_ms`.
+    pub sla_breached: bool,
     /// The `DisputeView` as JSON text.
     pub view: String,
 }

@@ -5,7 +5,6 @@
 //! (the stream's previous hash) and `hash` (see [`crate::chain`]), computed before the commit.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
 use dispute_domain::{
@@ -14,6 +13,7 @@ use dispute_domain::{
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cache::{Head, Heads};
 use crate::chain::{self, GENESIS, Unlinked};
 use crate::{EventMetadata, Store};
 
@@ -158,9 +158,10 @@ impl Store {
         let event_metadata = self.event_metadata(&command, metadata);
         let executed = on_repository!(&self.events, repo => execute_on(
             repo,
+            &self.heads,
             &self.services,
             order_id,
-            command,
+            &command,
             expected_sequence,
             event_metadata,
             earlier,
@@ -172,10 +173,11 @@ impl Store {
         Ok(executed)
     }
 
-    /// Loads the current state of a dispute and the sequence it reflects.
+    /// Loads the current state of a dispute and the sequence it reflects, from the log (not
+    /// from the cache of recent heads, which may be behind it).
     pub async fn load(&self, order_id: &str) -> Result<(Dispute, u64), ExecuteError> {
         let loaded = on_repository!(&self.events, repo => load(repo, order_id, None).await)?;
-        Ok((loaded.dispute, loaded.sequence))
+        Ok((loaded.head.dispute, loaded.head.sequence))
     }
 
     /// The metadata of the events `command` causes, before the chain adds their hashes.
@@ -222,30 +224,11 @@ impl EarlierRequest {
     }
 }
 
-/// A stream as loaded for a command: the folded state, its last sequence and last hash.
+/// A stream as read from the log for a command.
 struct Loaded {
-    dispute: Dispute,
-    sequence: u64,
-    /// The `hash` of the last event ([`GENESIS`] for an empty stream) that the next links to.
-    hash: String,
+    head: Head,
     /// The state right after the last event of the earlier request looked for, if any.
     earlier: Option<Outcome>,
-}
-
-impl Loaded {
-    fn outcome(&self, order_id: &str) -> Outcome {
-        let dispute = &self.dispute;
-        Outcome {
-            dispute_id: order_id.to_string(),
-            sequence: self.sequence,
-            status: dispute.status(),
-            close_reason: dispute.close_reason(),
-            round: dispute.round(),
-            refunded_total: dispute
-                .refunded_total()
-                .expect("a committed or accepted command leaves a registered order"),
-        }
-    }
 }
 
 async fn load<R: PersistedEventRepository>(
@@ -254,53 +237,123 @@ async fn load<R: PersistedEventRepository>(
     earlier: Option<&EarlierRequest>,
 ) -> Result<Loaded, ExecuteError> {
     let stored = repo.get_events::<Dispute>(order_id).await?;
-    let mut loaded =
-        Loaded { dispute: Dispute::default(), sequence: 0, hash: GENESIS.to_string(), earlier: None };
+    let mut head = Head { dispute: Dispute::default(), sequence: 0, hash: GENESIS.to_string() };
+    let mut earlier_outcome = None;
     for event in stored {
         let sequence = event.sequence as u64;
         let payload = serde_json::from_value(event.payload).map_err(|source| {
             ExecuteError::Store(StoreFailure::Unreadable { order_id: order_id.to_string(), sequence, source })
         })?;
-        loaded.dispute.apply(payload);
-        loaded.sequence = event.sequence as u64;
+        head.dispute.apply(payload);
+        head.sequence = sequence;
         // An event without a hash (written before the chain existed) links as an empty hash;
         // `disputes audit verify` reports it.
-        loaded.hash = event.metadata.get(chain::HASH_KEY).and_then(Value::as_str).unwrap_or("").to_string();
+        head.hash = event.metadata.get(chain::HASH_KEY).and_then(Value::as_str).unwrap_or("").to_string();
         if earlier.is_some_and(|earlier| earlier.committed(&event.metadata)) {
-            loaded.earlier = Some(loaded.outcome(order_id));
+            earlier_outcome = Some(head.outcome(order_id));
         }
     }
-    Ok(loaded)
+    Ok(Loaded { head, earlier: earlier_outcome })
+}
+
+/// What one attempt at a command on a head did, short of a failure.
+enum Attempt {
+    /// Its events are committed; the head after them.
+    Appended(Outcome, Head),
+    /// The rules accepted it and it changes nothing: nothing was written.
+    Unchanged(Outcome),
+    /// The head is behind the stream, or `If-Match` names another sequence: nothing was written.
+    Behind,
 }
 
 async fn execute_on<R: PersistedEventRepository>(
     repo: &R,
+    heads: &Heads,
     services: &DisputeServices,
     order_id: &str,
-    command: DisputeCommand,
+    command: &DisputeCommand,
     expected_sequence: Option<u64>,
     metadata: EventMetadata,
     earlier: Option<&EarlierRequest>,
 ) -> Result<Executed, ExecuteError> {
-    let mut loaded = load(repo, order_id, earlier).await?;
-    if let Some(outcome) = loaded.earlier.take() {
+    // A cached head is trusted only for an append, which the stream's primary key refuses if
+    // the head is behind. Any other outcome (a refusal, an `If-Match` mismatch, a lost race,
+    // no change) may be the stale head's, so it is decided again on the stream as stored. A
+    // take-over searches the log for its earlier request's events, so it never starts here.
+    let cached = earlier.is_none().then(|| heads.get(order_id)).flatten();
+    if let Some(head) = cached {
+        match attempt(repo, services, order_id, head, command, expected_sequence, metadata.clone()).await {
+            Ok(Attempt::Appended(outcome, head)) => {
+                heads.offer(order_id, head);
+                return Ok(Executed::Now(outcome));
+            }
+            Ok(Attempt::Unchanged(_) | Attempt::Behind) | Err(ExecuteError::Refused(_)) => heads.evict(order_id),
+            Err(e) => {
+                heads.evict(order_id);
+                return Err(e);
+            }
+        }
+    }
+    let loaded = load(repo, order_id, earlier).await.inspect_err(|_| heads.evict(order_id))?;
+    if let Some(outcome) = loaded.earlier {
         return Ok(Executed::Before(outcome));
     }
-    let loaded_sequence = loaded.sequence;
-    if expected_sequence.is_some_and(|expected| expected != loaded_sequence) {
-        return Err(ExecuteError::Conflict);
+    heads.offer(order_id, loaded.head.clone());
+    match attempt(repo, services, order_id, loaded.head, command, expected_sequence, metadata).await {
+        Ok(Attempt::Appended(outcome, head)) => {
+            heads.offer(order_id, head);
+            Ok(Executed::Now(outcome))
+        }
+        Ok(Attempt::Unchanged(outcome)) => Ok(Executed::Now(outcome)),
+        Ok(Attempt::Behind) => {
+            heads.evict(order_id);
+            Err(ExecuteError::Conflict)
+        }
+        Err(e @ ExecuteError::Refused(_)) => Err(e),
+        Err(e) => {
+            // A store failure leaves the stream's state unknown.
+            heads.evict(order_id);
+            Err(e)
+        }
     }
-    let sink = EventSink::default();
-    loaded.dispute.handle(command, services, &sink).await.map_err(AggregateError::UserError)?;
-    let events = sink.collect().await;
-    loaded.sequence += events.len() as u64;
-    let outcome = loaded.outcome(order_id);
-    if !events.is_empty() {
-        let serialized = chained(order_id, loaded_sequence, &loaded.hash, &events, metadata)?;
-        // A duplicate (order, sequence) is the optimistic lock: another command committed first.
-        repo.persist::<Dispute>(&serialized, None).await?;
+}
+
+/// Decides `command` on `head` and appends its events after it. `head` is this attempt's own:
+/// a refused or failed command leaves no trace outside it.
+async fn attempt<R: PersistedEventRepository>(
+    repo: &R,
+    services: &DisputeServices,
+    order_id: &str,
+    mut head: Head,
+    command: &DisputeCommand,
+    expected_sequence: Option<u64>,
+    metadata: EventMetadata,
+) -> Result<Attempt, ExecuteError> {
+    if expected_sequence.is_some_and(|expected| expected != head.sequence) {
+        return Ok(Attempt::Behind);
     }
-    Ok(Executed::Now(outcome))
+    let events = head.dispute.decide(command, services)?;
+    if events.is_empty() {
+        return Ok(Attempt::Unchanged(head.outcome(order_id)));
+    }
+    let serialized = chained(order_id, head.sequence, &head.hash, &events, metadata)?;
+    // A duplicate (order, sequence) is the optimistic lock: another command committed first.
+    match repo.persist::<Dispute>(&serialized, None).await.map_err(AggregateError::<DisputeError>::from) {
+        Ok(()) => {}
+        Err(AggregateError::AggregateConflict) => return Ok(Attempt::Behind),
+        Err(e) => return Err(e.into()),
+    }
+    for event in events {
+        head.dispute.apply(event);
+    }
+    head.sequence += serialized.len() as u64;
+    head.hash = serialized
+        .last()
+        .and_then(|event| event.metadata.get(chain::HASH_KEY))
+        .and_then(Value::as_str)
+        .expect("a chained event carries its hash")
+        .to_string();
+    Ok(Attempt::Appended(head.outcome(order_id), head))
 }
 
 /// The events to commit, each with the command's metadata plus its `prevhash` and `hash`.

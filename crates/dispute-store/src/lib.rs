@@ -6,6 +6,7 @@
 //! Invariant: events are only ever inserted; nothing here updates or deletes one.
 
 mod bulk;
+mod cache;
 pub mod chain;
 pub mod deadlines;
 mod execute;
@@ -99,6 +100,8 @@ pub struct Store {
     backend: Backend,
     events: EventStore,
     services: DisputeServices,
+    /// The heads of recently used streams, so that a command need not read its stream again.
+    heads: cache::Heads,
     /// Signalled after every commit, so the relay in this process wakes at once.
     committed: tokio::sync::Notify,
     /// Signalled after the projector in this process commits view changes.
@@ -155,6 +158,7 @@ impl Store {
             backend,
             events,
             services,
+            heads: cache::Heads::new(cache::CAPACITY),
             committed: tokio::sync::Notify::new(),
             projected: tokio::sync::Notify::new(),
         }))

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod black_box;
+mod cache;
 mod concurrency;
 mod contract;
 mod conversation;

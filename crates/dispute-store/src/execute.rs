@@ -13,7 +13,7 @@ use dispute_domain::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cache::{Head, Heads};
+use crate::cache::Head;
 use crate::chain::{self, GENESIS, Unlinked};
 use crate::{EventMetadata, Store};
 
@@ -157,9 +157,8 @@ impl Store {
     ) -> Result<Executed, ExecuteError> {
         let event_metadata = self.event_metadata(&command, metadata);
         let executed = on_repository!(&self.events, repo => execute_on(
+            self,
             repo,
-            &self.heads,
-            &self.services,
             order_id,
             &command,
             expected_sequence,
@@ -259,17 +258,16 @@ async fn load<R: PersistedEventRepository>(
 /// What one attempt at a command on a head did, short of a failure.
 enum Attempt {
     /// Its events are committed; the head after them.
-    Appended(Outcome, Head),
+    Appended(Head),
     /// The rules accepted it and it changes nothing: nothing was written.
-    Unchanged(Outcome),
+    Unchanged(Head),
     /// The head is behind the stream, or `If-Match` names another sequence: nothing was written.
     Behind,
 }
 
 async fn execute_on<R: PersistedEventRepository>(
+    store: &Store,
     repo: &R,
-    heads: &Heads,
-    services: &DisputeServices,
     order_id: &str,
     command: &DisputeCommand,
     expected_sequence: Option<u64>,
@@ -280,14 +278,18 @@ async fn execute_on<R: PersistedEventRepository>(
     // the head is behind. Any other outcome (a refusal, an `If-Match` mismatch, a lost race,
     // no change) may be the stale head's, so it is decided again on the stream as stored. A
     // take-over searches the log for its earlier request's events, so it never starts here.
+    let (heads, services) = (&store.heads, &store.services);
     let cached = earlier.is_none().then(|| heads.get(order_id)).flatten();
     if let Some(head) = cached {
-        match attempt(repo, services, order_id, head, command, expected_sequence, metadata.clone()).await {
-            Ok(Attempt::Appended(outcome, head)) => {
+        match attempt(repo, services, order_id, head, command, expected_sequence, &metadata).await {
+            Ok(Attempt::Appended(head)) => {
+                let outcome = head.outcome(order_id);
                 heads.offer(order_id, head);
                 return Ok(Executed::Now(outcome));
             }
-            Ok(Attempt::Unchanged(_) | Attempt::Behind) | Err(ExecuteError::Refused(_)) => heads.evict(order_id),
+            Ok(Attempt::Unchanged(_) | Attempt::Behind) | Err(ExecuteError::Refused(_)) => {
+                heads.evict(order_id)
+            }
             Err(e) => {
                 heads.evict(order_id);
                 return Err(e);
@@ -299,12 +301,13 @@ async fn execute_on<R: PersistedEventRepository>(
         return Ok(Executed::Before(outcome));
     }
     heads.offer(order_id, loaded.head.clone());
-    match attempt(repo, services, order_id, loaded.head, command, expected_sequence, metadata).await {
-        Ok(Attempt::Appended(outcome, head)) => {
+    match attempt(repo, services, order_id, loaded.head, command, expected_sequence, &metadata).await {
+        Ok(Attempt::Appended(head)) => {
+            let outcome = head.outcome(order_id);
             heads.offer(order_id, head);
             Ok(Executed::Now(outcome))
         }
-        Ok(Attempt::Unchanged(outcome)) => Ok(Executed::Now(outcome)),
+        Ok(Attempt::Unchanged(head)) => Ok(Executed::Now(head.outcome(order_id))),
         Ok(Attempt::Behind) => {
             heads.evict(order_id);
             Err(ExecuteError::Conflict)
@@ -327,14 +330,14 @@ async fn attempt<R: PersistedEventRepository>(
     mut head: Head,
     command: &DisputeCommand,
     expected_sequence: Option<u64>,
-    metadata: EventMetadata,
+    metadata: &EventMetadata,
 ) -> Result<Attempt, ExecuteError> {
     if expected_sequence.is_some_and(|expected| expected != head.sequence) {
         return Ok(Attempt::Behind);
     }
     let events = head.dispute.decide(command, services)?;
     if events.is_empty() {
-        return Ok(Attempt::Unchanged(head.outcome(order_id)));
+        return Ok(Attempt::Unchanged(head));
     }
     let serialized = chained(order_id, head.sequence, &head.hash, &events, metadata)?;
     // A duplicate (order, sequence) is the optimistic lock: another command committed first.
@@ -353,7 +356,7 @@ async fn attempt<R: PersistedEventRepository>(
         .and_then(Value::as_str)
         .expect("a chained event carries its hash")
         .to_string();
-    Ok(Attempt::Appended(head.outcome(order_id), head))
+    Ok(Attempt::Appended(head))
 }
 
 /// The events to commit, each with the command's metadata plus its `prevhash` and `hash`.
@@ -362,7 +365,7 @@ fn chained(
     last_sequence: u64,
     last_hash: &str,
     events: &[dispute_domain::DisputeEvent],
-    metadata: EventMetadata,
+    metadata: &EventMetadata,
 ) -> Result<Vec<SerializedEvent>, ExecuteError> {
     let unlinked = events
         .iter()

@@ -11,7 +11,59 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{Store, StoreError, on_pool};
+use crate::{Backend, Store, StoreError, on_pool};
+
+/// The two statements every keyed command runs, claim and answer, in each dialect.
+///
+/// On PostgreSQL both commit without waiting for their WAL to reach the disk
+/// (`synchronous_commit` off for their own transaction only). That loses nothing a command
+/// relies on: the WAL is flushed in order, so the command's events, committed after the
+/// claim and waiting for their flush, make the claim durable too; and an answer lost in a
+/// crash of the database leaves an unanswered claim, which a retry takes over and resolves
+/// from the log (`docs/ARCHITECTURE.md`, "Concurrency and idempotency").
+struct Sql {
+    /// $1 subject, $2 key, $3 fingerprint, $4 now (ms); inserts nothing if the key is held.
+    claim: &'static str,
+    /// $1 subject, $2 key, $3 status, $4 body.
+    answer: &'static str,
+}
+
+/// In PostgreSQL's dialect, the rows `FROM` this turn `synchronous_commit` off until the
+/// statement's transaction ends.
+macro_rules! unflushed {
+    () => {
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS unflushed"
+    };
+}
+
+const POSTGRES: Sql = Sql {
+    claim: concat!(
+        "INSERT INTO idempotency_keys (subject, key, fingerprint, claimed_at_ms, created_at_ms) \
+         SELECT $1, $2, $3, $4, $4 FROM ",
+        unflushed!(),
+        " ON CONFLICT (subject, key) DO NOTHING"
+    ),
+    answer: concat!(
+        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 FROM ",
+        unflushed!(),
+        " WHERE subject = $1 AND key = $2"
+    ),
+};
+
+const SQLITE: Sql = Sql {
+    claim: "INSERT INTO idempotency_keys (subject, key, fingerprint, claimed_at_ms, created_at_ms) \
+            VALUES ($1, $2, $3, $4, $4) ON CONFLICT (subject, key) DO NOTHING",
+    answer: "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE subject = $1 AND key = $2",
+};
+
+impl Backend {
+    fn idempotency_sql(&self) -> &'static Sql {
+        match self {
+            Backend::Postgres(_) => &POSTGRES,
+            Backend::Sqlite(_) => &SQLITE,
+        }
+    }
+}
 
 /// How long the claims of a key last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +128,7 @@ impl Store {
         let deadline = tokio::time::Instant::now() + times.wait;
         loop {
             let now_ms = self.services.clock.now().timestamp_millis();
-            let inserted = on_pool!(&self.backend, pool => sqlx::query(
-                "INSERT INTO idempotency_keys (subject, key, fingerprint, claimed_at_ms, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (subject, key) DO NOTHING",
-            )
+            let inserted = on_pool!(&self.backend, pool => sqlx::query(self.backend.idempotency_sql().claim)
             .bind(subject)
             .bind(key)
             .bind(fingerprint)
@@ -140,9 +189,7 @@ impl Store {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        on_pool!(&self.backend, pool => sqlx::query(
-            "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE subject = $1 AND key = $2",
-        )
+        on_pool!(&self.backend, pool => sqlx::query(self.backend.idempotency_sql().answer)
         .bind(subject)
         .bind(key)
         .bind(i32::from(response.status))

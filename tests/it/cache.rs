@@ -1,0 +1,172 @@
+//! The heads a store caches may fall behind the stream when another instance appends to it.
+//! Two stores on one database stand for two instances: each command through the stale one must
+//! be decided as the stream as stored dictates, never refused as a conflict it did not have,
+//! never appended on the stale head.
+
+use std::sync::Arc;
+
+use dispute_domain::{
+    Action, Actor, DisputeCommand, DisputeError, DisputeServices, ManualClock, Policy, Role,
+};
+use dispute_store::{CommandMetadata, ExecuteError, Outcome, Store, StoreConfig, chain};
+use disputes_tests::*;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// `action`'s payload as the API would parse it from `body`.
+fn payload<T: DeserializeOwned>(body: Value) -> T {
+    serde_json::from_value(body).expect("a valid command body")
+}
+
+fn evidence_from(kind: &str) -> Action {
+    Action::SubmitEvidence(payload(json!({ "evidence": [evidence(kind)] })))
+}
+
+fn merchant_accept() -> Action {
+    Action::MerchantAccept(payload(json!({})))
+}
+
+fn merchant_reject() -> Action {
+    Action::MerchantReject(payload(json!({ "reason_code": "item_used", "note": "worn" })))
+}
+
+async fn run(
+    store: &Store,
+    order: &str,
+    (role, sub): (Role, &str),
+    action: Action,
+    if_match: Option<u64>,
+) -> Result<Outcome, ExecuteError> {
+    let command = DisputeCommand::new(Actor::new(role, sub), action);
+    store.execute(order, command, if_match, &CommandMetadata::default()).await
+}
+
+const BUYER_1: (Role, &str) = (Role::Buyer, BUYER);
+const MERCHANT_1: (Role, &str) = (Role::Merchant, MERCHANT);
+
+#[track_caller]
+fn accepted(result: Result<Outcome, ExecuteError>) -> (u64, String) {
+    let outcome = result.unwrap_or_else(|e| panic!("the command is accepted, not {e:?}"));
+    (outcome.sequence, outcome.status.as_str().to_string())
+}
+
+/// The stream as stored: its chain is unbroken, each event linked to the one before it.
+async fn assert_chained(store: &Store, order: &str, last: u64) {
+    let events = store.whole_stream(order).await.expect("the stream reads");
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=last).collect::<Vec<_>>(), "{order} is contiguous");
+    assert_eq!(chain::verify_stream(events.iter().map(|e| e.hashed())), vec![], "{order}'s chain verifies");
+    let mut previous = chain::GENESIS;
+    for event in &events {
+        assert_eq!(event.prevhash(), Some(previous), "{order}#{} links to the event before", event.sequence);
+        previous = event.hash().expect("a chained event has a hash");
+    }
+}
+
+/// `a` and `b` are two instances on one database; every head `a` caches goes stale.
+async fn a_stale_head_is_never_a_conflict_nor_a_base(a: &Store, b: &Store) {
+    // An append on a stale head: the primary key refuses it and the command runs on the stream.
+    execute(a, "o-1", Role::System, "order-service", registration("o-1")).await;
+    assert_eq!(execute(a, "o-1", Role::Buyer, BUYER, refund_request(6_000)).await, 2);
+    assert_eq!(accepted(run(b, "o-1", BUYER_1, evidence_from("photo"), None).await).0, 3);
+    assert_eq!(
+        accepted(run(a, "o-1", MERCHANT_1, evidence_from("receipt"), None).await),
+        (4, "awaiting_merchant".to_string())
+    );
+    assert_chained(a, "o-1", 4).await;
+
+    // `If-Match` with the stream's true sequence, which the stale head does not have.
+    assert_eq!(accepted(run(b, "o-1", BUYER_1, evidence_from("video"), None).await).0, 5);
+    assert_eq!(accepted(run(a, "o-1", MERCHANT_1, evidence_from("label"), Some(5)).await).0, 6);
+    let stale_if_match = run(a, "o-1", MERCHANT_1, evidence_from("box"), Some(5)).await;
+    assert!(matches!(stale_if_match, Err(ExecuteError::Conflict)), "{stale_if_match:?}");
+
+    // A command the stale head refuses and the stream accepts.
+    assert_eq!(accepted(run(b, "o-1", MERCHANT_1, merchant_accept(), None).await).0, 7);
+    let paid = Action::RecordRefundPaid(payload(json!({
+        "amount": cny(6_000), "channel": "alipay", "payment_ref": "pay-1", "paid_at": epoch(),
+    })));
+    assert_eq!(
+        accepted(run(a, "o-1", (Role::System, "payments"), paid, None).await),
+        (8, "refunded".to_string())
+    );
+    assert_chained(a, "o-1", 8).await;
+
+    // A command the stale head accepts and the stream refuses.
+    execute(a, "o-2", Role::System, "order-service", registration("o-2")).await;
+    assert_eq!(execute(a, "o-2", Role::Buyer, BUYER, refund_request(6_000)).await, 2);
+    assert_eq!(accepted(run(b, "o-2", MERCHANT_1, merchant_reject(), None).await).0, 3);
+    let late = run(a, "o-2", MERCHANT_1, merchant_accept(), None).await;
+    assert!(
+        matches!(late, Err(ExecuteError::Refused(DisputeError::InvalidTransition { .. }))),
+        "refused as the stream dictates: {late:?}"
+    );
+    // Refused again on the head it now holds; then a valid command on that same head.
+    let again = run(a, "o-2", MERCHANT_1, merchant_accept(), None).await;
+    assert!(matches!(again, Err(ExecuteError::Refused(DisputeError::InvalidTransition { .. }))), "{again:?}");
+    let escalate = Action::Escalate(payload(json!({ "note": "please look" })));
+    let escalated = accepted(run(a, "o-2", BUYER_1, escalate, None).await);
+    let (stored, sequence) = b.load("o-2").await.expect("the stream loads");
+    assert_eq!(escalated, (sequence, stored.status().as_str().to_string()), "the answer is the stream's");
+    assert_eq!(sequence, 4);
+    assert_chained(b, "o-2", 4).await;
+
+    // A command that changes nothing answers with the stream's state, not the stale head's.
+    execute(a, "o-3", Role::System, "order-service", registration("o-3")).await;
+    assert_eq!(execute(b, "o-3", Role::Buyer, BUYER, refund_request(6_000)).await, 2);
+    let registered_again = run(a, "o-3", (Role::System, "order-service"), registration("o-3"), None).await;
+    assert_eq!(accepted(registered_again), (2, "awaiting_merchant".to_string()));
+    assert_chained(a, "o-3", 2).await;
+}
+
+#[tokio::test]
+async fn a_stale_cached_head_on_postgres_is_decided_again_on_the_stream() {
+    let db = TestDatabase::create().await;
+    let clock = Arc::new(ManualClock::new(epoch()));
+    let a = open_store_on(&db.url, clock.clone()).await;
+    let b = open_store_on(&db.url, clock).await;
+    a_stale_head_is_never_a_conflict_nor_a_base(&a, &b).await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_stale_cached_head_on_sqlite_is_decided_again_on_the_stream() {
+    let dir = tempdir::TempDir::new();
+    let clock = Arc::new(ManualClock::new(epoch()));
+    let open = || async {
+        let services = DisputeServices::new(clock.clone(), Arc::new(Policy::builtin()));
+        Store::open(&StoreConfig::Sqlite { path: tempdir::join(&dir, "disputes.db") }, services)
+            .await
+            .expect("the store opens")
+    };
+    let a = open().await;
+    let b = open().await;
+    a_stale_head_is_never_a_conflict_nor_a_base(&a, &b).await;
+    a.close().await;
+    b.close().await;
+}
+
+/// A take-over reads the log, not the cache: the earlier request's events were committed by
+/// another instance, which this one's cached head has not seen.
+#[tokio::test]
+async fn a_take_over_finds_the_earlier_request_in_the_log_behind_a_stale_head() {
+    let db = TestDatabase::create().await;
+    let clock = Arc::new(ManualClock::new(epoch()));
+    let a = open_store_on(&db.url, clock.clone()).await;
+    let b = open_store_on(&db.url, clock).await;
+    execute(&a, "o-1", Role::System, "order-service", registration("o-1")).await;
+    assert_eq!(execute(&a, "o-1", Role::Buyer, BUYER, refund_request(6_000)).await, 2);
+    let since = a.now();
+    let keyed =
+        CommandMetadata { correlation_id: "c-1".to_string(), idempotency_key: Some("ev-1".to_string()) };
+    let command = || DisputeCommand::new(Actor::new(Role::Buyer, BUYER), evidence_from("photo"));
+    let first = b.execute("o-1", command(), None, &keyed).await.expect("the first request commits");
+    assert_eq!(first.sequence, 3);
+
+    let resumed = a.execute_resumed("o-1", command(), None, &keyed, since).await.expect("the take-over runs");
+    assert_eq!(resumed, dispute_store::Executed::Before(first), "found in the log, not run again");
+    assert_chained(&a, "o-1", 3).await;
+    a.close().await;
+    b.close().await;
+}

@@ -77,9 +77,7 @@ async fn a_stale_head_is_never_a_conflict_nor_a_base(a: &Store, b: &Store) {
 
     // `If-Match` with the stream's true sequence, which the stale head does not have.
     assert_eq!(accepted(run(b, "o-1", BUYER_1, evidence_from("video"), None).await).0, 5);
-    assert_eq!(accepted(run(a, "o-1", MERCHANT_1, evidence_from("label"), Some(5)).await).0, 6);
-    let stale_if_match = run(a, "o-1", MERCHANT_1, evidence_from("box"), Some(5)).await;
-    assert!(matches!(stale_if_match, Err(ExecuteError::Conflict)), "{stale_if_match:?}");
+    assert_eq!(accepted(run(a, "o-1", MERCHANT_1, evidence_from("shipping"), Some(5)).await).0, 6);
 
     // A command the stale head refuses and the stream accepts.
     assert_eq!(accepted(run(b, "o-1", MERCHANT_1, merchant_accept(), None).await).0, 7);
@@ -91,6 +89,9 @@ async fn a_stale_head_is_never_a_conflict_nor_a_base(a: &Store, b: &Store) {
         (8, "refunded".to_string())
     );
     assert_chained(a, "o-1", 8).await;
+    // `If-Match` with a sequence the stream has moved past is a conflict still.
+    let stale_if_match = run(a, "o-1", MERCHANT_1, evidence_from("other"), Some(7)).await;
+    assert!(matches!(stale_if_match, Err(ExecuteError::Conflict)), "{stale_if_match:?}");
 
     // A command the stale head accepts and the stream refuses.
     execute(a, "o-2", Role::System, "order-service", registration("o-2")).await;
@@ -147,10 +148,11 @@ async fn a_stale_cached_head_on_sqlite_is_decided_again_on_the_stream() {
     b.close().await;
 }
 
-/// A take-over reads the log, not the cache: the earlier request's events were committed by
-/// another instance, which this one's cached head has not seen.
+/// A take-over reads the log, not the cache: whether the earlier request committed through
+/// another instance (this one's head is behind its events) or through this one (its head
+/// already holds them), it is found and not run again.
 #[tokio::test]
-async fn a_take_over_finds_the_earlier_request_in_the_log_behind_a_stale_head() {
+async fn a_take_over_finds_the_earlier_request_in_the_log_whatever_the_cached_head() {
     let db = TestDatabase::create().await;
     let clock = Arc::new(ManualClock::new(epoch()));
     let a = open_store_on(&db.url, clock.clone()).await;
@@ -158,15 +160,21 @@ async fn a_take_over_finds_the_earlier_request_in_the_log_behind_a_stale_head() 
     execute(&a, "o-1", Role::System, "order-service", registration("o-1")).await;
     assert_eq!(execute(&a, "o-1", Role::Buyer, BUYER, refund_request(6_000)).await, 2);
     let since = a.now();
-    let keyed =
-        CommandMetadata { correlation_id: "c-1".to_string(), idempotency_key: Some("ev-1".to_string()) };
     let command = || DisputeCommand::new(Actor::new(Role::Buyer, BUYER), evidence_from("photo"));
-    let first = b.execute("o-1", command(), None, &keyed).await.expect("the first request commits");
-    assert_eq!(first.sequence, 3);
-
-    let resumed = a.execute_resumed("o-1", command(), None, &keyed, since).await.expect("the take-over runs");
-    assert_eq!(resumed, dispute_store::Executed::Before(first), "found in the log, not run again");
-    assert_chained(&a, "o-1", 3).await;
+    for (key, earlier, sequence) in [("ev-1", &b, 3), ("ev-2", &a, 4)] {
+        let keyed =
+            CommandMetadata { correlation_id: key.to_string(), idempotency_key: Some(key.to_string()) };
+        let first = earlier.execute("o-1", command(), None, &keyed).await.expect("the first request commits");
+        assert_eq!(first.sequence, sequence);
+        let resumed =
+            a.execute_resumed("o-1", command(), None, &keyed, since).await.expect("the take-over runs");
+        assert_eq!(
+            resumed,
+            dispute_store::Executed::Before(first),
+            "{key} is found in the log, not run again"
+        );
+    }
+    assert_chained(&a, "o-1", 4).await;
     a.close().await;
     b.close().await;
 }

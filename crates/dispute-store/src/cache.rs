@@ -61,8 +61,12 @@ impl Heads {
     }
 
     /// Keeps `head` unless the cache holds a later one of the stream already (a command in this
-    /// process committed after `head` was read).
+    /// process committed after `head` was read). An empty stream is not kept: commands on
+    /// unknown orders would push out the heads of real ones.
     pub fn offer(&self, order_id: &str, head: Head) {
+        if head.sequence == 0 {
+            return;
+        }
         let mut entries = self.lock();
         match entries.get_mut(order_id) {
             Some(cached) if cached.sequence > head.sequence => {}
@@ -82,5 +86,50 @@ impl Heads {
         // A panic while holding the lock cannot leave an entry half-written: every write
         // replaces or removes a whole entry.
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(sequence: u64) -> Head {
+        Head { dispute: Dispute::default(), sequence, hash: format!("hash-{sequence}") }
+    }
+
+    fn cached(heads: &Heads, order_id: &str) -> Option<u64> {
+        heads.get(order_id).map(|head| head.sequence)
+    }
+
+    #[test]
+    fn a_later_head_is_never_replaced_by_an_earlier_one() {
+        let heads = Heads::new(4);
+        heads.offer("o-1", head(3));
+        heads.offer("o-1", head(2));
+        assert_eq!(cached(&heads, "o-1"), Some(3));
+        heads.offer("o-1", head(4));
+        assert_eq!(cached(&heads, "o-1"), Some(4));
+        heads.evict("o-1");
+        assert_eq!(cached(&heads, "o-1"), None);
+    }
+
+    #[test]
+    fn the_least_recently_used_head_goes_first() {
+        let heads = Heads::new(2);
+        heads.offer("o-1", head(1));
+        heads.offer("o-2", head(1));
+        assert_eq!(cached(&heads, "o-1"), Some(1), "o-1 is used again");
+        heads.offer("o-3", head(1));
+        assert_eq!(
+            (cached(&heads, "o-1"), cached(&heads, "o-2"), cached(&heads, "o-3")),
+            (Some(1), None, Some(1))
+        );
+    }
+
+    #[test]
+    fn an_empty_stream_is_not_kept() {
+        let heads = Heads::new(2);
+        heads.offer("o-404", head(0));
+        assert_eq!(cached(&heads, "o-404"), None);
     }
 }

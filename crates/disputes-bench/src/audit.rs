@@ -1,5 +1,6 @@
 //! `disputes-bench --audit N`: loads N synthetic chained events into an empty store, then
-//! times `audit verify` and a replay of every stream over them.
+//! times `audit verify` and a replay of every stream over them. With `--json`, the last stdout
+//! line holds the figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use dispute_store::Store;
 use disputes::progress::Progress;
 
-pub async fn run(store: &Arc<Store>, events: u64) -> anyhow::Result<()> {
+pub async fn run(store: &Arc<Store>, events: u64, json: bool) -> anyhow::Result<()> {
     let orders = events.div_ceil(dispute_audit::EVENTS_PER_ORDER);
     let started = Instant::now();
     let mut bar = Progress::new("loading");
@@ -53,5 +54,16 @@ pub async fn run(store: &Arc<Store>, events: u64) -> anyhow::Result<()> {
         replay_time,
         rate(replay_time)
     );
+    if json {
+        let figures = serde_json::json!({
+            "events": report.events,
+            "streams": report.streams,
+            "verify_s": (verify_time.as_secs_f64() * 100.0).round() / 100.0,
+            "verify_events_per_s": rate(verify_time).round(),
+            "replay_s": (replay_time.as_secs_f64() * 100.0).round() / 100.0,
+            "replay_events_per_s": rate(replay_time).round(),
+        });
+        println!("{figures}");
+    }
     Ok(())
 }

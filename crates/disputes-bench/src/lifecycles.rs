@@ -1,6 +1,7 @@
 //! `disputes-bench`: a load generator that drives whole dispute lifecycles over HTTP at a
 //! given concurrency and reports command rate, command latency and projection lag
-//! (command answered → visible in the dispute's view).
+//! (command answered → visible in the dispute's view). Every command carries an
+//! `Idempotency-Key` of its own unless `--no-idempotency-key`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,10 @@ pub struct BenchOptions {
     /// Measure projection lag after every Nth lifecycle (0: never).
     #[arg(long, default_value_t = 1)]
     lag_every: u64,
+    /// Send commands without an `Idempotency-Key`. By default every command carries a fresh
+    /// one, as a payment client's do, so the service keeps an idempotency record per command.
+    #[arg(long)]
+    no_idempotency_key: bool,
     /// End with one JSON line of figures on stdout.
     #[arg(long)]
     json: bool,
@@ -69,6 +74,8 @@ struct Load {
     merchant: String,
     arbitrator: String,
     run: String,
+    /// Whether each command carries an `Idempotency-Key` of its own.
+    idempotency_keys: bool,
     done: AtomicU64,
     failed: AtomicU64,
 }
@@ -82,7 +89,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
     }
     if let Some(events) = options.audit {
         let store = settings.open_store().await?;
-        let result = crate::audit::run(&store, events).await;
+        let result = crate::audit::run(&store, events, options.json).await;
         store.close().await;
         return result;
     }
@@ -117,6 +124,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
         merchant: token(Role::Merchant, "bench-merchant"),
         arbitrator: token(Role::Arbitrator, "bench-arbitrator"),
         run: format!("{:x}", Utc::now().timestamp_millis()),
+        idempotency_keys: !options.no_idempotency_key,
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
@@ -159,6 +167,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
         "lag_samples": samples.lags.len(),
         "concurrency": options.concurrency,
         "rate": options.rate,
+        "idempotency_keys": load.idempotency_keys,
         "seconds": (elapsed * 10.0).round() / 10.0,
     });
     eprintln!(
@@ -351,7 +360,7 @@ async fn lifecycle(
         }
     }
     let mut sequence = 0;
-    for (method, command, token, mut body) in steps {
+    for (step, (method, command, token, mut body)) in steps.into_iter().enumerate() {
         // A payment is dated after its approval, which the steps before it made.
         if command == "refund-paid" {
             body["paid_at"] = json!(Utc::now());
@@ -364,15 +373,13 @@ async fn lifecycle(
         if let Some(pace) = pace.as_deref_mut() {
             pace.wait().await;
         }
+        let mut request = load.client.request(method, url).bearer_auth(token).json(&body);
+        if load.idempotency_keys {
+            // The order id is unique per run, so this is unique per command.
+            request = request.header("Idempotency-Key", format!("{id}-{step}"));
+        }
         let started = Instant::now();
-        let response = load
-            .client
-            .request(method, url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("{command}: {e}"))?;
+        let response = request.send().await.map_err(|e| format!("{command}: {e}"))?;
         let status = response.status();
         let answer: Value = response.json().await.map_err(|e| format!("{command}: {e}"))?;
         samples.commands.push(started.elapsed().as_micros() as u64);

@@ -7,6 +7,7 @@ mod black_box;
 mod concurrency;
 mod contract;
 mod conversation;
+mod deadlines;
 mod edge;
 mod embedded;
 mod errors;

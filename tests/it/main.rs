@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod contract;
 mod conversation;
+mod deadlines;
 mod edge;
 mod embedded;
 mod errors;

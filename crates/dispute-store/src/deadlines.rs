@@ -1,15 +1,26 @@
-//! The deadline timer's work list, the table `deadlines` (migration `0004_deadlines.sql`): per
-//! order, the deadline running after the event at `sequence`, and who has claimed it for firing.
+//! The deadline timer's work list, the table `deadlines` (migrations `0004_deadlines.sql`,
+//! `0007_deadlines_running_only.sql`): a row per order whose deadline runs, with the event at
+//! `sequence` that set it and who has claimed it for firing. A deadline that ends loses its row.
 //! The timer decides what to record and when to fire; this module only reads and writes rows.
 //!
+//! An event is recorded once: each batch moves the checkpoint `deadlines` (in
+//! `relay_checkpoints`) to its last change in the same transaction, under a lock on that row,
+//! and leaves out what the checkpoint already covers. So an event read twice (after a crash, or
+//! by an instance behind another) never brings back a deadline a later event ended, though
+//! ended deadlines keep no row.
+//!
 //! Each statement is written once per dialect in [`Sql`]; text the dialects share is written
-//! once in a macro. They differ in the claim (PostgreSQL skips rows another transaction has
-//! locked; SQLite has one writer at a time, so its statement is the claim by itself) and in the
-//! name of the two-argument maximum.
+//! once in a macro. They differ in locking (PostgreSQL locks rows; SQLite has one writer at a
+//! time, so a write transaction or a statement is the lock by itself), in how a JSON array
+//! becomes rows, and in the name of the two-argument maximum.
+
+use std::collections::BTreeMap;
 
 use dispute_domain::Timer;
+use serde::Serialize;
 
-use crate::{Backend, Store, StoreError, on_pool};
+use crate::views::json_array;
+use crate::{Backend, Cursor, Store, StoreError, on_pool};
 
 /// The deadlines of [`Store::deadlines`].
 pub struct Deadlines<'a> {
@@ -20,8 +31,10 @@ pub struct Deadlines<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracked<'a> {
     pub order_id: &'a str,
-    /// The event that set or ended the deadline: a row is only ever replaced by a later one.
+    /// The event that set or ended the deadline.
     pub sequence: u64,
+    /// Its place in the log: changes the checkpoint `deadlines` covers are left out.
+    pub cursor: Cursor,
     /// The deadline running after it; `None` when it ended the running one.
     pub running: Option<Timer>,
 }
@@ -48,29 +61,71 @@ pub struct Schedule {
     pub pending: i64,
 }
 
+/// A row to set, as one object of the JSON array [`Sql::set`] reads.
+#[derive(Serialize)]
+struct SetRow<'a> {
+    order_id: &'a str,
+    sequence: i64,
+    deadline: &'a str,
+    round: i64,
+    due_at_ms: i64,
+}
+
+/// What a batch of changes writes once each order's last change is kept.
+#[derive(Default)]
+struct Folded<'a> {
+    set: Vec<SetRow<'a>>,
+    /// Orders whose deadline ended.
+    ended: Vec<&'a str>,
+}
+
 /// Every statement on `deadlines` in one dialect.
 struct Sql {
-    /// $1 order, $2 sequence, $3 deadline, $4 round, $5 due (ms): replaces an older row only.
-    record: &'static str,
+    /// Opens the transaction that records a batch.
+    begin: &'static str,
+    /// → the checkpoint `deadlines`, locked until the transaction ends.
+    recorded: &'static str,
+    /// $1, $2: the checkpoint's new (xid, position).
+    mark: &'static str,
+    /// $1 a JSON array of [`SetRow`], one per order: replaces an older row only.
+    set: &'static str,
+    /// $1 a JSON array of order ids whose deadline ended.
+    end: &'static str,
     /// $1 now (ms), $2 claimed until (ms), $3 limit → (order, sequence, deadline, round, due).
     claim_due: &'static str,
     /// $1 order, $2 sequence.
     clear: &'static str,
     /// $1 order, $2 sequence, $3 claimed until (ms).
     retry_at: &'static str,
-    /// → the earliest of every running row's due time or claim end, whichever is later, and
-    /// how many rows run.
+    /// → the earliest of every row's due time or claim end, whichever is later, and how many
+    /// rows run.
     next_due: &'static str,
 }
 
-const RECORD: &str = "INSERT INTO deadlines (order_id, sequence, deadline, round, due_at_ms, claimed_until_ms) \
-     VALUES ($1, $2, $3, $4, $5, NULL) \
-     ON CONFLICT (order_id) DO UPDATE SET sequence = excluded.sequence, deadline = excluded.deadline, \
-       round = excluded.round, due_at_ms = excluded.due_at_ms, claimed_until_ms = NULL \
-     WHERE deadlines.sequence < excluded.sequence";
+const MARK: &str = "UPDATE relay_checkpoints SET xid = $1, position = $2 WHERE name = 'deadlines'";
 
-const CLEAR: &str = "UPDATE deadlines SET deadline = NULL, round = NULL, due_at_ms = NULL, claimed_until_ms = NULL \
-     WHERE order_id = $1 AND sequence = $2";
+/// Sets each order's row from `$rows`, the JSON array as rows of (order, sequence, deadline,
+/// round, due).
+macro_rules! set {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO deadlines (order_id, sequence, deadline, round, due_at_ms, claimed_until_ms) ",
+            $rows,
+            " ON CONFLICT (order_id) DO UPDATE SET sequence = excluded.sequence, deadline = excluded.deadline, \
+               round = excluded.round, due_at_ms = excluded.due_at_ms, claimed_until_ms = NULL \
+             WHERE deadlines.sequence < excluded.sequence"
+        )
+    };
+}
+
+/// Deletes the rows of the order ids `$ids` selects from the JSON array.
+macro_rules! end {
+    ($ids:literal) => {
+        concat!("DELETE FROM deadlines WHERE order_id IN (", $ids, ")")
+    };
+}
+
+const CLEAR: &str = "DELETE FROM deadlines WHERE order_id = $1 AND sequence = $2";
 
 const RETRY_AT: &str = "UPDATE deadlines SET claimed_until_ms = $3 WHERE order_id = $1 AND sequence = $2";
 
@@ -103,7 +158,14 @@ macro_rules! next_due {
 }
 
 const POSTGRES: Sql = Sql {
-    record: RECORD,
+    begin: "BEGIN",
+    recorded: "SELECT xid, position FROM relay_checkpoints WHERE name = 'deadlines' FOR UPDATE",
+    mark: MARK,
+    set: set!(
+        "SELECT order_id, sequence, deadline, round, due_at_ms, NULL FROM json_to_recordset($1::json) \
+           AS r(order_id text, sequence bigint, deadline text, round integer, due_at_ms bigint)"
+    ),
+    end: end!("SELECT json_array_elements_text($1::json)"),
     claim_due: claim_due!(" FOR UPDATE SKIP LOCKED", "round::bigint"),
     clear: CLEAR,
     retry_at: RETRY_AT,
@@ -111,7 +173,16 @@ const POSTGRES: Sql = Sql {
 };
 
 const SQLITE: Sql = Sql {
-    record: RECORD,
+    // The write lock up front: the checkpoint read below must still hold when the batch writes.
+    begin: "BEGIN IMMEDIATE",
+    recorded: "SELECT xid, position FROM relay_checkpoints WHERE name = 'deadlines'",
+    mark: MARK,
+    // `WHERE true` tells SQLite's parser that the ON CONFLICT that follows is an upsert.
+    set: set!(
+        "SELECT value ->> 'order_id', value ->> 'sequence', value ->> 'deadline', value ->> 'round', \
+           value ->> 'due_at_ms', NULL FROM json_each($1) WHERE true"
+    ),
+    end: end!("SELECT value FROM json_each($1)"),
     claim_due: claim_due!("", "round"),
     clear: CLEAR,
     retry_at: RETRY_AT,
@@ -125,6 +196,30 @@ impl Store {
     }
 }
 
+impl<'a> Folded<'a> {
+    /// Each order's last change among `changes` (in log order) after `recorded`.
+    fn after(recorded: Cursor, changes: &'a [Tracked<'a>]) -> Self {
+        let mut last: BTreeMap<&str, &Tracked> = BTreeMap::new();
+        for change in changes.iter().filter(|c| c.cursor > recorded) {
+            last.insert(change.order_id, change);
+        }
+        let mut folded = Folded::default();
+        for (order_id, change) in last {
+            match change.running {
+                Some(timer) => folded.set.push(SetRow {
+                    order_id,
+                    sequence: change.sequence as i64,
+                    deadline: timer.deadline.as_str(),
+                    round: timer.round as i64,
+                    due_at_ms: timer.due.timestamp_millis(),
+                }),
+                None => folded.ended.push(order_id),
+            }
+        }
+        folded
+    }
+}
+
 impl Deadlines<'_> {
     fn sql(&self) -> &'static Sql {
         match self.backend {
@@ -133,33 +228,34 @@ impl Deadlines<'_> {
         }
     }
 
-    /// Records what events did to their orders' deadlines, in one transaction. A row already
-    /// set by a later event is left as it is; a new deadline is unclaimed.
-    pub async fn record(&self, changes: &[Tracked<'_>]) -> Result<(), StoreError> {
-        let sql = self.sql().record;
+    /// Records what events, in log order, did to their orders' deadlines, in one transaction:
+    /// each order's last change, as one statement for the deadlines set and one for those
+    /// ended, leaving out changes the checkpoint `deadlines` already covers; the checkpoint
+    /// then moves to the last change. A new deadline is unclaimed. Returns how many deadlines
+    /// were set.
+    pub async fn record(&self, changes: &[Tracked<'_>]) -> Result<u64, StoreError> {
+        let Some(through) = changes.iter().map(|c| c.cursor).max() else { return Ok(0) };
+        let sql = self.sql();
         on_pool!(self.backend, pool => {
-            let mut tx = pool.begin().await?;
-            for &Tracked { order_id, sequence, running } in changes {
-                let (deadline, round, due) = match running {
-                    Some(timer) => (
-                        Some(timer.deadline.as_str()),
-                        Some(timer.round as i64),
-                        Some(timer.due.timestamp_millis()),
-                    ),
-                    None => (None, None, None),
-                };
-                sqlx::query(sql)
-                    .bind(order_id)
-                    .bind(sequence as i64)
-                    .bind(deadline)
-                    .bind(round)
-                    .bind(due)
-                    .execute(&mut *tx)
-                    .await?;
+            let mut tx = pool.begin_with(sql.begin).await?;
+            let (xid, position): (i64, i64) = sqlx::query_as(sql.recorded).fetch_one(&mut *tx).await?;
+            let recorded = Cursor { xid, position };
+            if through <= recorded {
+                return Ok(0);
             }
+            let folded = Folded::after(recorded, changes);
+            let mut set = 0;
+            if !folded.set.is_empty() {
+                let rows = json_array(&folded.set)?;
+                set = sqlx::query(sql.set).bind(rows).execute(&mut *tx).await?.rows_affected();
+            }
+            if !folded.ended.is_empty() {
+                sqlx::query(sql.end).bind(json_array(&folded.ended)?).execute(&mut *tx).await?;
+            }
+            sqlx::query(sql.mark).bind(through.xid).bind(through.position).execute(&mut *tx).await?;
             tx.commit().await?;
-        });
-        Ok(())
+            Ok(set)
+        })
     }
 
     /// Claims until `claim_until_ms` up to `limit` rows due by `now_ms` that no live claim
@@ -188,7 +284,7 @@ impl Deadlines<'_> {
             .collect())
     }
 
-    /// Ends the claimed row's deadline, unless a later event has set another since.
+    /// Deletes the claimed row, unless a later event has set another deadline since.
     pub async fn clear(&self, claimed: &Claimed) -> Result<(), StoreError> {
         on_pool!(self.backend, pool => sqlx::query(self.sql().clear)
             .bind(&claimed.order_id)
@@ -250,8 +346,8 @@ mod tests {
         );
         assert_eq!(SQLITE.next_due, POSTGRES.next_due.replace("GREATEST", "max"));
         assert_eq!(
-            (POSTGRES.record, POSTGRES.clear, POSTGRES.retry_at),
-            (SQLITE.record, SQLITE.clear, SQLITE.retry_at)
+            (POSTGRES.mark, POSTGRES.clear, POSTGRES.retry_at),
+            (SQLITE.mark, SQLITE.clear, SQLITE.retry_at)
         );
     }
 }

@@ -4,11 +4,12 @@
 //!
 //! Two loops share one table, `deadlines`, with a row per order:
 //! - **tracking** follows the log in commit order from the checkpoint `timer` and records, per
-//!   order, the deadline the latest event started or ended ([`DisputeEvent::timer_change`]); the
-//!   row keeps the sequence of that event, so an event read twice never undoes a later one;
+//!   order, the deadline the latest event started ([`DisputeEvent::timer_change`]); a deadline
+//!   that ends loses its row. The store records each event once (its checkpoint `deadlines`
+//!   moves with each batch), so an event read twice never undoes a later one;
 //! - **firing** claims rows that have come due by the injected clock (`FOR UPDATE SKIP LOCKED`
 //!   on PostgreSQL, so two instances never claim one row), sends the command as the `system`
-//!   role, and clears the row. It sleeps until the next due time, at most [`MAX_SLEEP`].
+//!   role, and deletes the row. It sleeps until the next due time, at most [`MAX_SLEEP`].
 //!
 //! Exactly one effect: a claim keeps other instances off a row for [`CLAIM`]; if the claiming
 //! instance dies, another fires the row once the claim lapses. Should a deadline still be fired
@@ -18,7 +19,6 @@
 //! Invariant: the timer never decides a rule. The aggregate checks that the deadline is due and
 //! is still the current one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,44 +135,29 @@ impl DeadlineTimer {
         Ok(self.tracking.catch_up(&mut Tracking(self)).await? as usize)
     }
 
-    /// Records the deadlines a batch of the log starts or ends, and wakes the firing loop if
-    /// any changed.
+    /// Records the deadlines a batch of the log starts or ends (each order's last change, in
+    /// one transaction), and wakes the firing loop if any was set.
     async fn track_batch(&self, batch: &[StoredEvent]) -> Result<(), TimerError> {
-        // Only the latest change of each order matters.
-        let mut changes: HashMap<&str, (u64, TimerChange)> = HashMap::new();
+        let mut changes = Vec::new();
         for stored in batch {
             let event: DisputeEvent = serde_json::from_value(stored.payload.clone()).map_err(|source| {
                 TimerError::Event { order_id: stored.order_id.clone(), sequence: stored.sequence, source }
             })?;
-            let change = event.timer_change();
-            if change == TimerChange::Unchanged {
-                continue;
-            }
-            let latest = changes.entry(&stored.order_id).or_insert((stored.sequence, change));
-            if stored.sequence >= latest.0 {
-                *latest = (stored.sequence, change);
-            }
+            let running = match event.timer_change() {
+                TimerChange::Unchanged => continue,
+                TimerChange::Set(timer) => Some(timer),
+                TimerChange::Cleared => None,
+            };
+            changes.push(Tracked {
+                order_id: &stored.order_id,
+                sequence: stored.sequence,
+                cursor: stored.cursor,
+                running,
+            });
         }
-        if !changes.is_empty() {
-            self.record(&changes).await?;
+        if self.store.deadlines().record(&changes).await? > 0 {
             self.tracked.notify_one();
         }
-        Ok(())
-    }
-
-    async fn record(&self, changes: &HashMap<&str, (u64, TimerChange)>) -> Result<(), TimerError> {
-        let tracked: Vec<Tracked> = changes
-            .iter()
-            .map(|(order_id, (sequence, change))| Tracked {
-                order_id,
-                sequence: *sequence,
-                running: match change {
-                    TimerChange::Set(timer) => Some(*timer),
-                    _ => None,
-                },
-            })
-            .collect();
-        self.store.deadlines().record(&tracked).await?;
         Ok(())
     }
 

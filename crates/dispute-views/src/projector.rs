@@ -2,9 +2,11 @@
 //!
 //! A duplicate or a redelivery (sequence already reflected) changes nothing. A gap (a later
 //! sequence arrives first) is filled from the event store before the event is applied, so no
-//! event is ever skipped. A batch of events commits in one transaction.
+//! event is ever skipped. A batch of events commits in one transaction. An order whose events in
+//! the batch start at its first is folded from scratch without reading its stored view: what
+//! is stored already is left as it is (views only move forward, timeline entries are kept).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -107,10 +109,16 @@ impl Projector {
         if orders.is_empty() {
             return Ok(0);
         }
-        // A batch is three statements whatever its size: read and lock the views, insert the
-        // timeline, upsert the views.
-        let order_ids: Vec<&str> = orders.keys().copied().collect();
-        let (writes, stored) = self.writer.lock(&order_ids).await?;
+        // A batch is at most three statements whatever its size: read and lock the views it
+        // continues, insert the timeline, upsert the views. An order whose events start at its
+        // first needs no stored view: folded from scratch, its view is written only if ahead of
+        // the stored one, and its timeline entries only where missing.
+        let continued: Vec<&str> = orders
+            .iter()
+            .filter(|(_, events)| events.iter().all(|e| e.sequence > 1))
+            .map(|(order_id, _)| *order_id)
+            .collect();
+        let (writes, stored) = self.writer.lock(&continued).await?;
         let mut current: HashMap<String, (u64, DisputeView)> = HashMap::with_capacity(stored.len());
         for row in stored {
             current.insert(row.order_id, (row.sequence as u64, serde_json::from_str(&row.view)?));
@@ -123,12 +131,22 @@ impl Projector {
             };
             changes.fold(&self.store, order_id, last, view, events).await?;
         }
-        writes.commit(&changes.timeline, &changes.disputes).await?;
+        // The events whose timeline entry is new are those applied now (entry and view are
+        // written together).
+        let written = writes.commit(&changes.timeline, &changes.disputes).await?;
+        let new: HashSet<(&str, i64)> =
+            written.iter().map(|(order_id, sequence)| (order_id.as_str(), *sequence)).collect();
+        let applied: Vec<DateTime<Utc>> = changes
+            .folded
+            .into_iter()
+            .filter(|(order_id, sequence, _)| new.contains(&(*order_id, *sequence as i64)))
+            .map(|(_, _, time)| time)
+            .collect();
         self.store.projected().notify_waiters();
         if self.live {
-            self.record_lag(&changes.times);
+            self.record_lag(&applied);
         }
-        Ok(changes.applied)
+        Ok(applied.len())
     }
 
     /// Both views are committed in the batch's one transaction: each new event reached each
@@ -144,24 +162,22 @@ impl Projector {
     }
 }
 
-/// What a batch writes: the new timeline entries and the changed views.
+/// What a batch writes: the timeline entries and the changed views.
 #[derive(Default)]
-struct Changes {
+struct Changes<'a> {
     timeline: Vec<TimelineRow>,
     disputes: Vec<DisputeRow>,
-    /// Events of the batch that were new.
-    applied: usize,
-    /// The commit times of the new events the batch brought (not of the gaps it filled).
-    times: Vec<DateTime<Utc>>,
+    /// The events of the batch folded (not the gaps filled): order, sequence, commit time.
+    folded: Vec<(&'a str, u64, DateTime<Utc>)>,
 }
 
-impl Changes {
+impl<'a> Changes<'a> {
     /// Folds one order's incoming events into its view (reflecting `last`), filling gaps from
     /// the event store.
     async fn fold(
         &mut self,
         store: &Store,
-        order_id: &str,
+        order_id: &'a str,
         mut last: u64,
         mut view: Option<DisputeView>,
         mut events: Vec<&Incoming>,
@@ -205,8 +221,7 @@ impl Changes {
                 });
             }
             last = incoming.sequence;
-            self.applied += 1;
-            self.times.push(parse_time(&incoming.time));
+            self.folded.push((order_id, incoming.sequence, parse_time(&incoming.time)));
         }
         if last > reflected {
             let view = view.expect("a view exists after applying an event");

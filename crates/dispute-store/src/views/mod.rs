@@ -105,6 +105,6 @@ impl Dialect {
 }
 
 /// Rows passed as one JSON array.
-fn json_array<T: serde::Serialize>(rows: &T) -> Result<String, StoreError> {
+pub(crate) fn json_array<T: serde::Serialize>(rows: &T) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|e| StoreError::Query(sqlx::Error::Encode(Box::new(e))))
 }

@@ -1,6 +1,7 @@
-//! The projector's writes: a batch is three statements whatever its size (read and lock the
-//! batch's views, insert the timeline entries, upsert the changed views), each taking its
-//! rows as one JSON array, in one transaction.
+//! The projector's writes: a batch is at most three statements whatever its size (read and
+//! lock the views the batch continues, insert the timeline entries, upsert the changed views),
+//! each taking its rows as one JSON array, in one transaction. A batch that only starts views
+//! (every order from its first event, as in a catch-up) reads none: it skips the first.
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
@@ -41,7 +42,7 @@ impl WriteStatements {
                 dialect.json_strings(),
                 dialect.for_update()
             ),
-            insert_timeline: insert(&TIMELINE, timeline) + "DO NOTHING",
+            insert_timeline: insert(&TIMELINE, timeline) + "DO NOTHING RETURNING order_id, sequence",
             upsert_disputes: insert(&DISPUTES, disputes)
                 + &format!("DO UPDATE SET {set} WHERE {disputes}.sequence < excluded.sequence"),
         }
@@ -93,38 +94,43 @@ impl ViewWriter {
     }
 
     /// Opens a batch: begins its transaction and reads and locks the stored views of
-    /// `order_ids` (those that exist), in order-id order.
+    /// `order_ids` (those that exist), in order-id order; with no ids, reads nothing.
     pub async fn lock(&self, order_ids: &[&str]) -> Result<(ViewBatch<'_>, Vec<LockedView>), StoreError> {
-        let ids = json_array(&order_ids)?;
         let begin = self.statements.begin;
         let mut tx = match &self.backend {
             Backend::Postgres(pool) => Tx::Postgres(pool.begin_with(begin).await?),
             Backend::Sqlite(pool) => Tx::Sqlite(pool.begin_with(begin).await?),
         };
-        let views = on_tx!(&mut tx, tx => {
-            sqlx::query_as(&self.statements.lock).bind(&ids).fetch_all(&mut **tx).await?
-        });
+        let mut views = Vec::new();
+        if !order_ids.is_empty() {
+            let ids = json_array(&order_ids)?;
+            views = on_tx!(&mut tx, tx => {
+                sqlx::query_as(&self.statements.lock).bind(&ids).fetch_all(&mut **tx).await?
+            });
+        }
         Ok((ViewBatch { tx, statements: &self.statements }, views))
     }
 }
 
 impl ViewBatch<'_> {
-    /// Inserts the new timeline entries, upserts the changed views (a stored view already
-    /// ahead is left alone) and commits.
+    /// Inserts the timeline entries the store does not hold yet, upserts the changed views (a
+    /// stored view already ahead, or as far, is left alone) and commits. Returns the (order,
+    /// sequence) of the entries that were new.
     pub async fn commit(
         mut self,
         timeline: &[TimelineRow],
         disputes: &[DisputeRow],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut new = Vec::new();
         if !timeline.is_empty() {
             let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
             on_tx!(&mut self.tx, tx => {
-                sqlx::query(&self.statements.insert_timeline).bind(timeline).execute(&mut **tx).await?;
+                new = sqlx::query_as(&self.statements.insert_timeline).bind(timeline).fetch_all(&mut **tx).await?;
                 sqlx::query(&self.statements.upsert_disputes).bind(disputes).execute(&mut **tx).await?;
             });
         }
         on_tx!(self.tx, tx => tx.commit().await?);
-        Ok(())
+        Ok(new)
     }
 }
 
@@ -146,6 +152,10 @@ mod tests {
         for column in TIMELINE.columns {
             assert!(statements.insert_timeline.contains(&format!("value ->> '{}'", column.name)));
         }
-        assert!(statements.insert_timeline.ends_with("ON CONFLICT (order_id, sequence) DO NOTHING"));
+        assert!(
+            statements
+                .insert_timeline
+                .ends_with("ON CONFLICT (order_id, sequence) DO NOTHING RETURNING order_id, sequence")
+        );
     }
 }

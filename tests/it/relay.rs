@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use dispute_bus::{CloudEvent, NatsBus, message_id};
 use dispute_domain::{Action, Actor, DisputeCommand, ManualClock, Role};
 use dispute_store::{CommandMetadata, Cursor, Outcome, Store};
-use dispute_views::{Projected, Views, run_nats};
+use dispute_views::{Views, run_nats};
 use disputes_tests::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -291,7 +291,7 @@ impl RunningProjector {
     async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
         let bus = NatsBus::connect(urls, stream).await.expect("NATS client");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run_nats(store, bus, Projected::default(), stop.clone()));
+        let task = tokio::spawn(run_nats(store, bus, None, stop.clone()));
         Self { stop, task }
     }
 

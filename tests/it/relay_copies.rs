@@ -1,15 +1,15 @@
 //! The relay's batches projected in its own process: a view is visible without JetStream's
-//! round trip, and the JetStream consumer delivering the same events afterwards changes
-//! nothing, whether it knows them projected or projects them again.
+//! delivery, and JetStream delivering the same events afterwards changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
 use dispute_bus::{NatsBus, Relay};
 use dispute_domain::Role;
 use dispute_store::Store;
-use dispute_views::{Projected, Views, run_copies, run_nats};
+use dispute_views::{Views, run_nats};
 use disputes_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -58,31 +58,36 @@ async fn the_relays_batches_are_projected_in_process_and_jetstream_delivering_th
     let store: Arc<Store> = open_store(&db).await;
     let (urls, stream) = (nats_url(), unique_stream());
     let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
+    // The durable consumer exists already, filtering on a subject no event has: JetStream
+    // delivers the projector nothing.
+    bus.ensure_stream().await.expect("the stream is created");
+    let js = jetstream::new(async_nats::connect(&urls).await.expect("NATS reachable"));
+    let nothing = pull::Config {
+        durable_name: Some("views".to_string()),
+        filter_subject: bus.subject("no-such-order"),
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    let events = js.get_stream(&stream).await.expect("the stream");
+    events.create_consumer(nothing).await.expect("the consumer is created");
+
     let stop = CancellationToken::new();
     let (copies, copied) = tokio::sync::mpsc::channel(8);
     let relay = tokio::spawn(Relay::new(store.clone(), bus.clone()).with_copies(copies).run(stop.clone()));
-    let projected = Projected::default();
-    let projecting = tokio::spawn(run_copies(store.clone(), copied, projected.clone(), stop.clone()));
-
-    // No JetStream consumer runs: the views are the relay's copies' work.
+    let here = tokio::spawn(run_nats(store.clone(), bus.clone(), Some(copied), stop.clone()));
     execute(&store, "l-1", Role::System, "orders", registration("l-1")).await;
     execute(&store, "l-1", Role::Buyer, BUYER, refund_request(1_000)).await;
     let views = Views::new(store.clone());
     eventually_shown(&views, "l-1", (2, vec![1, 2])).await;
 
-    // A JetStream consumer that does not know them projected (another instance's) receives
-    // both events and applies them again: the views stay as they are.
-    let elsewhere = CancellationToken::new();
-    let consumer =
-        tokio::spawn(run_nats(store.clone(), bus.clone(), Projected::default(), elsewhere.clone()));
+    // Now JetStream delivers every event, to a projector that does not know them projected
+    // (another instance's): applied again, they change nothing.
+    events.delete_consumer("views").await.expect("the consumer is deleted");
+    let elsewhere = tokio::spawn(run_nats(store.clone(), bus, None, stop.clone()));
     consumer_acked(&urls, &stream, 2).await;
     assert_eq!(shown(&views, "l-1").await, Some((2, vec![1, 2])));
-    elsewhere.cancel();
-    tokio::time::timeout(Duration::from_secs(10), consumer).await.expect("the consumer stops").unwrap();
 
-    // This instance's consumer acknowledges what the copies projected; later events reach the
-    // views with both feeds running.
-    let consumer = tokio::spawn(run_nats(store.clone(), bus, projected, stop.clone()));
+    // Later events reach the views as well, with both feeds running.
     let accept = dispute_domain::Action::MerchantAccept(Default::default());
     let last = execute(&store, "l-1", Role::Merchant, MERCHANT, accept).await;
     let whole = (last, (1..=last).collect::<Vec<u64>>());
@@ -91,7 +96,7 @@ async fn the_relays_batches_are_projected_in_process_and_jetstream_delivering_th
     assert_eq!(shown(&views, "l-1").await, Some(whole));
 
     stop.cancel();
-    for task in [relay, projecting, consumer] {
+    for task in [relay, here, elsewhere] {
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("the task stops").unwrap();
     }
     delete_stream(&urls, &stream).await;

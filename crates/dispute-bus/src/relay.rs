@@ -7,7 +7,8 @@
 //! de-duplication on the message id.
 //!
 //! The relay can also hand each batch it reads to a reader in its own process (the projector),
-//! before publishing it: that reader need not wait for JetStream's round trip.
+//! just before publishing it: that reader need not wait for JetStream's round trips, and is
+//! nearly always ahead of JetStream's delivery of the same events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,7 @@ pub struct Relay {
     bus: NatsBus,
     /// The checkpoint's name; one per stream.
     name: String,
-    /// Where each batch read is also handed, in this process; see [`Relay::with_copies`].
+    /// Where each batch is also handed, in this process; see [`Relay::with_copies`].
     copies: Option<mpsc::Sender<Batch>>,
 }
 
@@ -71,8 +72,9 @@ impl Relay {
         Self { store, bus, name, copies: None }
     }
 
-    /// Hands each batch to `copies` too, before publishing it. Best effort: a batch that finds
-    /// the channel full is not handed over (its reader has JetStream to fall back on).
+    /// Hands each batch to `copies` too, before publishing it. Best effort, never waiting: a
+    /// batch that finds the channel full is not handed over. The reader of `copies` has
+    /// JetStream to fall back on: what it misses reaches it there.
     pub fn with_copies(self, copies: mpsc::Sender<Batch>) -> Self {
         Self { copies: Some(copies), ..self }
     }

@@ -21,7 +21,7 @@ pub use queries::{
     MerchantPage, MerchantSummary, PlatformStats, QueueEntry, QueuePage, QueueQuery, TimelineEntry, Views,
 };
 pub use rebuild::{ViewName, build_aside, drop_aside, rebuild};
-pub use runner::{Projected, run_copies, run_local, run_nats};
+pub use runner::{run_local, run_nats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {

@@ -107,16 +107,9 @@ impl App {
                     // The relay's batches are projected here at once; JetStream feeds the
                     // projectors of every instance, this one's too.
                     let (copies, copied) = tokio::sync::mpsc::channel(COPIES);
-                    let projected = dispute_views::Projected::default();
                     let relay = Relay::new(store.clone(), bus.clone()).with_copies(copies);
                     tasks.spawn(relay.run(stop.clone()));
-                    tasks.spawn(dispute_views::run_copies(
-                        store.clone(),
-                        copied,
-                        projected.clone(),
-                        stop.clone(),
-                    ));
-                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, projected, stop.clone()));
+                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, Some(copied), stop.clone()));
                 }
                 None => {
                     tasks.spawn(dispute_views::run_local(store.clone(), stop.clone()));

@@ -7,8 +7,8 @@
 //! de-duplication on the message id.
 //!
 //! The relay can also hand each batch it reads to a reader in its own process (the projector),
-//! just before publishing it: that reader need not wait for JetStream's round trips, and is
-//! nearly always ahead of JetStream's delivery of the same events.
+//! just before publishing it: that reader need not wait for JetStream's round trips, and has
+//! each copy in hand before JetStream can deliver the same event.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,17 +5,27 @@
 //! connection of its own; when its process dies the lock is released and another instance
 //! takes over from the shared checkpoint. Re-published messages are dropped by JetStream's
 //! de-duplication on the message id.
+//!
+//! The relay can also hand each batch it reads to a reader in its own process (the projector),
+//! just before publishing it: that reader need not wait for JetStream's round trips, and has
+//! each copy in hand before JetStream can deliver the same event.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dispute_store::{Backoff, Consumer, Follower, Lease, Store, StoredEvent};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{BusError, NatsBus};
 
 /// How long a relay waits before asking again for a lease another relay holds.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
+/// How often a publishing relay checks that its lease's connection is alive, at most. A lost
+/// connection is noticed this much later: meanwhile another relay may publish too, which
+/// JetStream's de-duplication and the commit order of both keep harmless.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
 
 /// How long events took from their commit to JetStream's acknowledgement of their publication.
 pub const RELAY_LAG_SECONDS: &str = "disputes_relay_lag_seconds";
@@ -34,7 +44,12 @@ pub struct Relay {
     bus: NatsBus,
     /// The checkpoint's name; one per stream.
     name: String,
+    /// Where each batch is also handed, in this process; see [`Relay::with_copies`].
+    copies: Option<mpsc::Sender<Batch>>,
 }
+
+/// A batch of the log as the relay read it, in commit order.
+pub type Batch = Arc<[StoredEvent]>;
 
 /// The checkpoint of the relay publishing to `stream`.
 pub fn checkpoint_name(stream: &str) -> String {
@@ -54,7 +69,14 @@ pub fn lease_key(stream: &str) -> i64 {
 impl Relay {
     pub fn new(store: Arc<Store>, bus: NatsBus) -> Self {
         let name = checkpoint_name(bus.stream_name());
-        Self { store, bus, name }
+        Self { store, bus, name, copies: None }
+    }
+
+    /// Hands each batch to `copies` too, before publishing it. Best effort, never waiting: a
+    /// batch that finds the channel full is not handed over. The reader of `copies` has
+    /// JetStream to fall back on: what it misses reaches it there.
+    pub fn with_copies(self, copies: mpsc::Sender<Batch>) -> Self {
+        Self { copies: Some(copies), ..self }
     }
 
     /// Runs until `stop` is cancelled. Failures are logged and retried, never fatal.
@@ -80,7 +102,13 @@ impl Relay {
         self.bus.ensure_stream().await?;
         tracing::info!(stream = self.bus.stream_name(), "relay publishing");
         let follower = Follower::new(self.store.clone(), &self.name);
-        let mut publisher = Publisher { bus: &self.bus, lease, store: &self.store };
+        let mut publisher = Publisher {
+            bus: &self.bus,
+            lease,
+            checked: Instant::now(),
+            store: &self.store,
+            copies: self.copies.as_ref(),
+        };
         follower.follow(&mut publisher, stop).await
     }
 
@@ -100,18 +128,25 @@ impl Relay {
     }
 }
 
-/// The relay's side of following the log: publish each batch; while idle, check the lease.
+/// The relay's side of following the log: publish each batch; while idle, check the lease now
+/// and then.
 struct Publisher<'a> {
     bus: &'a NatsBus,
     lease: Lease,
+    /// When the lease was last known alive.
+    checked: Instant,
     /// The clock events' times were taken on, for the lag.
     store: &'a Store,
+    copies: Option<&'a mpsc::Sender<Batch>>,
 }
 
 impl Consumer for Publisher<'_> {
     type Error = BusError;
 
     async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), BusError> {
+        if let Some(copies) = self.copies {
+            let _ = copies.try_send(batch.into());
+        }
         self.bus.publish(batch).await?;
         // Every event of the batch is acknowledged now: its lag is now less its commit time.
         let now = self.store.now();
@@ -126,6 +161,10 @@ impl Consumer for Publisher<'_> {
 
     async fn idle(&mut self) -> Result<(), BusError> {
         // A lost lease connection ends the follow: the relay re-acquires the lease.
-        Ok(self.lease.ping().await?)
+        if self.checked.elapsed() >= LEASE_CHECK {
+            self.lease.ping().await?;
+            self.checked = Instant::now();
+        }
+        Ok(())
     }
 }

@@ -2,10 +2,23 @@
 //! in-process projector, the deadline timer's tracking) reads it here, with one batch size, one
 //! way of waiting and one retry policy.
 //!
-//! A [`Follower`] reads a batch after its cursor, hands it to its [`Consumer`], saves the cursor
-//! to its named checkpoint, and repeats until nothing is left; then it waits for this process's
-//! next commit, the poll interval, or the stop. The cursor is a position in commit order
-//! ([`Store::events_after`]), so a transaction that commits late is read late, never skipped.
+//! A [`Follower`] reads a batch after its cursor, hands it to its [`Consumer`], and repeats
+//! until nothing is left; then it waits for this process's next commit, the poll interval, or
+//! the stop. The cursor is a position in commit order ([`Store::events_after`]), so a
+//! transaction that commits late is read late, never skipped.
+//!
+//! The followers of one process share their reads: the [`Tail`] keeps the last read of the log,
+//! and a follower asking for the events after the same cursor takes that read instead of asking
+//! the database, unless this process committed since the read began (a commit that woke it is
+//! never missed) or the follower was handed that very read before (a poll always looks
+//! afresh). Followers at the head of the log are woken by the same commit and ask for the same
+//! cursor: one read serves them all. On PostgreSQL the reads go through one connection the tail
+//! keeps, not a pool checkout each.
+//!
+//! A follower saves its cursor to its named checkpoint at most every [`CHECKPOINT_EVERY`] while
+//! events keep coming, and at once when a look at the log finds nothing new, when it catches up
+//! on request, and when it stops. After a crash the events since the last save are applied
+//! again, which every consumer must bear anyway.
 //!
 //! No notification from the database wakes it: a `NOTIFY` in the appending transaction would
 //! serialise every commit in the cluster. Other instances' commits are found by polling, and
@@ -14,13 +27,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use sqlx::PgConnection;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Cursor, Store, StoreError, StoredEvent};
+use crate::{Backend, Cursor, Store, StoreError, StoredEvent};
 
 /// The most events read and applied at once.
 pub const BATCH: i64 = 512;
@@ -29,14 +44,16 @@ pub const BATCH: i64 = 512;
 pub const POLL: Duration = Duration::from_millis(250);
 /// How soon a follower looks again after a poll found events another instance committed.
 pub const POLL_MIN: Duration = Duration::from_millis(5);
+/// The longest a follower that keeps reading events goes without saving its checkpoint.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// What a [`Follower`] hands the log to.
 pub trait Consumer {
     type Error: std::fmt::Display + From<StoreError>;
 
     /// Applies one batch of events, in commit order. The follower saves its checkpoint only
-    /// after this succeeds, so a batch may be applied again after a failure or a crash: applying
-    /// must be idempotent.
+    /// after this succeeds, and not after every batch, so a batch may be applied again after a
+    /// failure or a crash: applying must be idempotent.
     fn apply(&mut self, batch: &[StoredEvent]) -> impl Future<Output = Result<(), Self::Error>>;
 
     /// Called each time the follower has caught up, before it waits. An error ends the follow.
@@ -45,36 +62,162 @@ pub trait Consumer {
     }
 }
 
+/// This process's commit signal: wakes the followers, and counts commits so that the [`Tail`]
+/// can tell whether a read began after a given commit.
+#[derive(Debug, Default)]
+pub struct Commits {
+    wake: Notify,
+    count: AtomicU64,
+}
+
+impl Commits {
+    /// Signals a commit: called after every commit of this process.
+    pub fn notify_waiters(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    /// Completes after the next commit signalled.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// How many commits have been signalled.
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// The log as this process's followers read it: the last read, shared (see the module's
+/// documentation), and the connection reads go through.
+#[derive(Default)]
+pub struct Tail {
+    /// Held while reading, so that a follower asking for the read under way waits for it and
+    /// takes it rather than reading the same events beside it.
+    state: Mutex<TailState>,
+    /// Reads that went to the database.
+    reads: AtomicU64,
+}
+
+#[derive(Default)]
+struct TailState {
+    last: Option<Read>,
+    /// PostgreSQL: a connection taken out of the pool for the reads (a pool checkout costs a
+    /// round trip on its return); dropped after a failed read, opened again at the next.
+    connection: Option<PgConnection>,
+}
+
+struct Read {
+    /// The read's number: [`Tail::reads`] after it.
+    number: u64,
+    after: Cursor,
+    /// [`Commits::count`] when the read began: every commit up to it is in the read.
+    commits: u64,
+    events: Arc<[StoredEvent]>,
+}
+
+impl Tail {
+    /// Closes the reads' connection.
+    pub(crate) async fn close(&self) {
+        self.state.lock().await.connection = None;
+    }
+}
+
+impl Store {
+    /// Up to [`BATCH`] events after `after` in commit order, from a read numbered above
+    /// `newer_than` that began once this process had signalled `commits` commits or more: the
+    /// tail's last read if it qualifies, else a new one. Returns the read's number too.
+    async fn tail_after(
+        &self,
+        after: Cursor,
+        commits: u64,
+        newer_than: u64,
+    ) -> Result<(u64, Arc<[StoredEvent]>), StoreError> {
+        let mut state = self.tail.state.lock().await;
+        let shared =
+            state.last.as_ref().filter(|r| r.after == after && r.commits >= commits && r.number > newer_than);
+        if let Some(last) = shared {
+            return Ok((last.number, last.events.clone()));
+        }
+        let commits = self.committed.count();
+        let number = self.tail.reads.fetch_add(1, Ordering::Relaxed) + 1;
+        let events: Arc<[StoredEvent]> = match &self.backend {
+            Backend::Postgres(pool) => {
+                let connection = match &mut state.connection {
+                    Some(connection) => connection,
+                    empty => empty.insert(pool.acquire().await?.detach()),
+                };
+                match crate::log::pg_events_after(connection, after, BATCH).await {
+                    Ok(events) => events.into(),
+                    Err(e) => {
+                        state.connection = None;
+                        return Err(e);
+                    }
+                }
+            }
+            Backend::Sqlite(_) => self.events_after(after, BATCH).await?.into(),
+        };
+        state.last = Some(Read { number, after, commits, events: events.clone() });
+        Ok((number, events))
+    }
+
+    /// How many times this process's followers have read the log from the database (reads
+    /// they shared count once).
+    pub fn log_reads(&self) -> u64 {
+        self.tail.reads.load(Ordering::Relaxed)
+    }
+}
+
 /// Reads the log in commit order from a checkpoint and hands it to a [`Consumer`].
 pub struct Follower {
     store: Arc<Store>,
     /// The checkpoint the cursor is saved to; `None` for a read that saves nothing (a rebuild).
     checkpoint: Option<String>,
-    /// Where the follower has read up to; `None` until loaded from the checkpoint. Held while a
-    /// pass reads, so two passes of one follower never apply a batch side by side.
-    cursor: Mutex<Option<Cursor>>,
+    /// Held while a pass reads, so two passes of one follower never apply a batch side by side.
+    position: Mutex<Position>,
+}
+
+/// Where a follower has read up to, and what of it is saved.
+struct Position {
+    /// `None` until loaded from the checkpoint.
+    cursor: Option<Cursor>,
+    /// The cursor last saved to (or loaded from) the checkpoint.
+    saved: Option<Cursor>,
+    saved_at: Instant,
+    /// The number of the last read of the [`Tail`] this follower was handed.
+    last_read: u64,
+}
+
+impl Position {
+    fn unloaded() -> Self {
+        Self { cursor: None, saved: None, saved_at: Instant::now(), last_read: 0 }
+    }
 }
 
 impl Follower {
-    /// Follows from the checkpoint `name`, and saves it after each batch.
+    /// Follows from the checkpoint `name`, and saves it as it goes.
     pub fn new(store: Arc<Store>, name: impl Into<String>) -> Self {
-        Self { store, checkpoint: Some(name.into()), cursor: Mutex::new(None) }
+        Self { store, checkpoint: Some(name.into()), position: Mutex::new(Position::unloaded()) }
     }
 
     /// Reads from `cursor` and saves no checkpoint.
     pub fn from_cursor(store: Arc<Store>, cursor: Cursor) -> Self {
-        Self { store, checkpoint: None, cursor: Mutex::new(Some(cursor)) }
+        let position = Position { cursor: Some(cursor), ..Position::unloaded() };
+        Self { store, checkpoint: None, position: Mutex::new(position) }
     }
 
     /// Where the follower has read up to (the checkpoint's until the first read).
     pub async fn cursor(&self) -> Result<Cursor, StoreError> {
-        let mut cursor = self.cursor.lock().await;
-        self.loaded(&mut cursor).await
+        let mut position = self.position.lock().await;
+        self.loaded(&mut position).await
     }
 
-    /// Reads and applies batches until the log's end. Returns how many events were applied.
+    /// Reads and applies batches until the log's end, and saves the checkpoint. Returns how
+    /// many events were applied.
     pub async fn catch_up<C: Consumer>(&self, consumer: &mut C) -> Result<u64, C::Error> {
-        self.read(consumer, None).await
+        let read = self.read(consumer, None, self.store.committed.count()).await?;
+        self.save(&mut *self.position.lock().await).await?;
+        Ok(read)
     }
 
     /// Follows the log until `stop`, retrying after failures with a [`Backoff`]. Failures are
@@ -97,7 +240,7 @@ impl Follower {
 
     /// Follows the log until `stop` (`Ok`) or a failure (`Err`), from the saved checkpoint,
     /// woken by this process's commits and the adaptive poll. A stop is honoured between
-    /// batches.
+    /// batches, and saves the checkpoint.
     pub async fn follow<C: Consumer>(
         &self,
         consumer: &mut C,
@@ -105,22 +248,27 @@ impl Follower {
     ) -> Result<(), C::Error> {
         // Another reader may have moved the checkpoint meanwhile (a relay that held the lease).
         if self.checkpoint.is_some() {
-            *self.cursor.lock().await = None;
+            *self.position.lock().await = Position::unloaded();
         }
         let mut poll = POLL;
         let mut polled = false;
         while !stop.is_cancelled() {
-            // Listening before reading: a commit after the last read still wakes the wait.
-            let committed = self.store.committed().notified();
+            // Listening before reading: a commit after the last read still wakes the wait, and
+            // the read includes every commit signalled before it.
+            let committed = self.store.committed.notified();
             tokio::pin!(committed);
             committed.as_mut().enable();
-            let read = self.read(consumer, Some(stop)).await?;
+            let read = self.read(consumer, Some(stop), self.store.committed.count()).await?;
             if stop.is_cancelled() {
                 break;
             }
             if polled {
                 // Events found by polling were committed elsewhere: more are likely to follow.
                 poll = if read > 0 { POLL_MIN } else { (poll * 2).min(POLL) };
+            }
+            if read == 0 {
+                // A quiet moment: save what the last busy spell left unsaved.
+                self.save(&mut *self.position.lock().await).await?;
             }
             consumer.idle().await?;
             polled = false;
@@ -130,45 +278,63 @@ impl Follower {
                 _ = stop.cancelled() => break,
             }
         }
+        self.save(&mut *self.position.lock().await).await?;
         Ok(())
     }
 
-    /// Reads and applies batches until the log's end, or until `stop` between two batches.
+    /// Reads and applies batches until the log's end, or until `stop` between two batches,
+    /// from reads that include the first `commits` commits of this process.
     async fn read<C: Consumer>(
         &self,
         consumer: &mut C,
         stop: Option<&CancellationToken>,
+        commits: u64,
     ) -> Result<u64, C::Error> {
-        let mut cursor = self.cursor.lock().await;
-        let mut after = self.loaded(&mut cursor).await?;
+        let mut position = self.position.lock().await;
+        let mut after = self.loaded(&mut position).await?;
         let mut read = 0;
         while !stop.is_some_and(CancellationToken::is_cancelled) {
-            let batch = self.store.events_after(after, BATCH).await?;
+            let (number, batch) = self.store.tail_after(after, commits, position.last_read).await?;
+            position.last_read = number;
             let Some(last) = batch.last() else { break };
             consumer.apply(&batch).await?;
             after = last.cursor;
-            if let Some(name) = &self.checkpoint {
-                self.store.save_checkpoint(name, after).await?;
-            }
-            *cursor = Some(after);
+            position.cursor = Some(after);
             read += batch.len() as u64;
+            if position.saved_at.elapsed() >= CHECKPOINT_EVERY {
+                self.save(&mut position).await?;
+            }
+            // A short batch held every event visible when it was read.
+            if (batch.len() as i64) < BATCH {
+                break;
+            }
         }
         Ok(read)
     }
 
-    async fn loaded(&self, cursor: &mut Option<Cursor>) -> Result<Cursor, StoreError> {
-        if let Some(cursor) = cursor {
-            return Ok(*cursor);
+    /// Saves the cursor to the checkpoint if it moved since the last save.
+    async fn save(&self, position: &mut Position) -> Result<(), StoreError> {
+        let (Some(name), Some(cursor)) = (&self.checkpoint, position.cursor) else { return Ok(()) };
+        if position.saved != Some(cursor) {
+            self.store.save_checkpoint(name, cursor).await?;
+            position.saved = Some(cursor);
+        }
+        position.saved_at = Instant::now();
+        Ok(())
+    }
+
+    async fn loaded(&self, position: &mut Position) -> Result<Cursor, StoreError> {
+        if let Some(cursor) = position.cursor {
+            return Ok(cursor);
         }
         let loaded = match &self.checkpoint {
             Some(name) => self.store.checkpoint(name).await?,
             None => Cursor::default(),
         };
-        *cursor = Some(loaded);
+        *position = Position { cursor: Some(loaded), saved: Some(loaded), ..Position::unloaded() };
         Ok(loaded)
     }
 }
-
 /// The pause before retrying a failed attempt: 100 ms, doubling up to 5 s; an attempt that ran
 /// well for 30 s starts it afresh.
 #[derive(Debug)]

@@ -31,7 +31,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use bulk::BulkStream;
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome, StoreFailure};
-pub use follow::{Backoff, Consumer, Follower};
+pub use follow::{Backoff, Commits, Consumer, Follower};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
 pub use lease::Lease;
 pub use log::{Cursor, RawEvent, StoredEvent};
@@ -102,8 +102,10 @@ pub struct Store {
     services: DisputeServices,
     /// The heads of recently used streams, so that a command need not read its stream again.
     heads: cache::Heads,
-    /// Signalled after every commit, so the relay in this process wakes at once.
-    committed: tokio::sync::Notify,
+    /// Signalled after every commit, so the followers in this process wake at once.
+    committed: follow::Commits,
+    /// The followers' shared reads of the log.
+    tail: follow::Tail,
     /// Signalled after the projector in this process commits view changes.
     projected: tokio::sync::Notify,
 }
@@ -159,7 +161,8 @@ impl Store {
             events,
             services,
             heads: cache::Heads::new(cache::CAPACITY),
-            committed: tokio::sync::Notify::new(),
+            committed: follow::Commits::default(),
+            tail: follow::Tail::default(),
             projected: tokio::sync::Notify::new(),
         }))
     }
@@ -183,7 +186,7 @@ impl Store {
     }
 
     /// Completes after the next commit of this process.
-    pub fn committed(&self) -> &tokio::sync::Notify {
+    pub fn committed(&self) -> &follow::Commits {
         &self.committed
     }
 
@@ -200,6 +203,7 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
+        self.tail.close().await;
         on_pool!(&self.backend, pool => pool.close().await)
     }
 }

@@ -127,32 +127,20 @@ impl Store {
     /// from the log's beginning on every call). `ORDER BY` names the table's columns: a bare
     /// `xid` would mean the output column `xid::text::bigint`, which no index is sorted by.
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<Row> = match &self.backend {
-            Backend::Postgres(pool) => sqlx::query_as(
-                "SELECT aggregate_id, sequence, event_type, event_version, payload::text, metadata::text, \
-                            xid::text::bigint, position \
-                     FROM events \
-                     WHERE (xid, position) > ($1::text::xid8, $2) \
-                       AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY events.xid, events.position LIMIT $3",
-            )
-            .bind(after.xid.to_string())
-            .bind(after.position)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?,
+        match &self.backend {
+            Backend::Postgres(pool) => pg_events_after(pool, after, limit).await,
             Backend::Sqlite(pool) => {
-                sqlx::query_as(
+                let rows: Vec<Row> = sqlx::query_as(
                     "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, 0, rowid \
                      FROM events WHERE rowid > $1 ORDER BY rowid LIMIT $2",
                 )
                 .bind(after.position)
                 .bind(limit)
                 .fetch_all(pool)
-                .await?
+                .await?;
+                rows.into_iter().map(stored_event).collect()
             }
-        };
-        rows.into_iter().map(stored_event).collect()
+        }
     }
 
     /// The events of one order with sequence in `from..=to`, in sequence order.
@@ -294,6 +282,28 @@ impl Store {
         .map(|_| ()))?;
         Ok(())
     }
+}
+
+/// [`Store::events_after`] on PostgreSQL, through any connection.
+pub(crate) async fn pg_events_after<'c>(
+    connection: impl sqlx::PgExecutor<'c>,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT aggregate_id, sequence, event_type, event_version, payload::text, metadata::text, \
+                xid::text::bigint, position \
+         FROM events \
+         WHERE (xid, position) > ($1::text::xid8, $2) \
+           AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY events.xid, events.position LIMIT $3",
+    )
+    .bind(after.xid.to_string())
+    .bind(after.position)
+    .bind(limit)
+    .fetch_all(connection)
+    .await?;
+    rows.into_iter().map(stored_event).collect()
 }
 
 fn stored_event(row: Row) -> Result<StoredEvent, StoreError> {

@@ -1,21 +1,33 @@
 //! What feeds the projector: a durable JetStream consumer (with NATS), or the log itself
 //! through the in-process bus (the embedded default, and PostgreSQL without NATS).
+//!
+//! With NATS, the instance whose relay publishes also hands the projector each batch the relay
+//! read, just before publishing it ([`dispute_bus::Relay::with_copies`]): a view is visible
+//! without waiting for JetStream. One task projects both feeds, the copies first: when
+//! JetStream delivers an event, its copy (sent before it was published) has been projected
+//! already, and the consumer acknowledges it without a transaction. JetStream brings whatever
+//! the copies missed, and in every other instance all it receives (the projector is
+//! idempotent, so an event applied twice changes nothing).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use dispute_bus::{CloudEvent, NatsBus, NatsFailure};
+use dispute_bus::{Batch, CloudEvent, NatsBus, NatsFailure};
 use dispute_store::{Consumer, Follower, Store, StoredEvent};
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Incoming, Projector, ViewError};
 
 const CHECKPOINT: &str = "views";
 const DURABLE: &str = "views";
-/// The most JetStream messages projected in one transaction.
+/// The most JetStream messages, or events of the relay's copies, projected in one transaction.
 const BATCH: usize = 256;
+/// The most orders [`Projected`] remembers; past it, it forgets them all and starts again.
+const REMEMBERED: usize = 4096;
 
 /// Projects straight from the log, in commit order, from a durable checkpoint, until `stop`.
 pub async fn run_local(store: Arc<Store>, stop: CancellationToken) {
@@ -34,12 +46,81 @@ impl Consumer for Projector {
     }
 }
 
+/// What this process projected lately: per order, the highest sequence. Views never move back,
+/// so an event at or below it is in the views already.
+#[derive(Default)]
+struct Projected(HashMap<String, u64>);
+
+impl Projected {
+    fn record(&mut self, events: &[Incoming]) {
+        if self.0.len() + events.len() > REMEMBERED {
+            self.0.clear();
+        }
+        for event in events {
+            let sequence = self.0.entry(event.order_id.clone()).or_default();
+            *sequence = (*sequence).max(event.sequence);
+        }
+    }
+
+    fn holds(&self, event: &Incoming) -> bool {
+        self.0.get(&event.order_id).is_some_and(|&sequence| sequence >= event.sequence)
+    }
+}
+
+/// The projector and what feeds it besides JetStream.
+struct Feeds {
+    projector: Projector,
+    /// This process's relay's batches, if it hands them over.
+    copies: Option<mpsc::Receiver<Batch>>,
+    projected: Projected,
+}
+
+impl Feeds {
+    /// Projects `first` and the copies that have arrived after it, in one transaction, but for
+    /// events already projected. A failure is logged and left to JetStream.
+    async fn project_copies(&mut self, first: Batch) {
+        let mut incoming: Vec<Incoming> = first.iter().map(Incoming::from).collect();
+        while incoming.len() < BATCH {
+            let Some(more) = self.copies.as_mut().and_then(|copies| copies.try_recv().ok()) else { break };
+            incoming.extend(more.iter().map(Incoming::from));
+        }
+        incoming.retain(|event| !self.projected.holds(event));
+        match self.projector.apply_batch(&incoming).await {
+            Ok(_) => self.projected.record(&incoming),
+            Err(e) => {
+                tracing::warn!(error = %e, events = incoming.len(), "projecting the relay's batch failed; JetStream will bring it");
+            }
+        }
+    }
+
+    /// Projects every copy that has arrived.
+    async fn drain_copies(&mut self) {
+        while let Some(first) = self.copies.as_mut().and_then(|copies| copies.try_recv().ok()) {
+            self.project_copies(first).await;
+        }
+    }
+
+    /// The next copy; pending forever without copies.
+    async fn next_copy(&mut self) -> Option<Batch> {
+        match &mut self.copies {
+            Some(copies) => copies.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Projects from the JetStream stream with a durable consumer and explicit acks: an event is
-/// acknowledged only after its view transaction commits; a failure is retried by redelivery.
-pub async fn run_nats(store: Arc<Store>, bus: NatsBus, stop: CancellationToken) {
-    let projector = Projector::new(store);
+/// acknowledged only after its view transaction commits, or at once when this process
+/// projected it already from `copies`; a failure is retried by redelivery.
+pub async fn run_nats(
+    store: Arc<Store>,
+    bus: NatsBus,
+    copies: Option<mpsc::Receiver<Batch>>,
+    stop: CancellationToken,
+) {
+    let mut feeds = Feeds { projector: Projector::new(store), copies, projected: Projected::default() };
     while !stop.is_cancelled() {
-        if let Err(e) = consume(&bus, &projector, &stop).await {
+        if let Err(e) = consume(&bus, &mut feeds, &stop).await {
             tracing::warn!(error = %e, "projection consumer interrupted; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -49,7 +130,7 @@ pub async fn run_nats(store: Arc<Store>, bus: NatsBus, stop: CancellationToken) 
     }
 }
 
-async fn consume(bus: &NatsBus, projector: &Projector, stop: &CancellationToken) -> Result<(), ViewError> {
+async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> Result<(), ViewError> {
     bus.ensure_stream().await.map_err(NatsFailure::of("creating the stream"))?;
     let stream = bus
         .jetstream()
@@ -75,19 +156,29 @@ async fn consume(bus: &NatsBus, projector: &Projector, stop: &CancellationToken)
         consumer.messages().await.map_err(NatsFailure::of("pulling messages"))?.ready_chunks(BATCH);
     loop {
         let chunk = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            Some(copy) = feeds.next_copy() => {
+                feeds.project_copies(copy).await;
+                continue;
+            }
             next = messages.next() => match next {
                 Some(chunk) => chunk,
                 None => return Err(NatsFailure::new("pulling messages", "the consumer ended").into()),
             },
-            _ = stop.cancelled() => return Ok(()),
         };
+        // The copies of these messages, if any, were sent before they were published.
+        feeds.drain_copies().await;
         let mut batch = Vec::with_capacity(chunk.len());
         let mut events = Vec::with_capacity(chunk.len());
         for message in chunk {
             let message = message.map_err(NatsFailure::of("receiving a message"))?;
             match serde_json::from_slice::<CloudEvent>(&message.payload) {
                 Ok(event) => {
-                    events.push(Incoming::from(&event));
+                    let event = Incoming::from(&event);
+                    if !feeds.projected.holds(&event) {
+                        events.push(event);
+                    }
                     batch.push(message);
                 }
                 Err(e) => {
@@ -97,8 +188,9 @@ async fn consume(bus: &NatsBus, projector: &Projector, stop: &CancellationToken)
                 }
             }
         }
-        match projector.apply_batch(&events).await {
+        match feeds.projector.apply_batch(&events).await {
             Ok(_) => {
+                feeds.projected.record(&events);
                 for message in batch {
                     message.ack().await.map_err(NatsFailure::of("acknowledging a message"))?;
                 }

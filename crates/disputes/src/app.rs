@@ -22,6 +22,10 @@ use tokio_util::task::TaskTracker;
 /// How long idempotency answers are kept (the contract promises at least 24 hours).
 const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(48);
 
+/// How many batches the relay may hand the in-process projector ahead of it; more are left to
+/// JetStream.
+const COPIES: usize = 64;
+
 /// Everything the service needs to start.
 pub struct Config {
     pub store: StoreConfig,
@@ -100,8 +104,12 @@ impl App {
         if config.parts.projections {
             match bus {
                 Some(bus) => {
-                    tasks.spawn(Relay::new(store.clone(), bus.clone()).run(stop.clone()));
-                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, stop.clone()));
+                    // The relay's batches are projected here at once; JetStream feeds the
+                    // projectors of every instance, this one's too.
+                    let (copies, copied) = tokio::sync::mpsc::channel(COPIES);
+                    let relay = Relay::new(store.clone(), bus.clone()).with_copies(copies);
+                    tasks.spawn(relay.run(stop.clone()));
+                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, Some(copied), stop.clone()));
                 }
                 None => {
                     tasks.spawn(dispute_views::run_local(store.clone(), stop.clone()));

@@ -12,6 +12,13 @@ use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
 
+/// The PostgreSQL pool's size unless configured: a connection for each of 32 requests at once
+/// (each holds one per statement it runs), plus the background parts' statements (projector
+/// transactions, the timer's claims and commands), so that requests do not queue for the pool
+/// before they queue in the database. The log reader and the relay's lease keep connections of
+/// their own besides. Two instances stay within PostgreSQL's default of 100 connections.
+const DEFAULT_MAX_CONNECTIONS: u32 = 40;
+
 /// Settings shared by every subcommand. Each can come from a flag, an environment variable or
 /// the `--config` file (the key is the flag's name with `_`), in that order of precedence;
 /// [`Settings::resolve`] merges the file in.
@@ -26,7 +33,7 @@ pub struct Settings {
     /// PostgreSQL event store (`postgres://…`). Unset: the embedded SQLite store in the data dir.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
-    /// PostgreSQL connections in the pool [default: 16].
+    /// PostgreSQL connections in the pool [default: 40].
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", global = true)]
     pub database_max_connections: Option<u32>,
     /// NATS server(s), comma-separated. Unset: the in-process bus.
@@ -291,7 +298,7 @@ impl Settings {
         match &self.database_url {
             Some(url) => StoreConfig::Postgres {
                 url: url.clone(),
-                max_connections: self.database_max_connections.unwrap_or(16),
+                max_connections: self.database_max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             },
             None => StoreConfig::Sqlite { path: self.data_dir().join("disputes.db") },
         }

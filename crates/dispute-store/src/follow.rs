@@ -7,13 +7,14 @@
 //! the stop. The cursor is a position in commit order ([`Store::events_after`]), so a
 //! transaction that commits late is read late, never skipped.
 //!
-//! The followers of one process share their reads: the [`Tail`] keeps the last read of the log,
-//! and a follower asking for the events after the same cursor takes that read instead of asking
-//! the database, unless this process committed since the read began (a commit that woke it is
-//! never missed) or the follower was handed that very read before (a poll always looks
-//! afresh). Followers at the head of the log are woken by the same commit and ask for the same
-//! cursor: one read serves them all. On PostgreSQL the reads go through one connection the tail
-//! keeps, not a pool checkout each.
+//! The followers of one process that keep a checkpoint share their reads: the [`Tail`] keeps
+//! the last read of the log, and a follower asking for the events after the same cursor takes
+//! that read instead of asking the database, unless this process committed since the read began
+//! (a commit that woke it is never missed) or the follower was handed that very read before (a
+//! poll always looks afresh). Followers at the head of the log are woken by the same commit and
+//! ask for the same cursor: one read serves them all. On PostgreSQL the reads go through one
+//! connection the tail keeps, not a pool checkout each. A follower without a checkpoint (a
+//! rebuild, the drift audit) always reads the log itself.
 //!
 //! A follower saves its cursor to its named checkpoint at most every [`CHECKPOINT_EVERY`] while
 //! events keep coming, and at once when a look at the log finds nothing new, when it catches up
@@ -294,8 +295,16 @@ impl Follower {
         let mut after = self.loaded(&mut position).await?;
         let mut read = 0;
         while !stop.is_some_and(CancellationToken::is_cancelled) {
-            let (number, batch) = self.store.tail_after(after, commits, position.last_read).await?;
-            position.last_read = number;
+            let batch: Arc<[StoredEvent]> = if self.checkpoint.is_some() {
+                let (number, batch) = self.store.tail_after(after, commits, position.last_read).await?;
+                position.last_read = number;
+                batch
+            } else {
+                // A follower that saves nothing (a rebuild, the drift audit) reads the log as it
+                // is now: a shared read may predate a change made outside this process, which an
+                // audit is there to see.
+                self.store.events_after(after, BATCH).await?.into()
+            };
             let Some(last) = batch.last() else { break };
             consumer.apply(&batch).await?;
             after = last.cursor;

@@ -770,3 +770,24 @@ impl RunningRelay {
             .expect("relay task");
     }
 }
+
+/// A log follower's consumer that records what it was handed, as message ids, in the order it
+/// was handed them.
+#[derive(Clone, Default)]
+pub struct Recording(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Recording {
+    pub fn seen(&self) -> Vec<String> {
+        self.0.lock().expect("recording").clone()
+    }
+}
+
+impl dispute_store::Consumer for Recording {
+    type Error = dispute_store::StoreError;
+
+    async fn apply(&mut self, batch: &[dispute_store::StoredEvent]) -> Result<(), Self::Error> {
+        let ids = batch.iter().map(|e| dispute_bus::message_id(&e.order_id, e.sequence));
+        self.0.lock().expect("recording").extend(ids);
+        Ok(())
+    }
+}

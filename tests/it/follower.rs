@@ -2,35 +2,14 @@
 //! later one is delivered before it, and a read while an older transaction is open skips
 //! nothing. Checked on the follower itself, on the relay, and across a crash of the service.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dispute_bus::{NatsBus, message_id};
-use dispute_store::{Consumer, Follower, StoreError, StoredEvent};
+use dispute_store::Follower;
 use disputes_tests::*;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
-
-/// What a consumer was handed, as message ids, in the order it was handed them.
-#[derive(Clone, Default)]
-struct Recording(Arc<Mutex<Vec<String>>>);
-
-impl Recording {
-    fn seen(&self) -> Vec<String> {
-        self.0.lock().expect("recording").clone()
-    }
-}
-
-impl Consumer for Recording {
-    type Error = StoreError;
-
-    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), StoreError> {
-        let ids = batch.iter().map(|e| message_id(&e.order_id, e.sequence));
-        self.0.lock().expect("recording").extend(ids);
-        Ok(())
-    }
-}
 
 /// Inserts an order's first event on `conn`, inside whatever transaction is open there.
 async fn insert_event(conn: &mut PgConnection, order_id: &str) {

@@ -3,34 +3,12 @@
 //! never handed the same read twice, a failing consumer holds back no other, and each follower
 //! saves its own checkpoint when it catches up or stops.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dispute_bus::message_id;
 use dispute_domain::Role;
 use dispute_store::{Consumer, Cursor, Follower, Store, StoreError, StoredEvent};
 use disputes_tests::*;
 use tokio_util::sync::CancellationToken;
-
-/// What a consumer was handed, as message ids, in the order it was handed them.
-#[derive(Clone, Default)]
-struct Recording(Arc<Mutex<Vec<String>>>);
-
-impl Recording {
-    fn seen(&self) -> Vec<String> {
-        self.0.lock().expect("recording").clone()
-    }
-}
-
-impl Consumer for Recording {
-    type Error = StoreError;
-
-    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), StoreError> {
-        let ids = batch.iter().map(|e| message_id(&e.order_id, e.sequence));
-        self.0.lock().expect("recording").extend(ids);
-        Ok(())
-    }
-}
 
 /// A consumer whose every batch fails.
 struct Failing;

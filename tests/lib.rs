@@ -785,7 +785,7 @@ impl Recording {
 impl dispute_store::Consumer for Recording {
     type Error = dispute_store::StoreError;
 
-    async fn apply(&mut self, batch: &[dispute_store::StoredEvent]) -> Result<(), Self::Error> {
+    async fn apply(&mut self, batch: &dispute_store::Batch) -> Result<(), Self::Error> {
         let ids = batch.iter().map(|e| dispute_bus::message_id(&e.order_id, e.sequence));
         self.0.lock().expect("recording").extend(ids);
         Ok(())

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dispute_domain::Role;
-use dispute_store::{Consumer, Cursor, Follower, Store, StoreError, StoredEvent};
+use dispute_store::{Batch, Consumer, Cursor, Follower, Store, StoreError};
 use disputes_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ struct Failing;
 impl Consumer for Failing {
     type Error = StoreError;
 
-    async fn apply(&mut self, _: &[StoredEvent]) -> Result<(), StoreError> {
+    async fn apply(&mut self, _: &Batch) -> Result<(), StoreError> {
         Err(StoreError::Query(sqlx::Error::Protocol("this consumer always fails".into())))
     }
 }

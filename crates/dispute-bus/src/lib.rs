@@ -11,7 +11,7 @@ mod relay;
 pub use cloudevent::{CloudEvent, message_id};
 pub use nats::NatsBus;
 pub use relay::describe_metrics;
-pub use relay::{Batch, RELAY_LAG_SECONDS, Relay, checkpoint_name, lease_key};
+pub use relay::{RELAY_LAG_SECONDS, Relay, checkpoint_name, lease_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

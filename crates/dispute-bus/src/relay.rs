@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispute_store::{Backoff, Consumer, Follower, Lease, Store, StoredEvent};
+use dispute_store::{Backoff, Batch, Consumer, Follower, Lease, Store};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -47,9 +47,6 @@ pub struct Relay {
     /// Where each batch is also handed, in this process; see [`Relay::with_copies`].
     copies: Option<mpsc::Sender<Batch>>,
 }
-
-/// A batch of the log as the relay read it, in commit order.
-pub type Batch = Arc<[StoredEvent]>;
 
 /// The checkpoint of the relay publishing to `stream`.
 pub fn checkpoint_name(stream: &str) -> String {
@@ -143,15 +140,15 @@ struct Publisher<'a> {
 impl Consumer for Publisher<'_> {
     type Error = BusError;
 
-    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), BusError> {
+    async fn apply(&mut self, batch: &Batch) -> Result<(), BusError> {
         if let Some(copies) = self.copies {
-            let _ = copies.try_send(batch.into());
+            let _ = copies.try_send(batch.clone());
         }
         self.bus.publish(batch).await?;
         // Every event of the batch is acknowledged now: its lag is now less its commit time.
         let now = self.store.now();
         let lag = metrics::histogram!(RELAY_LAG_SECONDS);
-        for event in batch {
+        for event in batch.iter() {
             if let Some(time) = event.time() {
                 lag.record((now - time).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6);
             }

@@ -52,16 +52,20 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 pub trait Consumer {
     type Error: std::fmt::Display + From<StoreError>;
 
-    /// Applies one batch of events, in commit order. The follower saves its checkpoint only
+    /// Applies one batch of events, in commit order (shared: a consumer may keep it without a
+    /// copy). The follower saves its checkpoint only
     /// after this succeeds, and not after every batch, so a batch may be applied again after a
     /// failure or a crash: applying must be idempotent.
-    fn apply(&mut self, batch: &[StoredEvent]) -> impl Future<Output = Result<(), Self::Error>>;
+    fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), Self::Error>>;
 
     /// Called each time the follower has caught up, before it waits. An error ends the follow.
     fn idle(&mut self) -> impl Future<Output = Result<(), Self::Error>> {
         async { Ok(()) }
     }
 }
+
+/// A batch of the log as a follower read it, in commit order.
+pub type Batch = Arc<[StoredEvent]>;
 
 /// This process's commit signal: wakes the followers, and counts commits so that the [`Tail`]
 /// can tell whether a read began after a given commit.
@@ -114,7 +118,7 @@ struct Read {
     after: Cursor,
     /// [`Commits::count`] when the read began: every commit up to it is in the read.
     commits: u64,
-    events: Arc<[StoredEvent]>,
+    events: Batch,
 }
 
 impl Tail {
@@ -133,7 +137,7 @@ impl Store {
         after: Cursor,
         commits: u64,
         newer_than: u64,
-    ) -> Result<(u64, Arc<[StoredEvent]>), StoreError> {
+    ) -> Result<(u64, Batch), StoreError> {
         let mut state = self.tail.state.lock().await;
         let shared =
             state.last.as_ref().filter(|r| r.after == after && r.commits >= commits && r.number > newer_than);
@@ -142,7 +146,7 @@ impl Store {
         }
         let commits = self.committed.count();
         let number = self.tail.reads.fetch_add(1, Ordering::Relaxed) + 1;
-        let events: Arc<[StoredEvent]> = match &self.backend {
+        let events: Batch = match &self.backend {
             Backend::Postgres(pool) => {
                 let connection = match &mut state.connection {
                     Some(connection) => connection,
@@ -295,7 +299,7 @@ impl Follower {
         let mut after = self.loaded(&mut position).await?;
         let mut read = 0;
         while !stop.is_some_and(CancellationToken::is_cancelled) {
-            let batch: Arc<[StoredEvent]> = if self.checkpoint.is_some() {
+            let batch: Batch = if self.checkpoint.is_some() {
                 let (number, batch) = self.store.tail_after(after, commits, position.last_read).await?;
                 position.last_read = number;
                 batch

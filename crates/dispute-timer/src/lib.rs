@@ -26,7 +26,9 @@ use dispute_domain::{
     Action, Actor, Deadline, DisputeCommand, DisputeError, DisputeEvent, Role, TimerChange,
 };
 use dispute_store::deadlines::{Claimed, Tracked};
-use dispute_store::{CommandMetadata, Consumer, ExecuteError, Follower, Store, StoreError, StoredEvent};
+use dispute_store::{
+    Batch, CommandMetadata, Consumer, ExecuteError, Follower, Store, StoreError, StoredEvent,
+};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -296,7 +298,7 @@ struct Tracking<'a>(&'a DeadlineTimer);
 impl Consumer for Tracking<'_> {
     type Error = TimerError;
 
-    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), TimerError> {
+    async fn apply(&mut self, batch: &Batch) -> Result<(), TimerError> {
         self.0.track_batch(batch).await
     }
 }

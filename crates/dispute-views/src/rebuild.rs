@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use dispute_store::{Consumer, Cursor, Follower, Store, StoredEvent};
+use dispute_store::{Batch, Consumer, Cursor, Follower, Store};
 
 use crate::{Incoming, Projector, ViewError, ViewTables};
 
@@ -101,7 +101,7 @@ struct Replaying<'a, F> {
 impl<F: FnMut(u64)> Consumer for Replaying<'_, F> {
     type Error = ViewError;
 
-    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), ViewError> {
+    async fn apply(&mut self, batch: &Batch) -> Result<(), ViewError> {
         let incoming: Vec<Incoming> = batch.iter().map(Incoming::from).collect();
         self.projector.apply_batch(&incoming).await?;
         self.done += batch.len() as u64;

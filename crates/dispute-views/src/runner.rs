@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use dispute_bus::{Batch, CloudEvent, NatsBus, NatsFailure};
-use dispute_store::{Consumer, Follower, Store, StoredEvent};
+use dispute_bus::{CloudEvent, NatsBus, NatsFailure};
+use dispute_store::{Batch, Consumer, Follower, Store};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ pub async fn run_local(store: Arc<Store>, stop: CancellationToken) {
 impl Consumer for Projector {
     type Error = ViewError;
 
-    async fn apply(&mut self, batch: &[StoredEvent]) -> Result<(), ViewError> {
+    async fn apply(&mut self, batch: &Batch) -> Result<(), ViewError> {
         let incoming: Vec<Incoming> = batch.iter().map(Incoming::from).collect();
         self.apply_batch(&incoming).await?;
         Ok(())

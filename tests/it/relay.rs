@@ -291,7 +291,7 @@ impl RunningProjector {
     async fn start(store: Arc<Store>, urls: &str, stream: &str) -> Self {
         let bus = NatsBus::connect(urls, stream).await.expect("NATS client");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run_nats(store, bus, None, stop.clone()));
+        let task = tokio::spawn(run_nats(store, bus, Vec::new(), stop.clone()));
         Self { stop, task }
     }
 

@@ -1,5 +1,6 @@
-//! The relay's batches projected in its own process: a view is visible without JetStream's
-//! delivery, and JetStream delivering the same events afterwards changes nothing.
+//! Batches projected in their own process, the relay's and the commands' own: a view is
+//! visible without JetStream's delivery, and JetStream delivering the same events afterwards
+//! changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +75,7 @@ async fn the_relays_batches_are_projected_in_process_and_jetstream_delivering_th
     let stop = CancellationToken::new();
     let (copies, copied) = tokio::sync::mpsc::channel(8);
     let relay = tokio::spawn(Relay::new(store.clone(), bus.clone()).with_copies(copies).run(stop.clone()));
-    let here = tokio::spawn(run_nats(store.clone(), bus.clone(), Some(copied), stop.clone()));
+    let here = tokio::spawn(run_nats(store.clone(), bus.clone(), vec![copied], stop.clone()));
     execute(&store, "l-1", Role::System, "orders", registration("l-1")).await;
     execute(&store, "l-1", Role::Buyer, BUYER, refund_request(1_000)).await;
     let views = Views::new(store.clone());
@@ -83,7 +84,7 @@ async fn the_relays_batches_are_projected_in_process_and_jetstream_delivering_th
     // Now JetStream delivers every event, to a projector that does not know them projected
     // (another instance's): applied again, they change nothing.
     events.delete_consumer("views").await.expect("the consumer is deleted");
-    let elsewhere = tokio::spawn(run_nats(store.clone(), bus, None, stop.clone()));
+    let elsewhere = tokio::spawn(run_nats(store.clone(), bus, Vec::new(), stop.clone()));
     consumer_acked(&urls, &stream, 2).await;
     assert_eq!(shown(&views, "l-1").await, Some((2, vec![1, 2])));
 
@@ -99,5 +100,48 @@ async fn the_relays_batches_are_projected_in_process_and_jetstream_delivering_th
     for task in [relay, here, elsewhere] {
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("the task stops").unwrap();
     }
+    delete_stream(&urls, &stream).await;
+}
+
+#[tokio::test]
+async fn a_commands_events_are_projected_in_its_own_process_without_the_relay_and_earlier_events_are_read_from_the_log()
+ {
+    let db = TestDatabase::create().await;
+    // Two instances on one database: `elsewhere` commits the first events, `here` the last.
+    let elsewhere: Arc<Store> = open_store(&db).await;
+    let here: Arc<Store> = open_store(&db).await;
+    let (urls, stream) = (nats_url(), unique_stream());
+    let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
+    // No relay runs, and the durable consumer filters on a subject no event has: nothing
+    // reaches the projector but what `here` hands it.
+    bus.ensure_stream().await.expect("the stream is created");
+    let js = jetstream::new(async_nats::connect(&urls).await.expect("NATS reachable"));
+    let nothing = pull::Config {
+        durable_name: Some("views".to_string()),
+        filter_subject: bus.subject("no-such-order"),
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    js.get_stream(&stream).await.expect("the stream").create_consumer(nothing).await.expect("the consumer");
+
+    let stop = CancellationToken::new();
+    let (commits, committed) = tokio::sync::mpsc::channel(8);
+    here.hand_commits_to(commits);
+    let projector = tokio::spawn(run_nats(here.clone(), bus, vec![committed], stop.clone()));
+    let views = Views::new(here.clone());
+
+    execute(&here, "h-1", Role::System, "orders", registration("h-1")).await;
+    execute(&here, "h-1", Role::Buyer, BUYER, refund_request(1_000)).await;
+    eventually_shown(&views, "h-1", (2, vec![1, 2])).await;
+
+    // The order's first events were committed by the other instance, unseen here.
+    execute(&elsewhere, "h-2", Role::System, "orders", registration("h-2")).await;
+    execute(&elsewhere, "h-2", Role::Buyer, BUYER, refund_request(1_000)).await;
+    let accept = dispute_domain::Action::MerchantAccept(Default::default());
+    let last = execute(&here, "h-2", Role::Merchant, MERCHANT, accept).await;
+    eventually_shown(&views, "h-2", (last, (1..=last).collect())).await;
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), projector).await.expect("the projector stops").unwrap();
     delete_stream(&urls, &stream).await;
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::cache::Head;
 use crate::chain::{self, GENESIS, Unlinked};
-use crate::{EventMetadata, Store};
+use crate::{Batch, Cursor, EventMetadata, Store, StoredEvent};
 
 /// Runs the same expression against whichever cqrs-es repository the store holds.
 macro_rules! on_repository {
@@ -257,8 +257,8 @@ async fn load<R: PersistedEventRepository>(
 
 /// What one attempt at a command on a head did, short of a failure.
 enum Attempt {
-    /// Its events are committed; the head after them.
-    Appended(Head),
+    /// Its events are committed; the head after them, and the events as committed.
+    Appended(Head, Vec<SerializedEvent>),
     /// The rules accepted it and it changes nothing: nothing was written.
     Unchanged(Head),
     /// The head is behind the stream, or `If-Match` names another sequence: nothing was written.
@@ -282,11 +282,7 @@ async fn execute_on<R: PersistedEventRepository>(
     let cached = earlier.is_none().then(|| heads.get(order_id)).flatten();
     if let Some(head) = cached {
         match attempt(repo, services, order_id, head, command, expected_sequence, &metadata).await {
-            Ok(Attempt::Appended(head)) => {
-                let outcome = head.outcome(order_id);
-                heads.offer(order_id, head);
-                return Ok(Executed::Now(outcome));
-            }
+            Ok(Attempt::Appended(head, events)) => return Ok(store.appended(order_id, head, events)),
             Ok(Attempt::Unchanged(_) | Attempt::Behind) | Err(ExecuteError::Refused(_)) => {
                 heads.evict(order_id)
             }
@@ -302,11 +298,7 @@ async fn execute_on<R: PersistedEventRepository>(
     }
     heads.offer(order_id, loaded.head.clone());
     match attempt(repo, services, order_id, loaded.head, command, expected_sequence, &metadata).await {
-        Ok(Attempt::Appended(head)) => {
-            let outcome = head.outcome(order_id);
-            heads.offer(order_id, head);
-            Ok(Executed::Now(outcome))
-        }
+        Ok(Attempt::Appended(head, events)) => Ok(store.appended(order_id, head, events)),
         Ok(Attempt::Unchanged(head)) => Ok(Executed::Now(head.outcome(order_id))),
         Ok(Attempt::Behind) => {
             heads.evict(order_id);
@@ -356,7 +348,32 @@ async fn attempt<R: PersistedEventRepository>(
         .and_then(Value::as_str)
         .expect("a chained event carries its hash")
         .to_string();
-    Ok(Attempt::Appended(head))
+    Ok(Attempt::Appended(head, serialized))
+}
+
+impl Store {
+    /// After a command's `events` committed on `order_id`: the cache holds the `head` after
+    /// them, and they are handed to this process's reader of its own commits, if any.
+    fn appended(&self, order_id: &str, head: Head, events: Vec<SerializedEvent>) -> Executed {
+        let outcome = head.outcome(order_id);
+        self.heads.offer(order_id, head);
+        if let Some(to) = self.handed.get() {
+            let batch: Batch = events
+                .into_iter()
+                .map(|e| StoredEvent {
+                    order_id: e.aggregate_id,
+                    sequence: e.sequence as u64,
+                    event_type: e.event_type,
+                    event_version: e.event_version,
+                    payload: e.payload,
+                    metadata: e.metadata,
+                    cursor: Cursor::default(),
+                })
+                .collect();
+            let _ = to.try_send(batch);
+        }
+        Executed::Now(outcome)
+    }
 }
 
 /// The events to commit, each with the command's metadata plus its `prevhash` and `hash`.

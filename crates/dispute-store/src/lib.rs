@@ -108,6 +108,8 @@ pub struct Store {
     tail: follow::Tail,
     /// Signalled after the projector in this process commits view changes.
     projected: tokio::sync::Notify,
+    /// Where the events of each command this process commits are handed, if anywhere.
+    handed: std::sync::OnceLock<tokio::sync::mpsc::Sender<follow::Batch>>,
 }
 
 impl Store {
@@ -164,6 +166,7 @@ impl Store {
             committed: follow::Commits::default(),
             tail: follow::Tail::default(),
             projected: tokio::sync::Notify::new(),
+            handed: std::sync::OnceLock::new(),
         }))
     }
 
@@ -188,6 +191,15 @@ impl Store {
     /// Completes after the next commit of this process.
     pub fn committed(&self) -> &follow::Commits {
         &self.committed
+    }
+
+    /// Hands the events of every command this process commits from now on to `to`, as the
+    /// command commits them (their [`StoredEvent::cursor`] zero: they are not read from the
+    /// log). Best effort, never waiting: a command whose events find the channel full hands
+    /// nothing, so its reader must also follow the log (or the bus) for what it misses. Set
+    /// once; later calls change nothing.
+    pub fn hand_commits_to(&self, to: tokio::sync::mpsc::Sender<follow::Batch>) {
+        let _ = self.handed.set(to);
     }
 
     /// Completes after the next view commit of this process's projector.

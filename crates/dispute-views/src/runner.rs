@@ -1,16 +1,20 @@
 //! What feeds the projector: a durable JetStream consumer (with NATS), or the log itself
 //! through the in-process bus (the embedded default, and PostgreSQL without NATS).
 //!
-//! With NATS, the instance whose relay publishes also hands the projector each batch the relay
-//! read, just before publishing it ([`dispute_bus::Relay::with_copies`]): a view is visible
-//! without waiting for JetStream. One task projects both feeds, the copies first: when
-//! JetStream delivers an event, its copy (sent before it was published) has been projected
-//! already, and the consumer acknowledges it without a transaction. JetStream brings whatever
-//! the copies missed, and in every other instance all it receives (the projector is
-//! idempotent, so an event applied twice changes nothing).
+//! With NATS, the projector of each instance is also handed batches in its own process, and
+//! projects them first: the events of every command the instance commits, as it commits them
+//! ([`Store::hand_commits_to`]): a view is visible without waiting for the log's readers, who
+//! see a commit only once every transaction begun before it has ended; and, in the instance
+//! whose relay publishes, each batch the relay read, just before it publishes it
+//! ([`dispute_bus::Relay::with_copies`]). When JetStream delivers an event projected already,
+//! the consumer acknowledges it without a transaction. JetStream brings whatever the copies
+//! missed (a full channel drops a copy), and in every other instance the rest (the projector
+//! is idempotent, so an event applied twice changes nothing; an event handed over ahead of
+//! earlier ones of its order has them read from the log first).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -70,8 +74,8 @@ impl Projected {
 /// The projector and what feeds it besides JetStream.
 struct Feeds {
     projector: Projector,
-    /// This process's relay's batches, if it hands them over.
-    copies: Option<mpsc::Receiver<Batch>>,
+    /// Batches handed over in this process: its own commits, its relay's batches.
+    copies: Vec<mpsc::Receiver<Batch>>,
     projected: Projected,
 }
 
@@ -81,41 +85,53 @@ impl Feeds {
     async fn project_copies(&mut self, first: Batch) {
         let mut incoming: Vec<Incoming> = first.iter().map(Incoming::from).collect();
         while incoming.len() < BATCH {
-            let Some(more) = self.copies.as_mut().and_then(|copies| copies.try_recv().ok()) else { break };
+            let Some(more) = self.try_copy() else { break };
             incoming.extend(more.iter().map(Incoming::from));
         }
         incoming.retain(|event| !self.projected.holds(event));
         match self.projector.apply_batch(&incoming).await {
             Ok(_) => self.projected.record(&incoming),
             Err(e) => {
-                tracing::warn!(error = %e, events = incoming.len(), "projecting the relay's batch failed; JetStream will bring it");
+                tracing::warn!(error = %e, events = incoming.len(), "projecting batches handed over failed; JetStream will bring them");
             }
         }
     }
 
     /// Projects every copy that has arrived.
     async fn drain_copies(&mut self) {
-        while let Some(first) = self.copies.as_mut().and_then(|copies| copies.try_recv().ok()) {
+        while let Some(first) = self.try_copy() {
             self.project_copies(first).await;
         }
     }
 
-    /// The next copy; pending forever without copies.
-    async fn next_copy(&mut self) -> Option<Batch> {
-        match &mut self.copies {
-            Some(copies) => copies.recv().await,
-            None => std::future::pending().await,
-        }
+    /// A copy that has arrived, if any.
+    fn try_copy(&mut self) -> Option<Batch> {
+        self.copies.iter_mut().find_map(|copies| copies.try_recv().ok())
+    }
+
+    /// The next copy from any source; pending forever once every source is closed.
+    async fn next_copy(&mut self) -> Batch {
+        std::future::poll_fn(|cx| {
+            for copies in &mut self.copies {
+                if let Poll::Ready(Some(batch)) = copies.poll_recv(cx) {
+                    return Poll::Ready(batch);
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
 /// Projects from the JetStream stream with a durable consumer and explicit acks: an event is
 /// acknowledged only after its view transaction commits, or at once when this process
-/// projected it already from `copies`; a failure is retried by redelivery.
+/// projected it already from one of `copies` (batches handed over in this process: see
+/// [`Store::hand_commits_to`] and [`dispute_bus::Relay::with_copies`]); a failure is retried
+/// by redelivery.
 pub async fn run_nats(
     store: Arc<Store>,
     bus: NatsBus,
-    copies: Option<mpsc::Receiver<Batch>>,
+    copies: Vec<mpsc::Receiver<Batch>>,
     stop: CancellationToken,
 ) {
     let mut feeds = Feeds { projector: Projector::new(store), copies, projected: Projected::default() };
@@ -158,7 +174,7 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
         let chunk = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
-            Some(copy) = feeds.next_copy() => {
+            copy = feeds.next_copy() => {
                 feeds.project_copies(copy).await;
                 continue;
             }

@@ -27,6 +27,10 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(48);
 /// held holds up to 512 parsed events (64 held 80 MiB of a catch-up's resident memory).
 const COPIES: usize = 4;
 
+/// How many commands' events this process may hand its projector ahead of it; more are left
+/// to the relay and JetStream. Each is one command's few events.
+const COMMITS: usize = 1024;
+
 /// Everything the service needs to start.
 pub struct Config {
     pub store: StoreConfig,
@@ -105,12 +109,15 @@ impl App {
         if config.parts.projections {
             match bus {
                 Some(bus) => {
-                    // The relay's batches are projected here at once; JetStream feeds the
-                    // projectors of every instance, this one's too.
+                    // This process's commits and its relay's batches are projected here at
+                    // once; JetStream feeds the projectors of every instance, this one's too.
+                    let (commits, committed) = tokio::sync::mpsc::channel(COMMITS);
+                    store.hand_commits_to(commits);
                     let (copies, copied) = tokio::sync::mpsc::channel(COPIES);
                     let relay = Relay::new(store.clone(), bus.clone()).with_copies(copies);
                     tasks.spawn(relay.run(stop.clone()));
-                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, Some(copied), stop.clone()));
+                    let handed = vec![committed, copied];
+                    tasks.spawn(dispute_views::run_nats(store.clone(), bus, handed, stop.clone()));
                 }
                 None => {
                     tasks.spawn(dispute_views::run_local(store.clone(), stop.clone()));

@@ -69,3 +69,21 @@ impl CloudEvent {
 pub fn message_id(order_id: &str, sequence: u64) -> String {
     format!("{order_id}:{sequence}")
 }
+
+/// The order id and sequence of a [`message_id`]; `None` if it is not one.
+pub fn parse_message_id(id: &str) -> Option<(&str, u64)> {
+    let (order_id, sequence) = id.rsplit_once(':')?;
+    Some((order_id, sequence.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_id_names_its_order_and_sequence() {
+        assert_eq!(parse_message_id(&message_id("o:1", 7)), Some(("o:1", 7)));
+        assert_eq!(parse_message_id("o-1"), None);
+        assert_eq!(parse_message_id("o-1:x"), None);
+    }
+}

@@ -8,7 +8,7 @@ mod cloudevent;
 mod nats;
 mod relay;
 
-pub use cloudevent::{CloudEvent, message_id};
+pub use cloudevent::{CloudEvent, message_id, parse_message_id};
 pub use nats::NatsBus;
 pub use relay::describe_metrics;
 pub use relay::{RELAY_LAG_SECONDS, Relay, checkpoint_name, lease_key};

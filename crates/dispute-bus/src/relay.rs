@@ -26,6 +26,8 @@ const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// connection is noticed this much later: meanwhile another relay may publish too, which
 /// JetStream's de-duplication and the commit order of both keep harmless.
 const LEASE_CHECK: Duration = Duration::from_secs(1);
+/// The longest a batch waits for room among the copies handed to this process's reader.
+const COPY_WAIT: Duration = Duration::from_millis(500);
 
 /// How long events took from their commit to JetStream's acknowledgement of their publication.
 pub const RELAY_LAG_SECONDS: &str = "disputes_relay_lag_seconds";
@@ -69,9 +71,12 @@ impl Relay {
         Self { store, bus, name, copies: None }
     }
 
-    /// Hands each batch to `copies` too, before publishing it. Best effort, never waiting: a
-    /// batch that finds the channel full is not handed over. The reader of `copies` has
-    /// JetStream to fall back on: what it misses reaches it there.
+    /// Hands each batch to `copies` too, before publishing it. A batch that finds the channel
+    /// full waits up to [`COPY_WAIT`] for room, so that a reader catching up on a long log
+    /// takes every batch from here (from JetStream it would parse each event again); after a
+    /// wait that ran out, batches that find it full are not handed over, without waiting,
+    /// until one finds room. The reader of `copies` has JetStream to fall back on: what it
+    /// misses reaches it there.
     pub fn with_copies(self, copies: mpsc::Sender<Batch>) -> Self {
         Self { copies: Some(copies), ..self }
     }
@@ -105,6 +110,7 @@ impl Relay {
             checked: Instant::now(),
             store: &self.store,
             copies: self.copies.as_ref(),
+            copies_stalled: false,
         };
         follower.follow(&mut publisher, stop).await
     }
@@ -135,15 +141,30 @@ struct Publisher<'a> {
     /// The clock events' times were taken on, for the lag.
     store: &'a Store,
     copies: Option<&'a mpsc::Sender<Batch>>,
+    /// A wait for room among the copies ran out, and no batch has found room since.
+    copies_stalled: bool,
+}
+
+impl Publisher<'_> {
+    /// Hands `batch` to the reader of the copies: see [`Relay::with_copies`].
+    async fn copy(&mut self, batch: &Batch) {
+        let Some(copies) = self.copies else { return };
+        match copies.try_send(batch.clone()) {
+            Ok(()) => self.copies_stalled = false,
+            Err(mpsc::error::TrySendError::Full(batch)) if !self.copies_stalled => {
+                let waited = tokio::time::timeout(COPY_WAIT, copies.send(batch)).await;
+                self.copies_stalled = waited.is_err();
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 impl Consumer for Publisher<'_> {
     type Error = BusError;
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), BusError> {
-        if let Some(copies) = self.copies {
-            let _ = copies.try_send(batch.clone());
-        }
+        self.copy(batch).await;
         self.bus.publish(batch).await?;
         // Every event of the batch is acknowledged now: its lag is now less its commit time.
         let now = self.store.now();

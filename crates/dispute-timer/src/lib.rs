@@ -30,6 +30,7 @@ use dispute_store::{
     Batch, CommandMetadata, Consumer, ExecuteError, Follower, Store, StoreError, StoredEvent,
 };
 use futures_util::future::join_all;
+use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -142,8 +143,10 @@ impl DeadlineTimer {
     async fn track_batch(&self, batch: &[StoredEvent]) -> Result<(), TimerError> {
         let mut changes = Vec::new();
         for stored in batch {
-            let event: DisputeEvent = serde_json::from_value(stored.payload.clone()).map_err(|source| {
-                TimerError::Event { order_id: stored.order_id.clone(), sequence: stored.sequence, source }
+            let event = DisputeEvent::deserialize(&stored.payload).map_err(|source| TimerError::Event {
+                order_id: stored.order_id.clone(),
+                sequence: stored.sequence,
+                source,
             })?;
             let running = match event.timer_change() {
                 TimerChange::Unchanged => continue,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dispute_domain::DisputeEvent;
 use dispute_store::{DisputeRow, Store, StoredEvent, TimelineRow, ViewTables, ViewWriter};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{DisputeView, ViewError, ViewName};
@@ -200,7 +201,7 @@ impl<'a> Changes<'a> {
             }
             let missing: Vec<Incoming> = missing.iter().map(Incoming::from).collect();
             for event in missing.iter().chain([incoming]) {
-                let domain_event: DisputeEvent = serde_json::from_value(event.payload.clone())?;
+                let domain_event = DisputeEvent::deserialize(&event.payload)?;
                 match &mut view {
                     Some(view) => view.apply(event.sequence, parse_time(&event.time), &domain_event),
                     None => {

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use dispute_bus::{CloudEvent, NatsBus, NatsFailure};
+use dispute_bus::{CloudEvent, NatsBus, NatsFailure, parse_message_id};
 use dispute_store::{Batch, Consumer, Follower, Store};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -51,23 +52,27 @@ impl Consumer for Projector {
 }
 
 /// What this process projected lately: per order, the highest sequence. Views never move back,
-/// so an event at or below it is in the views already.
+/// so an event at or below it is in the views already. Two generations: when the newer is
+/// full it becomes the older, so what was just recorded is still remembered.
 #[derive(Default)]
-struct Projected(HashMap<String, u64>);
+struct Projected {
+    newer: HashMap<String, u64>,
+    older: HashMap<String, u64>,
+}
 
 impl Projected {
     fn record(&mut self, events: &[Incoming]) {
-        if self.0.len() + events.len() > REMEMBERED {
-            self.0.clear();
+        if self.newer.len() + events.len() > REMEMBERED {
+            self.older = std::mem::take(&mut self.newer);
         }
         for event in events {
-            let sequence = self.0.entry(event.order_id.clone()).or_default();
+            let sequence = self.newer.entry(event.order_id.clone()).or_default();
             *sequence = (*sequence).max(event.sequence);
         }
     }
 
-    fn holds(&self, event: &Incoming) -> bool {
-        self.0.get(&event.order_id).is_some_and(|&sequence| sequence >= event.sequence)
+    fn holds(&self, order_id: &str, sequence: u64) -> bool {
+        [&self.newer, &self.older].iter().any(|map| map.get(order_id).is_some_and(|&s| s >= sequence))
     }
 }
 
@@ -88,7 +93,7 @@ impl Feeds {
             let Some(more) = self.try_copy() else { break };
             incoming.extend(more.iter().map(Incoming::from));
         }
-        incoming.retain(|event| !self.projected.holds(event));
+        incoming.retain(|event| !self.projected.holds(&event.order_id, event.sequence));
         match self.projector.apply_batch(&incoming).await {
             Ok(_) => self.projected.record(&incoming),
             Err(e) => {
@@ -171,17 +176,20 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
     let mut messages =
         consumer.messages().await.map_err(NatsFailure::of("pulling messages"))?.ready_chunks(BATCH);
     loop {
+        // Messages before copies: the copies that have arrived are projected before each chunk
+        // anyway, and a relay that keeps the copies coming must not keep JetStream's
+        // deliveries waiting until this process no longer remembers projecting them.
         let chunk = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
-            copy = feeds.next_copy() => {
-                feeds.project_copies(copy).await;
-                continue;
-            }
             next = messages.next() => match next {
                 Some(chunk) => chunk,
                 None => return Err(NatsFailure::new("pulling messages", "the consumer ended").into()),
             },
+            copy = feeds.next_copy() => {
+                feeds.project_copies(copy).await;
+                continue;
+            }
         };
         // The copies of these messages, if any, were sent before they were published.
         feeds.drain_copies().await;
@@ -189,10 +197,19 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
         let mut events = Vec::with_capacity(chunk.len());
         for message in chunk {
             let message = message.map_err(NatsFailure::of("receiving a message"))?;
+            // Projected already, as its id says: acknowledged without reading the event.
+            let id = message.headers.as_ref().and_then(|headers| headers.get(NATS_MESSAGE_ID));
+            if id
+                .and_then(|id| parse_message_id(id.as_str()))
+                .is_some_and(|(order_id, sequence)| feeds.projected.holds(order_id, sequence))
+            {
+                batch.push(message);
+                continue;
+            }
             match serde_json::from_slice::<CloudEvent>(&message.payload) {
                 Ok(event) => {
                     let event = Incoming::from(&event);
-                    if !feeds.projected.holds(&event) {
+                    if !feeds.projected.holds(&event.order_id, event.sequence) {
                         events.push(event);
                     }
                     batch.push(message);

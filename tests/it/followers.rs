@@ -1,12 +1,13 @@
 //! The followers of one process share their reads of the log, and nothing else: a read is
 //! shared only when it includes every commit that could have woken the follower, a follower is
-//! never handed the same read twice, a failing consumer holds back no other, and each follower
-//! saves its own checkpoint when it catches up or stops.
+//! never handed the same read twice, a follower behind takes the last reads one ahead made, a
+//! failing consumer holds back no other, and each follower saves its own checkpoint when it
+//! catches up or stops.
 
 use std::time::Duration;
 
 use dispute_domain::Role;
-use dispute_store::{Batch, Consumer, Cursor, Follower, Store, StoreError};
+use dispute_store::{BATCH, Batch, Consumer, Cursor, Follower, KEPT, Store, StoreError};
 use disputes_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +63,32 @@ async fn followers_at_one_cursor_share_a_read_unless_this_process_committed_sinc
     assert_eq!(second.seen(), ["s-1:1", "s-2:1"]);
     caught_up(&a, &mut first, 2).await;
     assert_eq!(first.seen(), ["s-1:1", "s-2:1"]);
+}
+
+#[tokio::test]
+async fn a_follower_behind_takes_the_reads_a_follower_ahead_made_while_the_tail_keeps_them() {
+    let db = TestDatabase::create().await;
+    let store = open_store(&db).await;
+    // Two full reads and a short one.
+    let orders = (2 * BATCH as u64 + 100) / dispute_audit::EVENTS_PER_ORDER;
+    let events = dispute_audit::load_synthetic(&store, orders, |_, _| {}).await.expect("the log loads");
+    let (ahead, behind) = (Follower::new(store.clone(), "ahead"), Follower::new(store.clone(), "behind"));
+    let (mut first, mut second) = (Recording::default(), Recording::default());
+    let before = store.log_reads();
+    caught_up(&ahead, &mut first, events as usize).await;
+    let read_ahead = store.log_reads() - before;
+    assert!(read_ahead >= 3, "ahead read the log in {read_ahead} reads");
+
+    // behind asks for each of ahead's reads in turn: the tail has kept the last ones, so
+    // behind reads only those it no longer keeps (none, unless the log's end was polled for).
+    let before = store.log_reads();
+    caught_up(&behind, &mut second, events as usize).await;
+    assert_eq!(second.seen(), first.seen());
+    let read_behind = store.log_reads() - before;
+    assert!(
+        read_behind <= read_ahead.saturating_sub(KEPT as u64),
+        "behind read {read_behind} times of ahead's {read_ahead}"
+    );
 }
 
 #[tokio::test]

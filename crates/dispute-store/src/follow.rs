@@ -8,13 +8,18 @@
 //! transaction that commits late is read late, never skipped.
 //!
 //! The followers of one process that keep a checkpoint share their reads: the [`Tail`] keeps
-//! the last read of the log, and a follower asking for the events after the same cursor takes
-//! that read instead of asking the database, unless this process committed since the read began
-//! (a commit that woke it is never missed) or the follower was handed that very read before (a
-//! poll always looks afresh). Followers at the head of the log are woken by the same commit and
-//! ask for the same cursor: one read serves them all. On PostgreSQL the reads go through one
-//! connection the tail keeps, not a pool checkout each. A follower without a checkpoint (a
-//! rebuild, the drift audit) always reads the log itself.
+//! the last [`KEPT`] reads of the log, and a follower asking for the events after the cursor
+//! one of them began at takes that read instead of asking the database, unless this process
+//! committed since the read began (a commit that woke it is never missed) or the follower was
+//! handed that very read before (a poll always looks afresh). Followers at the head of the log
+//! are woken by the same commit and ask for the same cursor: one read serves them all. While
+//! catching up on a long log, a follower ahead of another keeps to its pace: before a read
+//! that would drop a full read another follower is about to ask for, it waits up to [`PACE`]
+//! for that follower to take it, so the log is read and parsed once, not once per follower; a
+//! follower that stalls holds the others back by one such wait only, then falls out of the
+//! kept reads and reads for itself. On PostgreSQL the reads go through one connection the tail
+//! keeps, not a pool checkout each. A follower without a checkpoint (a rebuild, the drift
+//! audit) always reads the log itself.
 //!
 //! A follower saves its cursor to its named checkpoint at most every [`CHECKPOINT_EVERY`] while
 //! events keep coming, and at once when a look at the log finds nothing new, when it catches up
@@ -26,6 +31,7 @@
 //! the poll adapts: a poll that finds events polls again after [`POLL_MIN`], one that finds
 //! none waits twice as long, up to [`POLL`].
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +53,10 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const POLL_MIN: Duration = Duration::from_millis(5);
 /// The longest a follower that keeps reading events goes without saving its checkpoint.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How many of the last reads of the log the [`Tail`] keeps for the followers behind.
+pub const KEPT: usize = 4;
+/// The longest a follower catching up waits for another, behind it, to take a kept read.
+pub const PACE: Duration = Duration::from_millis(100);
 
 /// What a [`Follower`] hands the log to.
 pub trait Consumer {
@@ -93,7 +103,7 @@ impl Commits {
     }
 }
 
-/// The log as this process's followers read it: the last read, shared (see the module's
+/// The log as this process's followers read it: the last reads, shared (see the module's
 /// documentation), and the connection reads go through.
 #[derive(Default)]
 pub struct Tail {
@@ -102,11 +112,18 @@ pub struct Tail {
     state: Mutex<TailState>,
     /// Reads that went to the database.
     reads: AtomicU64,
+    /// Where each follower of the tail will ask next, by [`Follower::id`].
+    next: std::sync::Mutex<HashMap<u64, Cursor>>,
+    /// Signalled when a follower takes a read.
+    taken: Notify,
+    /// The followers made so far: the next one's id.
+    followers: AtomicU64,
 }
 
 #[derive(Default)]
 struct TailState {
-    last: Option<Read>,
+    /// The last [`KEPT`] reads, oldest first.
+    kept: VecDeque<Read>,
     /// PostgreSQL: a connection taken out of the pool for the reads (a pool checkout costs a
     /// round trip on its return); dropped after a failed read, opened again at the next.
     connection: Option<PgConnection>,
@@ -126,24 +143,58 @@ impl Tail {
     pub(crate) async fn close(&self) {
         self.state.lock().await.connection = None;
     }
+
+    /// Notes where `follower`, handed `events` after `after`, will ask next.
+    fn handed(&self, follower: u64, after: Cursor, events: &Batch) {
+        let next = events.last().map_or(after, |event| event.cursor);
+        self.next.lock().expect("not poisoned").insert(follower, next);
+        self.taken.notify_waiters();
+    }
+
+    /// Whether a new read would drop a full read that a follower other than `follower` is
+    /// about to ask for.
+    fn holds_back(&self, follower: u64, state: &TailState) -> bool {
+        let Some(oldest) = state.kept.front() else { return false };
+        if state.kept.len() < KEPT || (oldest.events.len() as i64) < BATCH {
+            return false;
+        }
+        let next = self.next.lock().expect("not poisoned");
+        next.iter().any(|(&other, &cursor)| other != follower && cursor == oldest.after)
+    }
 }
 
 impl Store {
-    /// Up to [`BATCH`] events after `after` in commit order, from a read numbered above
-    /// `newer_than` that began once this process had signalled `commits` commits or more: the
-    /// tail's last read if it qualifies, else a new one. Returns the read's number too.
+    /// Up to [`BATCH`] events after `after` in commit order for `follower`, from a read
+    /// numbered above `newer_than` that began once this process had signalled `commits` commits
+    /// or more: one the tail kept if it qualifies, else a new one (after waiting up to [`PACE`]
+    /// for a follower behind to take the read it would drop). Returns the read's number too.
     async fn tail_after(
         &self,
+        follower: u64,
         after: Cursor,
         commits: u64,
         newer_than: u64,
     ) -> Result<(u64, Batch), StoreError> {
-        let mut state = self.tail.state.lock().await;
-        let shared =
-            state.last.as_ref().filter(|r| r.after == after && r.commits >= commits && r.number > newer_than);
-        if let Some(last) = shared {
-            return Ok((last.number, last.events.clone()));
-        }
+        let paced = Instant::now() + PACE;
+        let mut state = loop {
+            let taken = self.tail.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            let state = self.tail.state.lock().await;
+            let shared =
+                state.kept.iter().find(|r| r.after == after && r.commits >= commits && r.number > newer_than);
+            if let Some(read) = shared {
+                let (number, events) = (read.number, read.events.clone());
+                drop(state);
+                self.tail.handed(follower, after, &events);
+                return Ok((number, events));
+            }
+            if Instant::now() >= paced || !self.tail.holds_back(follower, &state) {
+                break state;
+            }
+            drop(state);
+            let _ = tokio::time::timeout_at(paced, taken).await;
+        };
         let commits = self.committed.count();
         let number = self.tail.reads.fetch_add(1, Ordering::Relaxed) + 1;
         let events: Batch = match &self.backend {
@@ -162,7 +213,12 @@ impl Store {
             }
             Backend::Sqlite(_) => self.events_after(after, BATCH).await?.into(),
         };
-        state.last = Some(Read { number, after, commits, events: events.clone() });
+        if state.kept.len() >= KEPT {
+            state.kept.pop_front();
+        }
+        state.kept.push_back(Read { number, after, commits, events: events.clone() });
+        drop(state);
+        self.tail.handed(follower, after, &events);
         Ok((number, events))
     }
 
@@ -176,6 +232,8 @@ impl Store {
 /// Reads the log in commit order from a checkpoint and hands it to a [`Consumer`].
 pub struct Follower {
     store: Arc<Store>,
+    /// Tells this follower apart among those of the store's [`Tail`].
+    id: u64,
     /// The checkpoint the cursor is saved to; `None` for a read that saves nothing (a rebuild).
     checkpoint: Option<String>,
     /// Held while a pass reads, so two passes of one follower never apply a batch side by side.
@@ -202,13 +260,15 @@ impl Position {
 impl Follower {
     /// Follows from the checkpoint `name`, and saves it as it goes.
     pub fn new(store: Arc<Store>, name: impl Into<String>) -> Self {
-        Self { store, checkpoint: Some(name.into()), position: Mutex::new(Position::unloaded()) }
+        let id = store.tail.followers.fetch_add(1, Ordering::Relaxed);
+        Self { store, id, checkpoint: Some(name.into()), position: Mutex::new(Position::unloaded()) }
     }
 
     /// Reads from `cursor` and saves no checkpoint.
     pub fn from_cursor(store: Arc<Store>, cursor: Cursor) -> Self {
         let position = Position { cursor: Some(cursor), ..Position::unloaded() };
-        Self { store, checkpoint: None, position: Mutex::new(position) }
+        let id = store.tail.followers.fetch_add(1, Ordering::Relaxed);
+        Self { store, id, checkpoint: None, position: Mutex::new(position) }
     }
 
     /// Where the follower has read up to (the checkpoint's until the first read).
@@ -300,7 +360,8 @@ impl Follower {
         let mut read = 0;
         while !stop.is_some_and(CancellationToken::is_cancelled) {
             let batch: Batch = if self.checkpoint.is_some() {
-                let (number, batch) = self.store.tail_after(after, commits, position.last_read).await?;
+                let (number, batch) =
+                    self.store.tail_after(self.id, after, commits, position.last_read).await?;
                 position.last_read = number;
                 batch
             } else {
@@ -348,6 +409,14 @@ impl Follower {
         Ok(loaded)
     }
 }
+
+impl Drop for Follower {
+    /// A follower gone holds no other back.
+    fn drop(&mut self) {
+        self.store.tail.next.lock().expect("not poisoned").remove(&self.id);
+    }
+}
+
 /// The pause before retrying a failed attempt: 100 ms, doubling up to 5 s; an attempt that ran
 /// well for 30 s starts it afresh.
 #[derive(Debug)]

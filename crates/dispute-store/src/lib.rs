@@ -31,7 +31,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use bulk::BulkStream;
 pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome, StoreFailure};
-pub use follow::{Backoff, Batch, Commits, Consumer, Follower};
+pub use follow::{BATCH, Backoff, Batch, Commits, Consumer, Follower, KEPT};
 pub use idempotency::{Claim, ClaimTimes, StoredResponse};
 pub use lease::Lease;
 pub use log::{Cursor, RawEvent, StoredEvent};

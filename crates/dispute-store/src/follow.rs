@@ -56,7 +56,7 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How many of the last reads of the log the [`Tail`] keeps for the followers behind.
 pub const KEPT: usize = 4;
 /// The longest a follower catching up waits for another, behind it, to take a kept read.
-pub const PACE: Duration = Duration::from_millis(100);
+pub const PACE: Duration = Duration::from_secs(1);
 
 /// What a [`Follower`] hands the log to.
 pub trait Consumer {

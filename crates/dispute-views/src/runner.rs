@@ -12,7 +12,6 @@
 //! is idempotent, so an event applied twice changes nothing; an event handed over ahead of
 //! earlier ones of its order has them read from the log first).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -30,8 +29,6 @@ const CHECKPOINT: &str = "views";
 const DURABLE: &str = "views";
 /// The most JetStream messages, or events of the relay's copies, projected in one transaction.
 const BATCH: usize = 256;
-/// The most orders [`Projected`] remembers; past it, it forgets them all and starts again.
-const REMEMBERED: usize = 4096;
 
 /// Projects straight from the log, in commit order, from a durable checkpoint, until `stop`.
 pub async fn run_local(store: Arc<Store>, stop: CancellationToken) {
@@ -50,33 +47,11 @@ impl Consumer for Projector {
     }
 }
 
-/// What this process projected lately: per order, the highest sequence. Views never move back,
-/// so an event at or below it is in the views already.
-#[derive(Default)]
-struct Projected(HashMap<String, u64>);
-
-impl Projected {
-    fn record(&mut self, events: &[Incoming]) {
-        if self.0.len() + events.len() > REMEMBERED {
-            self.0.clear();
-        }
-        for event in events {
-            let sequence = self.0.entry(event.order_id.clone()).or_default();
-            *sequence = (*sequence).max(event.sequence);
-        }
-    }
-
-    fn holds(&self, event: &Incoming) -> bool {
-        self.0.get(&event.order_id).is_some_and(|&sequence| sequence >= event.sequence)
-    }
-}
-
 /// The projector and what feeds it besides JetStream.
 struct Feeds {
     projector: Projector,
     /// Batches handed over in this process: its own commits, its relay's batches.
     copies: Vec<mpsc::Receiver<Batch>>,
-    projected: Projected,
 }
 
 impl Feeds {
@@ -88,12 +63,9 @@ impl Feeds {
             let Some(more) = self.try_copy() else { break };
             incoming.extend(more.iter().map(Incoming::from));
         }
-        incoming.retain(|event| !self.projected.holds(event));
-        match self.projector.apply_batch(&incoming).await {
-            Ok(_) => self.projected.record(&incoming),
-            Err(e) => {
-                tracing::warn!(error = %e, events = incoming.len(), "projecting batches handed over failed; JetStream will bring them");
-            }
+        incoming.retain(|event| !self.projector.holds(event));
+        if let Err(e) = self.projector.apply_batch(&incoming).await {
+            tracing::warn!(error = %e, events = incoming.len(), "projecting batches handed over failed; JetStream will bring them");
         }
     }
 
@@ -134,7 +106,7 @@ pub async fn run_nats(
     copies: Vec<mpsc::Receiver<Batch>>,
     stop: CancellationToken,
 ) {
-    let mut feeds = Feeds { projector: Projector::new(store), copies, projected: Projected::default() };
+    let mut feeds = Feeds { projector: Projector::new(store), copies };
     while !stop.is_cancelled() {
         if let Err(e) = consume(&bus, &mut feeds, &stop).await {
             tracing::warn!(error = %e, "projection consumer interrupted; retrying");
@@ -192,7 +164,7 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
             match serde_json::from_slice::<CloudEvent>(&message.payload) {
                 Ok(event) => {
                     let event = Incoming::from(&event);
-                    if !feeds.projected.holds(&event) {
+                    if !feeds.projector.holds(&event) {
                         events.push(event);
                     }
                     batch.push(message);
@@ -206,7 +178,6 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
         }
         match feeds.projector.apply_batch(&events).await {
             Ok(_) => {
-                feeds.projected.record(&events);
                 for message in batch {
                     message.ack().await.map_err(NatsFailure::of("acknowledging a message"))?;
                 }

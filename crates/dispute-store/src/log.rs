@@ -223,8 +223,8 @@ impl Store {
 
     /// Reads the whole log in stream order (by order id, then sequence) with one query and
     /// hands the events over in batches of `batch`, unparsed, as they arrive: the database
-    /// turns rows into text while the receiver parses and checks the batch before. On
-    /// PostgreSQL the one query reads one consistent snapshot. An error ends the batches.
+    /// turns rows into text while the receiver checks the batch before. The one query reads
+    /// one consistent snapshot. An error ends the batches.
     pub fn scan_in_stream_order(
         self: &Arc<Self>,
         batch: usize,

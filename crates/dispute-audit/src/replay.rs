@@ -43,7 +43,7 @@ impl Replayable for StoredEvent {
         StoredEvent::time(self)
     }
     fn event(&self) -> Result<DisputeEvent, serde_json::Error> {
-        self.payload()
+        self.payload_as()
     }
 }
 
@@ -58,7 +58,7 @@ impl Replayable for RawEvent {
         RawEvent::time(self)
     }
     fn event(&self) -> Result<DisputeEvent, serde_json::Error> {
-        self.payload()
+        self.payload_as()
     }
 }
 
@@ -197,6 +197,29 @@ mod tests {
         let all = replay(&events, None).unwrap().unwrap();
         assert_eq!((all.sequence, all.state.status()), (2, Status::Closed));
         assert_eq!(all.record().status, Status::Closed);
+    }
+
+    #[test]
+    fn the_stored_text_replays_as_the_parsed_events() {
+        let events = stream();
+        let text = |e: &StoredEvent| RawEvent {
+            order_id: e.order_id.clone(),
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.to_string(),
+            metadata: e.metadata.to_string(),
+        };
+        let raw: Vec<RawEvent> = events.iter().map(text).collect();
+        let (parsed, read) = (replay(&events, None).unwrap().unwrap(), replay(&raw, None).unwrap().unwrap());
+        assert_eq!((read.sequence, read.time), (parsed.sequence, parsed.time));
+        assert_eq!(read.record().state, parsed.record().state);
+
+        // A repeated key reads as parsing collapses it: the last one counts.
+        let mut repeated = raw;
+        repeated[1].metadata =
+            format!(r#"{{"time":"{}","time":"{}"}}"#, at(500).to_rfc3339(), at(10).to_rfc3339());
+        assert_eq!(replay(&repeated, Some(at(10))).unwrap().unwrap().sequence, 2);
     }
 
     #[test]

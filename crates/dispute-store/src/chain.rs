@@ -539,6 +539,34 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_text_checks_as_the_parsed_event() {
+        let mut events = stream(3);
+        events[1].payload["EvidenceSubmitted"]["round"] = json!(2);
+        events[2].payload["EvidenceSubmitted"]["note"] = json!("needs \"escapes\"");
+        for event in &events {
+            let (payload, metadata) = (event.payload.to_string(), event.metadata.to_string());
+            let text = HashedText {
+                order_id: &event.order_id,
+                sequence: event.sequence,
+                event_type: &event.event_type,
+                event_version: "1",
+                payload: &payload,
+                metadata: &metadata,
+            };
+            let link = Link::of(&event.hashed());
+            match text.check() {
+                Some(checked) => {
+                    assert_eq!(checked.hash, link.hash.as_deref());
+                    assert_eq!(checked.prevhash, link.prevhash.as_deref());
+                    assert_eq!(checked.content_intact, link.content_intact, "{}", event.sequence);
+                }
+                None => assert_eq!(event.sequence, 3, "only the escaped note needs parsing"),
+            }
+        }
+        assert!(!Link::of(&events[1].hashed()).content_intact);
+    }
+
+    #[test]
     fn an_honest_stream_verifies() {
         assert_eq!(verify(&stream(5)), vec![]);
     }

@@ -67,7 +67,7 @@ impl StoredEvent {
     }
 
     /// The payload as `T`.
-    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         T::deserialize(&self.payload)
     }
 
@@ -137,9 +137,9 @@ impl RawEvent {
     }
 
     /// The payload as `T`, read from the text; through the parsed payload when that fails (a
-    /// repeated key, which parsing collapses), so that it reads as [`StoredEvent::payload`]
+    /// repeated key, which parsing collapses), so that it reads as [`StoredEvent::payload_as`]
     /// does.
-    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(&self.payload)
             .or_else(|_| serde_json::from_str::<Value>(&self.payload).and_then(serde_json::from_value))
     }

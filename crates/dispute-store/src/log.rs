@@ -129,7 +129,7 @@ impl Store {
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         match &self.backend {
             Backend::Postgres(pool) => pg_events_after(pool, after, limit).await,
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(crate::Sqlite { pool, .. }) => {
                 let rows: Vec<Row> = sqlx::query_as(
                     "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, 0, rowid \
                      FROM events WHERE rowid > $1 ORDER BY rowid LIMIT $2",
@@ -270,6 +270,7 @@ impl Store {
     }
 
     pub async fn save_checkpoint(&self, name: &str, cursor: Cursor) -> Result<(), StoreError> {
+        let _turn = self.backend.turn().await;
         on_pool!(&self.backend, pool => sqlx::query(
             "INSERT INTO relay_checkpoints (name, xid, position) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET xid = excluded.xid, position = excluded.position",

@@ -7,9 +7,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
-use dispute_domain::{
-    Actor, CloseReason, Dispute, DisputeCommand, DisputeError, Money, Status,
-};
+use dispute_domain::{Actor, CloseReason, Dispute, DisputeCommand, DisputeError, Money, Status};
 use serde::Deserialize;
 use serde_json::Value;
 

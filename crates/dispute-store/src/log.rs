@@ -178,7 +178,7 @@ impl Store {
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         match &self.backend {
             Backend::Postgres(pool) => pg_events_after(pool, after, limit).await,
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(crate::Sqlite { pool, .. }) => {
                 let rows: Vec<Row> = sqlx::query_as(
                     "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, 0, rowid \
                      FROM events WHERE rowid > $1 ORDER BY rowid LIMIT $2",
@@ -234,7 +234,7 @@ impl Store {
         tokio::spawn(async move {
             let result = match &store.backend {
                 Backend::Postgres(pool) => pg_scan_in_stream_order(pool, batch, &sender).await,
-                Backend::Sqlite(pool) => sqlite_scan_in_stream_order(pool, batch, &sender).await,
+                Backend::Sqlite(sqlite) => sqlite_scan_in_stream_order(&sqlite.pool, batch, &sender).await,
             };
             if let Err(e) = result {
                 let _ = sender.send(Err(e)).await;
@@ -297,6 +297,7 @@ impl Store {
     }
 
     pub async fn save_checkpoint(&self, name: &str, cursor: Cursor) -> Result<(), StoreError> {
+        let _turn = self.backend.turn().await;
         on_pool!(&self.backend, pool => sqlx::query(
             "INSERT INTO relay_checkpoints (name, xid, position) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET xid = excluded.xid, position = excluded.position",

@@ -91,6 +91,8 @@ pub struct LockedView {
 pub struct ViewBatch<'a> {
     tx: Tx,
     statements: &'a WriteStatements,
+    /// SQLite: this process's turn to write, until the batch commits.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 enum Tx {
@@ -119,9 +121,10 @@ impl ViewWriter {
     /// `order_ids` (those that exist), in order-id order; with no ids, reads nothing.
     pub async fn lock(&self, order_ids: &[&str]) -> Result<(ViewBatch<'_>, Vec<LockedView>), StoreError> {
         let begin = self.statements.begin;
+        let turn = self.backend.turn().await;
         let mut tx = match &self.backend {
             Backend::Postgres(pool) => Tx::Postgres(pool.begin_with(begin).await?),
-            Backend::Sqlite(pool) => Tx::Sqlite(pool.begin_with(begin).await?),
+            Backend::Sqlite(sqlite) => Tx::Sqlite(sqlite.pool.begin_with(begin).await?),
         };
         let mut views = Vec::new();
         if !order_ids.is_empty() {
@@ -130,7 +133,7 @@ impl ViewWriter {
                 sqlx::query_as(&self.statements.lock).bind(&ids).fetch_all(&mut **tx).await?
             });
         }
-        Ok((ViewBatch { tx, statements: &self.statements }, views))
+        Ok((ViewBatch { tx, statements: &self.statements, _turn: turn }, views))
     }
 }
 

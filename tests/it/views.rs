@@ -1614,7 +1614,7 @@ async fn events_applied_again_change_no_view() {
     assert_eq!(before[0]["requested"], json!([cny(10_000)]));
     assert_eq!(before[0]["refunded"], json!([cny(4_000)]));
 
-    let projector = Projector::new(app.store.clone());
+    let mut projector = Projector::new(app.store.clone());
     for (id, last) in [("d-1", ruled), ("d-2", paid)] {
         let events = app.store.stream_events(id, 1, last).await.expect("the log");
         assert_eq!(events.len() as u64, last);
@@ -1646,7 +1646,7 @@ async fn a_later_event_arriving_first_is_applied_after_the_missing_ones_from_the
     let store = open_store(&db).await;
     assert_eq!(escalate_in(&store, "g-1").await, 4);
     let events = store.stream_events("g-1", 1, 4).await.expect("the log");
-    let projector = Projector::new(store.clone());
+    let mut projector = Projector::new(store.clone());
     let views = Views::new(store.clone());
     assert!(views.dispute("g-1").await.expect("views").is_none(), "nothing is projected yet");
 
@@ -1672,6 +1672,67 @@ async fn a_later_event_arriving_first_is_applied_after_the_missing_ones_from_the
     let view = views.dispute("g-1").await.expect("views").expect("a view");
     assert_eq!((view.sequence, view.status), (4, Status::Escalated));
     assert_eq!(timeline_sequences(&views, "g-1").await, [1, 2, 3, 4]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_view_kept_by_one_projector_never_moves_back_a_view_another_projector_took_further() {
+    let db = TestDatabase::create().await;
+    let store = open_store(&db).await;
+    assert_eq!(escalate_in(&store, "k-1").await, 4);
+    let events = store.stream_events("k-1", 1, 4).await.expect("the log");
+    let views = Views::new(store.clone());
+    // One projector folds the first two events and keeps the view; another (an instance
+    // that did not see them) folds the rest onto the stored view.
+    let mut keeping = Projector::new(store.clone());
+    for event in &events[..2] {
+        assert!(keeping.apply(&Incoming::from(event)).await.expect("applies"));
+    }
+    let mut other = Projector::new(store.clone());
+    for event in &events[2..] {
+        assert!(other.apply(&Incoming::from(event)).await.expect("applies"));
+    }
+    let escalated: DisputeView = views.dispute("k-1").await.expect("views").expect("a view");
+    assert_eq!((escalated.sequence, escalated.status), (4, Status::Escalated));
+
+    // The kept view is behind the stored one: folding the next events onto it changes nothing.
+    for event in &events[2..] {
+        assert!(!keeping.apply(&Incoming::from(event)).await.expect("applies"), "{} again", event.sequence);
+    }
+    assert_eq!(views.dispute("k-1").await.expect("views"), Some(escalated));
+    assert_eq!(timeline_sequences(&views, "k-1").await, [1, 2, 3, 4]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn events_applied_again_write_the_timeline_entries_a_rebuilt_timeline_lacks() {
+    let db = TestDatabase::create().await;
+    let store = open_store(&db).await;
+    assert_eq!(escalate_in(&store, "t-1").await, 4);
+    let events = store.stream_events("t-1", 1, 4).await.expect("the log");
+    let views = Views::new(store.clone());
+    let mut projector = Projector::new(store.clone());
+    for event in &events {
+        assert!(projector.apply(&Incoming::from(event)).await.expect("applies"));
+    }
+    // The timeline lost entries its view reflects, as a timeline rebuilt apart from the views
+    // up to an earlier point of the log would.
+    let mut db_connection =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.expect("the database");
+    sqlx::query("DELETE FROM view_timeline WHERE order_id = 't-1' AND sequence IN (2, 3)")
+        .execute(&mut db_connection)
+        .await
+        .expect("entries deleted");
+    assert_eq!(timeline_sequences(&views, "t-1").await, [1, 4]);
+
+    // Each event again, as a projector that reads the stored view finds it (one that kept a
+    // view of its own folds onto that).
+    for event in &events {
+        let mut again = Projector::new(store.clone());
+        assert!(!again.apply(&Incoming::from(event)).await.expect("applies"), "{} again", event.sequence);
+    }
+    assert_eq!(timeline_sequences(&views, "t-1").await, [1, 2, 3, 4]);
+    assert_eq!(views.dispute("t-1").await.expect("views").map(|v| v.sequence), Some(4));
     store.close().await;
 }
 

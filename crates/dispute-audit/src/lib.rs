@@ -18,7 +18,7 @@ pub use dispute_store::chain::{BreakKind, ChainBreak};
 pub use drift::{DriftRow, drift};
 pub use export::{BreakRecord, ChainCheck, EventRecord, export};
 pub use published::{PublishedCheck, compare_with_published};
-pub use replay::{Replayed, ReplayedRecord, replay};
+pub use replay::{Replayable, Replayed, ReplayedRecord, replay};
 pub use synthetic::{EVENTS_PER_ORDER, load_synthetic};
 pub use verify::{Head, HeadsRecord, VerifyReport, for_each_stream, verify};
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::Aggregate;
 use dispute_domain::{CloseReason, Dispute, DisputeEvent, Money, Status};
-use dispute_store::StoredEvent;
+use dispute_store::{RawEvent, StoredEvent};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -22,26 +22,68 @@ pub struct Replayed {
     pub state: Dispute,
 }
 
+/// One stored event as replay reads it: parsed ([`StoredEvent`]) or still the stored text
+/// ([`RawEvent`], which a replay of the whole log reads without parsing into JSON values first).
+pub trait Replayable {
+    fn order_id(&self) -> &str;
+    fn sequence(&self) -> u64;
+    /// Its metadata's `time`.
+    fn time(&self) -> Option<DateTime<Utc>>;
+    fn event(&self) -> Result<DisputeEvent, serde_json::Error>;
+}
+
+impl Replayable for StoredEvent {
+    fn order_id(&self) -> &str {
+        &self.order_id
+    }
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+    fn time(&self) -> Option<DateTime<Utc>> {
+        StoredEvent::time(self)
+    }
+    fn event(&self) -> Result<DisputeEvent, serde_json::Error> {
+        self.payload_as()
+    }
+}
+
+impl Replayable for RawEvent {
+    fn order_id(&self) -> &str {
+        &self.order_id
+    }
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+    fn time(&self) -> Option<DateTime<Utc>> {
+        RawEvent::time(self)
+    }
+    fn event(&self) -> Result<DisputeEvent, serde_json::Error> {
+        self.payload_as()
+    }
+}
+
 /// Folds `events` (one stream, in sequence order) up to `as_of` (all when `None`).
 ///
 /// The stream's prefix whose times are at or before `as_of` is folded; `None` when no event
 /// had happened yet.
-pub fn replay(events: &[StoredEvent], as_of: Option<DateTime<Utc>>) -> Result<Option<Replayed>, AuditError> {
+pub fn replay<E: Replayable>(
+    events: &[E],
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Option<Replayed>, AuditError> {
     let mut replayed: Option<Replayed> = None;
     for event in events {
         let failed = |reason: String| AuditError::Event {
-            order_id: event.order_id.clone(),
-            sequence: event.sequence,
+            order_id: event.order_id().to_string(),
+            sequence: event.sequence(),
             reason,
         };
         let time = event.time().ok_or_else(|| failed("no RFC 3339 time in its metadata".to_string()))?;
         if as_of.is_some_and(|as_of| time > as_of) {
             break;
         }
-        let domain_event: DisputeEvent =
-            serde_json::from_value(event.payload.clone()).map_err(|e| failed(e.to_string()))?;
+        let domain_event = event.event().map_err(|e| failed(e.to_string()))?;
         let current = replayed.get_or_insert_with(|| Replayed {
-            dispute_id: event.order_id.clone(),
+            dispute_id: event.order_id().to_string(),
             as_of,
             sequence: 0,
             time,
@@ -52,7 +94,7 @@ pub fn replay(events: &[StoredEvent], as_of: Option<DateTime<Utc>>) -> Result<Op
         let state = &mut current.state;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.apply(domain_event)))
             .map_err(|_| failed("does not apply to the state before it".to_string()))?;
-        current.sequence = event.sequence;
+        current.sequence = event.sequence();
         current.time = time;
     }
     Ok(replayed)
@@ -155,6 +197,29 @@ mod tests {
         let all = replay(&events, None).unwrap().unwrap();
         assert_eq!((all.sequence, all.state.status()), (2, Status::Closed));
         assert_eq!(all.record().status, Status::Closed);
+    }
+
+    #[test]
+    fn the_stored_text_replays_as_the_parsed_events() {
+        let events = stream();
+        let text = |e: &StoredEvent| RawEvent {
+            order_id: e.order_id.clone(),
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.to_string(),
+            metadata: e.metadata.to_string(),
+        };
+        let raw: Vec<RawEvent> = events.iter().map(text).collect();
+        let (parsed, read) = (replay(&events, None).unwrap().unwrap(), replay(&raw, None).unwrap().unwrap());
+        assert_eq!((read.sequence, read.time), (parsed.sequence, parsed.time));
+        assert_eq!(read.record().state, parsed.record().state);
+
+        // A repeated key reads as parsing collapses it: the last one counts.
+        let mut repeated = raw;
+        repeated[1].metadata =
+            format!(r#"{{"time":"{}","time":"{}"}}"#, at(500).to_rfc3339(), at(10).to_rfc3339());
+        assert_eq!(replay(&repeated, Some(at(10))).unwrap().unwrap().sequence, 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use dispute_store::chain::{BreakKind, ChainBreak, Link, verify_links};
-use dispute_store::{RawEvent, Store, StoreError, StoredEvent};
+use dispute_store::{RawEvent, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::AuditError;
@@ -118,7 +118,7 @@ fn compare_head(stream: &[Link], recorded: &Head) -> Option<ChainBreak> {
 /// batch. (Splitting a batch across threads was measured slower on two cores, where the
 /// database needs the other one.)
 fn links(batch: Vec<RawEvent>) -> Result<Vec<Link>, StoreError> {
-    batch.into_iter().map(|raw| raw.parse().map(StoredEvent::into_link)).collect()
+    batch.into_iter().map(RawEvent::into_link).collect()
 }
 
 /// Checks the chain of `order` (every stream when `None`), and each stream's head against
@@ -165,23 +165,22 @@ pub async fn verify(
 }
 
 /// Calls `f` with every stream of the log, whole and in sequence order, streams in order id
-/// order. The store reads on one task while this one parses and runs `f`. Returns the events
-/// read.
+/// order, its events still the stored text. The store reads on one task while this one runs
+/// `f`. Returns the events read.
 pub async fn for_each_stream(
     store: &Arc<Store>,
     mut progress: impl FnMut(u64, u64),
-    mut f: impl FnMut(&[StoredEvent]),
+    mut f: impl FnMut(&[RawEvent]),
 ) -> Result<u64, AuditError> {
     let total = store.count_events().await?;
     let mut batches = store.scan_in_stream_order(BATCH);
     // The stream being read; a stream can span batches.
-    let mut current: Vec<StoredEvent> = Vec::new();
+    let mut current: Vec<RawEvent> = Vec::new();
     let mut read = 0u64;
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         read += batch.len() as u64;
-        for raw in batch {
-            let event = raw.parse()?;
+        for event in batch {
             if current.first().is_some_and(|first| first.order_id != event.order_id) {
                 f(&current);
                 current.clear();

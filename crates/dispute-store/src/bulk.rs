@@ -47,8 +47,9 @@ impl Store {
                     .execute(pool)
                     .await?;
             }
-            Backend::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+            Backend::Sqlite(sqlite) => {
+                let _turn = self.backend.turn().await;
+                let mut tx = sqlite.events.begin().await?;
                 for (order_id, event) in events() {
                     sqlx::query(SQLITE_INSERT)
                         .bind(order_id)

@@ -11,10 +11,15 @@
 //! `\r`, `\t`, other control characters as `\u00xx`) and everything else verbatim UTF-8, and
 //! integers in decimal.
 
+use std::cell::RefCell;
+use std::io::Write as _;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::EventMetadata;
+
+mod text;
 
 /// The `prevhash` of a stream's first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -38,17 +43,7 @@ pub struct Hashed<'a> {
 /// The canonical bytes the hash of `event` is computed over, given the previous hash.
 pub fn canonical_bytes(prevhash: &str, event: &Hashed<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    out.push(b'[');
-    write_str(&mut out, prevhash);
-    out.push(b',');
-    write_str(&mut out, event.order_id);
-    out.push(b',');
-    out.extend_from_slice(event.sequence.to_string().as_bytes());
-    out.push(b',');
-    write_str(&mut out, event.event_type);
-    out.push(b',');
-    write_str(&mut out, event.event_version);
-    out.push(b',');
+    write_head(&mut out, prevhash, event.order_id, event.sequence, event.event_type, event.event_version);
     write_canonical(&mut out, event.payload, &[]);
     out.push(b',');
     write_canonical(&mut out, event.metadata, &[HASH_KEY, PREVHASH_KEY]);
@@ -56,9 +51,81 @@ pub fn canonical_bytes(prevhash: &str, event: &Hashed<'_>) -> Vec<u8> {
     out
 }
 
+/// The canonical bytes before the payload: `[prevhash,order_id,sequence,event_type,event_version,`.
+fn write_head(
+    out: &mut Vec<u8>,
+    prevhash: &str,
+    order_id: &str,
+    sequence: u64,
+    event_type: &str,
+    event_version: &str,
+) {
+    out.push(b'[');
+    write_str(out, prevhash);
+    out.push(b',');
+    write_str(out, order_id);
+    write!(out, ",{sequence},").expect("writing to a Vec");
+    write_str(out, event_type);
+    out.push(b',');
+    write_str(out, event_version);
+    out.push(b',');
+}
+
 /// The hash of `event` chained to `prevhash`, lowercase hex.
 pub fn event_hash(prevhash: &str, event: &Hashed<'_>) -> String {
     hex(&Sha256::digest(canonical_bytes(prevhash, event)))
+}
+
+/// One stored event as read, its payload and metadata still the stored JSON text.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedText<'a> {
+    pub order_id: &'a str,
+    pub sequence: u64,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub payload: &'a str,
+    pub metadata: &'a str,
+}
+
+/// What linking needs of one stored event: its stored hashes, and whether its content still
+/// hashes to the stored `hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked<'a> {
+    pub hash: Option<&'a str>,
+    pub prevhash: Option<&'a str>,
+    pub content_intact: bool,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<(text::Scratch, Vec<u8>)> = RefCell::default();
+}
+
+impl<'a> HashedText<'a> {
+    /// The event checked against its own stored hash straight from the text, as [`Link::of`]
+    /// checks it parsed. `None` when the text needs parsing (see [`text`]).
+    pub fn check(&self) -> Option<Checked<'a>> {
+        SCRATCH.with_borrow_mut(|(scratch, head)| {
+            let keys = scratch.write(self.payload, self.metadata)?;
+            let content_intact = match (keys.hash, keys.prevhash) {
+                (Some(hash), Some(prevhash)) => {
+                    head.clear();
+                    write_head(
+                        head,
+                        prevhash,
+                        self.order_id,
+                        self.sequence,
+                        self.event_type,
+                        self.event_version,
+                    );
+                    let digest =
+                        Sha256::new().chain_update(&head).chain_update(&scratch.body).chain_update(b"]");
+                    hex(&digest.finalize()) == hash
+                }
+                _ => false,
+            };
+            Some(Checked { hash: keys.hash, prevhash: keys.prevhash, content_intact })
+        })
+    }
 }
 
 /// An event about to be appended to its stream, before its place in the chain is known.
@@ -171,7 +238,7 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value, skip: &[&str]) {
 fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
-    if !needs_escape(bytes) {
+    if plain_len(bytes) == bytes.len() {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -204,20 +271,23 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether any byte is a control character, `"` or `\`: eight bytes at a time.
-fn needs_escape(bytes: &[u8]) -> bool {
+/// The length of the longest prefix of `bytes` without a control character, `"` or `\`:
+/// eight bytes at a time.
+fn plain_len(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // Some byte of `x` is below `n` (n <= 0x80).
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * n as u64) & !x & HIGHS != 0;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
+    let mut clean = 0;
+    for chunk in bytes.chunks_exact(8) {
         let x = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
         if below(x, 0x20) || below(x ^ (ONES * b'"' as u64), 1) || below(x ^ (ONES * b'\\' as u64), 1) {
-            return true;
+            break;
         }
+        clean += 8;
     }
-    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let rest = &bytes[clean..];
+    clean + rest.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').unwrap_or(rest.len())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -439,19 +509,22 @@ mod tests {
     }
 
     #[test]
-    fn the_escape_check_finds_every_byte_that_needs_one_at_any_position() {
+    fn the_escape_check_finds_the_first_byte_that_needs_one_at_any_position() {
         for len in 0..20 {
-            assert!(!needs_escape("é𝄞 ~/\u{7f}abcdefghijklmnop".as_bytes().get(..len).unwrap_or(b"")));
+            let harmless = "é𝄞 ~/\u{7f}abcdefghijklmnop".as_bytes().get(..len).unwrap_or(b"");
+            assert_eq!(plain_len(harmless), harmless.len());
             for at in 0..len {
                 for special in [0x00u8, 0x1f, b'"', b'\\', b'\n'] {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = special;
-                    assert!(needs_escape(&bytes), "{bytes:?}");
+                    assert_eq!(plain_len(&bytes), at, "{bytes:?}");
+                    bytes[len - 1] = special;
+                    assert_eq!(plain_len(&bytes), at, "{bytes:?}");
                 }
                 let mut bytes = vec![b'a'; len];
                 for harmless in [0x20u8, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff] {
                     bytes[at] = harmless;
-                    assert!(!needs_escape(&bytes), "{bytes:?}");
+                    assert_eq!(plain_len(&bytes), len, "{bytes:?}");
                 }
             }
         }
@@ -463,6 +536,34 @@ mod tests {
         let bytes = canonical_bytes(GENESIS, &events[0].hashed());
         assert_eq!(events[0].metadata["hash"], json!(hex(&Sha256::digest(&bytes))));
         assert_eq!(events[0].metadata["hash"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn the_stored_text_checks_as_the_parsed_event() {
+        let mut events = stream(3);
+        events[1].payload["EvidenceSubmitted"]["round"] = json!(2);
+        events[2].payload["EvidenceSubmitted"]["note"] = json!("needs \"escapes\"");
+        for event in &events {
+            let (payload, metadata) = (event.payload.to_string(), event.metadata.to_string());
+            let text = HashedText {
+                order_id: &event.order_id,
+                sequence: event.sequence,
+                event_type: &event.event_type,
+                event_version: "1",
+                payload: &payload,
+                metadata: &metadata,
+            };
+            let link = Link::of(&event.hashed());
+            match text.check() {
+                Some(checked) => {
+                    assert_eq!(checked.hash, link.hash.as_deref());
+                    assert_eq!(checked.prevhash, link.prevhash.as_deref());
+                    assert_eq!(checked.content_intact, link.content_intact, "{}", event.sequence);
+                }
+                None => assert_eq!(event.sequence, 3, "only the escaped note needs parsing"),
+            }
+        }
+        assert!(!Link::of(&events[1].hashed()).content_intact);
     }
 
     #[test]

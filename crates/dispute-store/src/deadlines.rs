@@ -236,6 +236,7 @@ impl Deadlines<'_> {
     pub async fn record(&self, changes: &[Tracked<'_>]) -> Result<u64, StoreError> {
         let Some(through) = changes.iter().map(|c| c.cursor).max() else { return Ok(0) };
         let sql = self.sql();
+        let _turn = self.backend.turn().await;
         on_pool!(self.backend, pool => {
             let mut tx = pool.begin_with(sql.begin).await?;
             let (xid, position): (i64, i64) = sqlx::query_as(sql.recorded).fetch_one(&mut *tx).await?;
@@ -266,12 +267,14 @@ impl Deadlines<'_> {
         claim_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
+        let turn = self.backend.turn().await;
         let rows: Vec<(String, i64, String, i64, i64)> = on_pool!(self.backend, pool => sqlx::query_as(self.sql().claim_due)
             .bind(now_ms)
             .bind(claim_until_ms)
             .bind(limit)
             .fetch_all(pool)
             .await?);
+        drop(turn);
         Ok(rows
             .into_iter()
             .map(|(order_id, sequence, deadline, round, due_at_ms)| Claimed {
@@ -286,6 +289,7 @@ impl Deadlines<'_> {
 
     /// Deletes the claimed row, unless a later event has set another deadline since.
     pub async fn clear(&self, claimed: &Claimed) -> Result<(), StoreError> {
+        let _turn = self.backend.turn().await;
         on_pool!(self.backend, pool => sqlx::query(self.sql().clear)
             .bind(&claimed.order_id)
             .bind(claimed.sequence as i64)
@@ -298,6 +302,7 @@ impl Deadlines<'_> {
     /// Keeps the claimed row until `at_ms`, when it may be claimed again, unless a later event
     /// has set another deadline since.
     pub async fn retry_at(&self, claimed: &Claimed, at_ms: i64) -> Result<(), StoreError> {
+        let _turn = self.backend.turn().await;
         on_pool!(self.backend, pool => sqlx::query(self.sql().retry_at)
             .bind(&claimed.order_id)
             .bind(claimed.sequence as i64)

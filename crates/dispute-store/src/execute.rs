@@ -7,9 +7,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
-use dispute_domain::{
-    Actor, CloseReason, Dispute, DisputeCommand, DisputeError, DisputeServices, Money, Status,
-};
+use dispute_domain::{Actor, CloseReason, Dispute, DisputeCommand, DisputeError, Money, Status};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -278,10 +276,10 @@ async fn execute_on<R: PersistedEventRepository>(
     // the head is behind. Any other outcome (a refusal, an `If-Match` mismatch, a lost race,
     // no change) may be the stale head's, so it is decided again on the stream as stored. A
     // take-over searches the log for its earlier request's events, so it never starts here.
-    let (heads, services) = (&store.heads, &store.services);
+    let heads = &store.heads;
     let cached = earlier.is_none().then(|| heads.get(order_id)).flatten();
     if let Some(head) = cached {
-        match attempt(repo, services, order_id, head, command, expected_sequence, &metadata).await {
+        match attempt(repo, store, order_id, head, command, expected_sequence, &metadata).await {
             Ok(Attempt::Appended(head, events)) => return Ok(store.appended(order_id, head, events)),
             Ok(Attempt::Unchanged(_) | Attempt::Behind) | Err(ExecuteError::Refused(_)) => {
                 heads.evict(order_id)
@@ -297,7 +295,7 @@ async fn execute_on<R: PersistedEventRepository>(
         return Ok(Executed::Before(outcome));
     }
     heads.offer(order_id, loaded.head.clone());
-    match attempt(repo, services, order_id, loaded.head, command, expected_sequence, &metadata).await {
+    match attempt(repo, store, order_id, loaded.head, command, expected_sequence, &metadata).await {
         Ok(Attempt::Appended(head, events)) => Ok(store.appended(order_id, head, events)),
         Ok(Attempt::Unchanged(head)) => Ok(Executed::Now(head.outcome(order_id))),
         Ok(Attempt::Behind) => {
@@ -317,7 +315,7 @@ async fn execute_on<R: PersistedEventRepository>(
 /// a refused or failed command leaves no trace outside it.
 async fn attempt<R: PersistedEventRepository>(
     repo: &R,
-    services: &DisputeServices,
+    store: &Store,
     order_id: &str,
     mut head: Head,
     command: &DisputeCommand,
@@ -327,13 +325,16 @@ async fn attempt<R: PersistedEventRepository>(
     if expected_sequence.is_some_and(|expected| expected != head.sequence) {
         return Ok(Attempt::Behind);
     }
-    let events = head.dispute.decide(command, services)?;
+    let events = head.dispute.decide(command, &store.services)?;
     if events.is_empty() {
         return Ok(Attempt::Unchanged(head));
     }
     let serialized = chained(order_id, head.sequence, &head.hash, &events, metadata)?;
     // A duplicate (order, sequence) is the optimistic lock: another command committed first.
-    match repo.persist::<Dispute>(&serialized, None).await.map_err(AggregateError::<DisputeError>::from) {
+    let turn = store.backend.turn().await;
+    let persisted = repo.persist::<Dispute>(&serialized, None).await;
+    drop(turn);
+    match persisted.map_err(AggregateError::<DisputeError>::from) {
         Ok(()) => {}
         Err(AggregateError::AggregateConflict) => return Ok(Attempt::Behind),
         Err(e) => return Err(e.into()),

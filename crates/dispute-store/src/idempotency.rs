@@ -128,6 +128,7 @@ impl Store {
         let deadline = tokio::time::Instant::now() + times.wait;
         loop {
             let now_ms = self.services.clock.now().timestamp_millis();
+            let turn = self.backend.turn().await;
             let inserted = on_pool!(&self.backend, pool => sqlx::query(self.backend.idempotency_sql().claim)
             .bind(subject)
             .bind(key)
@@ -136,6 +137,7 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected());
+            drop(turn);
             if inserted == 1 {
                 return Ok(Claim::Acquired);
             }
@@ -158,6 +160,7 @@ impl Store {
             }
             let takeover_at_ms = claimed_at_ms.saturating_add(takeover_ms);
             if now_ms >= takeover_at_ms {
+                let _turn = self.backend.turn().await;
                 let taken = on_pool!(&self.backend, pool => sqlx::query(
                     "UPDATE idempotency_keys SET claimed_at_ms = $3 \
                      WHERE subject = $1 AND key = $2 AND claimed_at_ms = $4 AND response_status IS NULL",
@@ -189,6 +192,7 @@ impl Store {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
+        let _turn = self.backend.turn().await;
         on_pool!(&self.backend, pool => sqlx::query(self.backend.idempotency_sql().answer)
         .bind(subject)
         .bind(key)
@@ -226,6 +230,7 @@ impl Store {
 
     /// Runs `statement` on the claim of (`$1` subject, `$2` key).
     async fn unanswered_claim(&self, statement: &str, subject: &str, key: &str) -> Result<(), StoreError> {
+        let _turn = self.backend.turn().await;
         on_pool!(&self.backend, pool => sqlx::query(statement).bind(subject).bind(key).execute(pool).await.map(|_| ()))?;
         Ok(())
     }
@@ -234,6 +239,7 @@ impl Store {
     /// the caller's choice). Unfinished claims stay until a retry resolves them.
     pub async fn purge_idempotency(&self, older_than: chrono::Duration) -> Result<u64, StoreError> {
         let cutoff = (self.services.clock.now() - older_than).timestamp_millis();
+        let _turn = self.backend.turn().await;
         let purged = on_pool!(&self.backend, pool => sqlx::query(
             "DELETE FROM idempotency_keys WHERE created_at_ms < $1 AND response_status IS NOT NULL",
         )

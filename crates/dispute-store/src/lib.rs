@@ -45,7 +45,20 @@ pub use views::{
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
     Postgres(PgPool),
-    Sqlite(SqlitePool),
+    Sqlite(Sqlite),
+}
+
+/// The embedded store's connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Sqlite {
+    /// Reads, and every write but the events'. Their commits are not flushed on their own
+    /// (`synchronous = NORMAL`): the next events' commit flushes them.
+    pub(crate) pool: SqlitePool,
+    /// The events' commits, each flushed before it returns (`synchronous = FULL`).
+    pub(crate) events: SqlitePool,
+    /// This process's writers take turns here rather than at SQLite's write lock, whose busy
+    /// handler polls with sleeps.
+    pub(crate) turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Runs the same sqlx expression against whichever pool the backend holds.
@@ -53,11 +66,22 @@ macro_rules! on_pool {
     ($backend:expr, $pool:ident => $body:expr) => {
         match $backend {
             $crate::Backend::Postgres($pool) => $body,
-            $crate::Backend::Sqlite($pool) => $body,
+            $crate::Backend::Sqlite($crate::Sqlite { pool: $pool, .. }) => $body,
         }
     };
 }
 pub(crate) use on_pool;
+
+impl Backend {
+    /// Waits for this process's turn to write: SQLite's, held until dropped; none on
+    /// PostgreSQL, where writers do not exclude each other.
+    pub(crate) async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self {
+            Backend::Sqlite(sqlite) => Some(sqlite.turn.clone().lock_owned().await),
+            Backend::Postgres(_) => None,
+        }
+    }
+}
 
 /// The cqrs-es repositories. Commands go through them directly (not through cqrs-es's
 /// `commit`) so that every event gets metadata of its own: its place in the hash chain.
@@ -143,20 +167,29 @@ impl Store {
                     .map_err(StoreError::Connect)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10));
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(8)
-                    .connect_with(options)
+                // In WAL mode `synchronous` is a connection's setting, not a transaction's: the
+                // events get connections of their own (docs/ARCHITECTURE.md, "Concurrency and
+                // idempotency"). No ping before each use: the connections are in this process.
+                let events = SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .test_before_acquire(false)
+                    .connect_with(options.clone().synchronous(SqliteSynchronous::Full))
                     .await
                     .map_err(StoreError::Connect)?;
-                sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(StoreError::Migrate)?;
-                Backend::Sqlite(pool)
+                sqlx::migrate!("./migrations/sqlite").run(&events).await.map_err(StoreError::Migrate)?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .test_before_acquire(false)
+                    .connect_with(options.synchronous(SqliteSynchronous::Normal))
+                    .await
+                    .map_err(StoreError::Connect)?;
+                Backend::Sqlite(Sqlite { pool, events, turn: Arc::default() })
             }
         };
         let events = match &backend {
             Backend::Postgres(pool) => EventStore::Postgres(PostgresEventRepository::new(pool.clone())),
-            Backend::Sqlite(pool) => EventStore::Sqlite(SqliteEventRepository::new(pool.clone())),
+            Backend::Sqlite(sqlite) => EventStore::Sqlite(SqliteEventRepository::new(sqlite.events.clone())),
         };
         Ok(Arc::new(Self {
             backend,
@@ -216,11 +249,40 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.tail.close().await;
-        on_pool!(&self.backend, pool => pool.close().await)
+        on_pool!(&self.backend, pool => pool.close().await);
+        if let Backend::Sqlite(sqlite) = &self.backend {
+            sqlite.events.close().await;
+        }
     }
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir)
         .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use dispute_domain::{Policy, SystemClock};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_flushes_the_events_commits_and_leaves_the_other_writes_to_them() {
+        let dir = std::env::temp_dir().join(format!("disputes-store-sync-{}", std::process::id()));
+        let services = DisputeServices::new(Arc::new(SystemClock), Arc::new(Policy::builtin()));
+        let store = Store::open(&StoreConfig::Sqlite { path: dir.join("disputes.db") }, services)
+            .await
+            .expect("open the SQLite store");
+        let Backend::Sqlite(sqlite) = &store.backend else { unreachable!("an SQLite store") };
+        let synchronous = |pool: &SqlitePool| {
+            let pool = pool.clone();
+            async move { sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(&pool).await.unwrap() }
+        };
+        // 2 is FULL (every commit flushed), 1 is NORMAL (flushed by a later FULL commit).
+        let (events, others) = (synchronous(&sqlite.events).await, synchronous(&sqlite.pool).await);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((events, others), (2, 1));
+    }
 }

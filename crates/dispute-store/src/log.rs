@@ -66,6 +66,11 @@ impl StoredEvent {
         }
     }
 
+    /// The payload as `T`.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.payload)
+    }
+
     /// The metadata, typed: who caused the event, when, under which request, its hashes.
     pub fn typed_metadata(&self) -> Result<EventMetadata, serde_json::Error> {
         EventMetadata::deserialize(&self.metadata)
@@ -113,6 +118,50 @@ impl RawEvent {
         let RawEvent { order_id, sequence, event_type, event_version, payload, metadata } = self;
         stored_event((order_id, sequence as i64, event_type, event_version, payload, metadata, 0, 0))
     }
+
+    /// The fields its hash covers, as stored.
+    pub fn hashed(&self) -> crate::chain::HashedText<'_> {
+        crate::chain::HashedText {
+            order_id: &self.order_id,
+            sequence: self.sequence,
+            event_type: &self.event_type,
+            event_version: &self.event_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+        }
+    }
+
+    /// [`StoredEvent::time`], read from the text.
+    pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        EventMetadata::time_in_text(&self.metadata)
+    }
+
+    /// The payload as `T`, read from the text; through the parsed payload when that fails (a
+    /// repeated key, which parsing collapses), so that it reads as [`StoredEvent::payload_as`]
+    /// does.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+            .or_else(|_| serde_json::from_str::<Value>(&self.payload).and_then(serde_json::from_value))
+    }
+
+    /// [`StoredEvent::into_link`], checked straight from the text when it can be, else parsed
+    /// (which also reports text that is not JSON).
+    pub fn into_link(self) -> Result<crate::chain::Link, StoreError> {
+        let checked = self.hashed().check().map(|c| {
+            let own = |text: Option<&str>| text.map(str::to_string);
+            (own(c.hash), own(c.prevhash), c.content_intact)
+        });
+        match checked {
+            Some((hash, prevhash, content_intact)) => Ok(crate::chain::Link {
+                order_id: self.order_id,
+                sequence: self.sequence,
+                hash,
+                prevhash,
+                content_intact,
+            }),
+            None => Ok(self.parse()?.into_link()),
+        }
+    }
 }
 
 type Row = (String, i64, String, String, String, String, i64, i64);
@@ -129,7 +178,7 @@ impl Store {
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         match &self.backend {
             Backend::Postgres(pool) => pg_events_after(pool, after, limit).await,
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(crate::Sqlite { pool, .. }) => {
                 let rows: Vec<Row> = sqlx::query_as(
                     "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, 0, rowid \
                      FROM events WHERE rowid > $1 ORDER BY rowid LIMIT $2",
@@ -174,46 +223,24 @@ impl Store {
 
     /// Reads the whole log in stream order (by order id, then sequence) with one query and
     /// hands the events over in batches of `batch`, unparsed, as they arrive: the database
-    /// turns rows into text while the receiver parses and checks the batch before. On
-    /// PostgreSQL the one query reads one consistent snapshot. An error ends the batches.
+    /// turns rows into text while the receiver checks the batch before. The one query reads
+    /// one consistent snapshot. An error ends the batches.
     pub fn scan_in_stream_order(
         self: &Arc<Self>,
         batch: usize,
     ) -> mpsc::Receiver<Result<Vec<RawEvent>, StoreError>> {
-        let (tx, rx) = mpsc::channel(8);
+        let (sender, receiver) = mpsc::channel(8);
         let store = self.clone();
         tokio::spawn(async move {
-            let payload = match &store.backend {
-                Backend::Postgres(_) => "payload::text, metadata::text",
-                Backend::Sqlite(_) => "payload, metadata",
+            let result = match &store.backend {
+                Backend::Postgres(pool) => pg_scan_in_stream_order(pool, batch, &sender).await,
+                Backend::Sqlite(sqlite) => sqlite_scan_in_stream_order(&sqlite.pool, batch, &sender).await,
             };
-            let sql = format!(
-                "SELECT aggregate_id, sequence, event_type, event_version, {payload} FROM events \
-                 WHERE aggregate_type = 'dispute' ORDER BY aggregate_type, aggregate_id, sequence"
-            );
-            let result: Result<(), StoreError> = on_pool!(&store.backend, pool => async {
-                let mut rows = sqlx::query_as::<_, RawRow>(&sql).fetch(pool);
-                let mut events = Vec::with_capacity(batch);
-                while let Some(row) = rows.try_next().await? {
-                    events.push(RawEvent::from(row));
-                    if events.len() == batch {
-                        let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
-                        if tx.send(Ok(full)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                if !events.is_empty() {
-                    let _ = tx.send(Ok(events)).await;
-                }
-                Ok(())
-            }
-            .await);
             if let Err(e) = result {
-                let _ = tx.send(Err(e)).await;
+                let _ = sender.send(Err(e)).await;
             }
         });
-        rx
+        receiver
     }
 
     /// Every event of one order, in sequence order.
@@ -270,6 +297,7 @@ impl Store {
     }
 
     pub async fn save_checkpoint(&self, name: &str, cursor: Cursor) -> Result<(), StoreError> {
+        let _turn = self.backend.turn().await;
         on_pool!(&self.backend, pool => sqlx::query(
             "INSERT INTO relay_checkpoints (name, xid, position) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET xid = excluded.xid, position = excluded.position",
@@ -304,6 +332,70 @@ pub(crate) async fn pg_events_after<'c>(
     .fetch_all(connection)
     .await?;
     rows.into_iter().map(stored_event).collect()
+}
+
+/// The log in stream order, for [`Store::scan_in_stream_order`].
+const IN_STREAM_ORDER: &str = "FROM events WHERE aggregate_type = 'dispute' \
+                               ORDER BY aggregate_type, aggregate_id, sequence";
+
+type Batches = mpsc::Sender<Result<Vec<RawEvent>, StoreError>>;
+
+/// Through a cursor fetched a batch at a time: told that rows are wanted as they come, the
+/// planner reads the primary key in order rather than sorting the whole log first (which
+/// turns every row to text before the sort, spills it to disk and, with parallel workers,
+/// takes every core the audit itself needs). One transaction: one snapshot.
+async fn pg_scan_in_stream_order(
+    pool: &sqlx::PgPool,
+    batch: usize,
+    batches: &Batches,
+) -> Result<(), StoreError> {
+    let mut transaction = pool.begin().await?;
+    let declare = format!(
+        "DECLARE log_in_stream_order NO SCROLL CURSOR FOR \
+         SELECT aggregate_id, sequence, event_type, event_version, payload::text, metadata::text \
+         {IN_STREAM_ORDER}"
+    );
+    sqlx::query(&declare).execute(&mut *transaction).await?;
+    let fetch = format!("FETCH {batch} FROM log_in_stream_order");
+    loop {
+        let rows: Vec<RawRow> = sqlx::query_as(&fetch).persistent(false).fetch_all(&mut *transaction).await?;
+        let last = rows.len() < batch;
+        if !rows.is_empty() && batches.send(Ok(rows.into_iter().map(RawEvent::from).collect())).await.is_err()
+        {
+            break;
+        }
+        if last {
+            break;
+        }
+    }
+    transaction.rollback().await?;
+    Ok(())
+}
+
+/// As rows arrive from one query, which reads one snapshot.
+async fn sqlite_scan_in_stream_order(
+    pool: &sqlx::SqlitePool,
+    batch: usize,
+    batches: &Batches,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata {IN_STREAM_ORDER}"
+    );
+    let mut rows = sqlx::query_as::<_, RawRow>(&sql).fetch(pool);
+    let mut events = Vec::with_capacity(batch);
+    while let Some(row) = rows.try_next().await? {
+        events.push(RawEvent::from(row));
+        if events.len() == batch {
+            let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
+            if batches.send(Ok(full)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !events.is_empty() {
+        let _ = batches.send(Ok(events)).await;
+    }
+    Ok(())
 }
 
 fn stored_event(row: Row) -> Result<StoredEvent, StoreError> {

@@ -44,13 +44,24 @@ impl EventMetadata {
 
     /// The `time` of a stored metadata object alone.
     pub(crate) fn time_of(metadata: &Value) -> Option<DateTime<Utc>> {
-        #[derive(Deserialize)]
-        struct Time {
-            #[serde(with = "micros")]
-            time: DateTime<Utc>,
-        }
         Time::deserialize(metadata).ok().map(|t| t.time)
     }
+
+    /// [`EventMetadata::time_of`] the stored text, read without parsing the rest; parsed
+    /// whole when that fails (a repeated key, which parsing collapses), so both read alike.
+    pub(crate) fn time_in_text(metadata: &str) -> Option<DateTime<Utc>> {
+        match serde_json::from_str::<Time>(metadata) {
+            Ok(t) => Some(t.time),
+            Err(_) => serde_json::from_str::<Value>(metadata).ok().as_ref().and_then(Self::time_of),
+        }
+    }
+}
+
+/// A metadata object's `time` alone.
+#[derive(Deserialize)]
+struct Time {
+    #[serde(with = "micros")]
+    time: DateTime<Utc>,
 }
 
 /// RFC 3339 in UTC with exactly six fractional digits and `Z`, as every event's `time`.

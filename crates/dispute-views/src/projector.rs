@@ -3,8 +3,10 @@
 //! A duplicate or a redelivery (sequence already reflected) changes nothing. A gap (a later
 //! sequence arrives first) is filled from the event store before the event is applied, so no
 //! event is ever skipped. A batch of events commits in one transaction. An order whose events in
-//! the batch start at its first is folded from scratch without reading its stored view: what
-//! is stored already is left as it is (views only move forward, timeline entries are kept).
+//! the batch start at its first is folded from scratch, and one whose view the projector kept
+//! from its own last write is folded onto that, both without reading the stored view: what is
+//! stored already is left as it is where it is as far or further (views only move forward,
+//! timeline entries are kept).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dispute_domain::DisputeEvent;
 use dispute_store::{DisputeRow, Store, StoredEvent, TimelineRow, ViewTables, ViewWriter};
+use hashlink::LruCache;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,11 +32,20 @@ pub fn describe_metrics() {
     );
 }
 
+/// How many views a projector keeps as it last wrote them: a few kilobytes each.
+const KEPT: usize = 4096;
+
 pub struct Projector {
     store: Arc<Store>,
     writer: ViewWriter,
     /// Whether it writes the live views, whose lag is measured (a rebuild's is not a lag).
     live: bool,
+    /// The views of the orders it projected lately, each with the sequence it reflects, as
+    /// of its last commit. A view is a function of its order's events, which never change, so
+    /// a kept view is never wrong, only possibly behind the stored one (another projector
+    /// went further): the next events fold onto it without reading the stored view, and
+    /// the upsert leaves a stored view that is ahead alone.
+    kept: LruCache<String, (u64, DisputeView)>,
 }
 
 /// One event as the projector needs it, from the log or from the bus.
@@ -91,18 +103,29 @@ impl Projector {
 
     /// A projector writing into `tables`: the live views, or a set being rebuilt aside.
     pub fn with_tables(store: Arc<Store>, tables: &ViewTables) -> Self {
-        Self { writer: ViewWriter::new(&store, tables), live: *tables == ViewTables::live(), store }
+        Self {
+            writer: ViewWriter::new(&store, tables),
+            live: *tables == ViewTables::live(),
+            store,
+            kept: LruCache::new(KEPT),
+        }
+    }
+
+    /// Whether the views reflect the event `sequence` of `order_id` already, as far as this
+    /// projector knows: it committed a view of that order at that sequence or later.
+    pub fn holds(&self, order_id: &str, sequence: u64) -> bool {
+        self.kept.peek(order_id).is_some_and(|(kept, _)| *kept >= sequence)
     }
 
     /// Applies one event (and any missing before it). Returns false for a duplicate.
-    pub async fn apply(&self, incoming: &Incoming) -> Result<bool, ViewError> {
+    pub async fn apply(&mut self, incoming: &Incoming) -> Result<bool, ViewError> {
         Ok(self.apply_batch(std::slice::from_ref(incoming)).await? == 1)
     }
 
     /// Applies events of any orders in one transaction, each order's in sequence order, with
     /// any gap before them filled from the event store. Returns how many were new; duplicates
     /// change nothing.
-    pub async fn apply_batch(&self, batch: &[Incoming]) -> Result<usize, ViewError> {
+    pub async fn apply_batch(&mut self, batch: &[Incoming]) -> Result<usize, ViewError> {
         let mut orders: BTreeMap<&str, Vec<&Incoming>> = BTreeMap::new();
         for incoming in batch {
             orders.entry(&incoming.order_id).or_default().push(incoming);
@@ -110,31 +133,50 @@ impl Projector {
         if orders.is_empty() {
             return Ok(0);
         }
-        // A batch is at most three statements whatever its size: read and lock the views it
-        // continues, insert the timeline, upsert the views. An order whose events start at its
-        // first needs no stored view: folded from scratch, its view is written only if ahead of
-        // the stored one, and its timeline entries only where missing.
-        let continued: Vec<&str> = orders
-            .iter()
-            .filter(|(_, events)| events.iter().all(|e| e.sequence > 1))
-            .map(|(order_id, _)| *order_id)
-            .collect();
-        let (writes, stored) = self.writer.lock(&continued).await?;
-        let mut current: HashMap<String, (u64, DisputeView)> = HashMap::with_capacity(stored.len());
-        for row in stored {
-            current.insert(row.order_id, (row.sequence as u64, serde_json::from_str(&row.view)?));
+        // Each order's events fold onto the view they continue: none, for an order whose
+        // events start at its first; the view this projector kept, if it reaches the batch's
+        // first event; else the stored view, read and locked in the batch's transaction. A
+        // batch that reads no stored view is written by one statement on PostgreSQL (see
+        // `ViewWriter::write`).
+        let mut starts: HashMap<&str, (u64, Option<DisputeView>)> = HashMap::with_capacity(orders.len());
+        let mut continued: Vec<&str> = Vec::new();
+        for (order_id, events) in &orders {
+            let first = events.iter().map(|e| e.sequence).min().unwrap_or(1);
+            match self.kept.get(*order_id) {
+                _ if first == 1 => {
+                    starts.insert(order_id, (0, None));
+                }
+                Some((sequence, view)) if *sequence + 1 >= first => {
+                    starts.insert(order_id, (*sequence, Some(view.clone())));
+                }
+                _ => continued.push(order_id),
+            }
         }
+        let batch = if continued.is_empty() {
+            None
+        } else {
+            let (writes, stored) = self.writer.lock(&continued).await?;
+            for row in stored {
+                if let Some((order_id, _)) = orders.get_key_value(row.order_id.as_str()) {
+                    starts.insert(order_id, (row.sequence as u64, Some(serde_json::from_str(&row.view)?)));
+                }
+            }
+            Some(writes)
+        };
         let mut changes = Changes::default();
         for (order_id, events) in orders {
-            let (last, view) = match current.remove(order_id) {
-                Some((last, view)) => (last, Some(view)),
-                None => (0, None),
-            };
+            let (last, view) = starts.remove(order_id).unwrap_or((0, None));
             changes.fold(&self.store, order_id, last, view, events).await?;
         }
         // The events whose timeline entry is new are those applied now (entry and view are
         // written together).
-        let written = writes.commit(&changes.timeline, &changes.disputes).await?;
+        let written = match batch {
+            Some(writes) => writes.commit(&changes.timeline, &changes.disputes).await?,
+            None => self.writer.write(&changes.timeline, &changes.disputes).await?,
+        };
+        for (order_id, sequence, view) in changes.views {
+            self.kept.insert(order_id, (sequence, view));
+        }
         let new: HashSet<(&str, i64)> =
             written.iter().map(|(order_id, sequence)| (order_id.as_str(), *sequence)).collect();
         let applied: Vec<DateTime<Utc>> = changes
@@ -168,6 +210,8 @@ impl Projector {
 struct Changes<'a> {
     timeline: Vec<TimelineRow>,
     disputes: Vec<DisputeRow>,
+    /// The changed views themselves, each with the sequence it reflects.
+    views: Vec<(String, u64, DisputeView)>,
     /// The events of the batch folded (not the gaps filled): order, sequence, commit time.
     folded: Vec<(&'a str, u64, DateTime<Utc>)>,
 }
@@ -187,6 +231,10 @@ impl<'a> Changes<'a> {
         let reflected = last;
         for incoming in events {
             if incoming.sequence <= last {
+                // In the view already. Its timeline entry is written where missing: the
+                // timeline may have been rebuilt apart from the view, or the view folded by
+                // a projector that kept it.
+                self.timeline.push(timeline_row(incoming));
                 continue;
             }
             let mut missing = Vec::new();
@@ -211,15 +259,7 @@ impl<'a> Changes<'a> {
                         }
                     }
                 }
-                self.timeline.push(TimelineRow {
-                    order_id: event.order_id.clone(),
-                    sequence: event.sequence as i64,
-                    event_type: event.event_type.clone(),
-                    actor_role: event.actor_role.clone(),
-                    actor_id: event.actor_id.clone(),
-                    time: event.time.clone(),
-                    data: domain_event_data(&event.payload),
-                });
+                self.timeline.push(timeline_row(event));
             }
             last = incoming.sequence;
             self.folded.push((order_id, incoming.sequence, parse_time(&incoming.time)));
@@ -227,6 +267,7 @@ impl<'a> Changes<'a> {
         if last > reflected {
             let view = view.expect("a view exists after applying an event");
             self.disputes.push(dispute_row(&view)?);
+            self.views.push((order_id.to_string(), last, view));
         }
         Ok(())
     }
@@ -258,6 +299,19 @@ fn dispute_row(view: &DisputeView) -> Result<DisputeRow, ViewError> {
         merchant_losses: view.merchant_losses as i32,
         view: serde_json::to_string(view)?,
     })
+}
+
+/// The `view_timeline` row of an event.
+fn timeline_row(event: &Incoming) -> TimelineRow {
+    TimelineRow {
+        order_id: event.order_id.clone(),
+        sequence: event.sequence as i64,
+        event_type: event.event_type.clone(),
+        actor_role: event.actor_role.clone(),
+        actor_id: event.actor_id.clone(),
+        time: event.time.clone(),
+        data: domain_event_data(&event.payload),
+    }
 }
 
 fn parse_time(text: &str) -> DateTime<Utc> {

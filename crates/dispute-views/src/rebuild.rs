@@ -54,8 +54,8 @@ pub async fn rebuild(
     let (done, cursor) = build_aside(&store, &next, &mut progress).await?;
     swap(&store, views, &live, &next).await?;
     // What committed during the build, applied to the tables now live.
-    let live_projector = Projector::new(store.clone());
-    replay(&store, &live_projector, cursor, |_| {}).await?;
+    let mut live_projector = Projector::new(store.clone());
+    replay(&store, &mut live_projector, cursor, |_| {}).await?;
     Ok(done)
 }
 
@@ -68,8 +68,8 @@ pub async fn build_aside(
 ) -> Result<(u64, Cursor), ViewError> {
     store.create_aside_views(&ViewTables::live(), aside).await?;
     let total = store.count_events().await?;
-    let projector = Projector::with_tables(store.clone(), aside);
-    replay(store, &projector, Cursor::default(), |done| progress(done, total)).await
+    let mut projector = Projector::with_tables(store.clone(), aside);
+    replay(store, &mut projector, Cursor::default(), |done| progress(done, total)).await
 }
 
 /// Drops tables made by [`build_aside`].
@@ -81,7 +81,7 @@ pub async fn drop_aside(store: &Store, aside: &ViewTables) -> Result<(), ViewErr
 /// live projector. Returns the events applied and the cursor it stopped at.
 async fn replay(
     store: &Arc<Store>,
-    projector: &Projector,
+    projector: &mut Projector,
     from: Cursor,
     progress: impl FnMut(u64),
 ) -> Result<(u64, Cursor), ViewError> {
@@ -93,7 +93,7 @@ async fn replay(
 
 /// A rebuild's projector, counting what it has applied.
 struct Replaying<'a, F> {
-    projector: &'a Projector,
+    projector: &'a mut Projector,
     done: u64,
     progress: F,
 }

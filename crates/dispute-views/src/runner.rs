@@ -12,7 +12,6 @@
 //! is idempotent, so an event applied twice changes nothing; an event handed over ahead of
 //! earlier ones of its order has them read from the log first).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -31,8 +30,6 @@ const CHECKPOINT: &str = "views";
 const DURABLE: &str = "views";
 /// The most JetStream messages, or events of the relay's copies, projected in one transaction.
 const BATCH: usize = 256;
-/// The most orders [`Projected`] remembers; past it, it forgets them all and starts again.
-const REMEMBERED: usize = 4096;
 
 /// Projects straight from the log, in commit order, from a durable checkpoint, until `stop`.
 pub async fn run_local(store: Arc<Store>, stop: CancellationToken) {
@@ -51,37 +48,11 @@ impl Consumer for Projector {
     }
 }
 
-/// What this process projected lately: per order, the highest sequence. Views never move back,
-/// so an event at or below it is in the views already. Two generations: when the newer is
-/// full it becomes the older, so what was just recorded is still remembered.
-#[derive(Default)]
-struct Projected {
-    newer: HashMap<String, u64>,
-    older: HashMap<String, u64>,
-}
-
-impl Projected {
-    fn record(&mut self, events: &[Incoming]) {
-        if self.newer.len() + events.len() > REMEMBERED {
-            self.older = std::mem::take(&mut self.newer);
-        }
-        for event in events {
-            let sequence = self.newer.entry(event.order_id.clone()).or_default();
-            *sequence = (*sequence).max(event.sequence);
-        }
-    }
-
-    fn holds(&self, order_id: &str, sequence: u64) -> bool {
-        [&self.newer, &self.older].iter().any(|map| map.get(order_id).is_some_and(|&s| s >= sequence))
-    }
-}
-
 /// The projector and what feeds it besides JetStream.
 struct Feeds {
     projector: Projector,
     /// Batches handed over in this process: its own commits, its relay's batches.
     copies: Vec<mpsc::Receiver<Batch>>,
-    projected: Projected,
 }
 
 impl Feeds {
@@ -93,12 +64,9 @@ impl Feeds {
             let Some(more) = self.try_copy() else { break };
             incoming.extend(more.iter().map(Incoming::from));
         }
-        incoming.retain(|event| !self.projected.holds(&event.order_id, event.sequence));
-        match self.projector.apply_batch(&incoming).await {
-            Ok(_) => self.projected.record(&incoming),
-            Err(e) => {
-                tracing::warn!(error = %e, events = incoming.len(), "projecting batches handed over failed; JetStream will bring them");
-            }
+        incoming.retain(|event| !self.projector.holds(&event.order_id, event.sequence));
+        if let Err(e) = self.projector.apply_batch(&incoming).await {
+            tracing::warn!(error = %e, events = incoming.len(), "projecting batches handed over failed; JetStream will bring them");
         }
     }
 
@@ -139,7 +107,7 @@ pub async fn run_nats(
     copies: Vec<mpsc::Receiver<Batch>>,
     stop: CancellationToken,
 ) {
-    let mut feeds = Feeds { projector: Projector::new(store), copies, projected: Projected::default() };
+    let mut feeds = Feeds { projector: Projector::new(store), copies };
     while !stop.is_cancelled() {
         if let Err(e) = consume(&bus, &mut feeds, &stop).await {
             tracing::warn!(error = %e, "projection consumer interrupted; retrying");
@@ -178,7 +146,7 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
     loop {
         // Messages before copies: the copies that have arrived are projected before each chunk
         // anyway, and a relay that keeps the copies coming must not keep JetStream's
-        // deliveries waiting until this process no longer remembers projecting them.
+        // deliveries waiting until the projector no longer keeps the views they reached.
         let chunk = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
@@ -201,7 +169,7 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
             let id = message.headers.as_ref().and_then(|headers| headers.get(NATS_MESSAGE_ID));
             if id
                 .and_then(|id| parse_message_id(id.as_str()))
-                .is_some_and(|(order_id, sequence)| feeds.projected.holds(order_id, sequence))
+                .is_some_and(|(order_id, sequence)| feeds.projector.holds(order_id, sequence))
             {
                 batch.push(message);
                 continue;
@@ -209,7 +177,7 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
             match serde_json::from_slice::<CloudEvent>(&message.payload) {
                 Ok(event) => {
                     let event = Incoming::from(&event);
-                    if !feeds.projected.holds(&event.order_id, event.sequence) {
+                    if !feeds.projector.holds(&event.order_id, event.sequence) {
                         events.push(event);
                     }
                     batch.push(message);
@@ -223,7 +191,6 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
         }
         match feeds.projector.apply_batch(&events).await {
             Ok(_) => {
-                feeds.projected.record(&events);
                 for message in batch {
                     message.ack().await.map_err(NatsFailure::of("acknowledging a message"))?;
                 }

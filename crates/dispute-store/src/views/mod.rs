@@ -84,13 +84,14 @@ impl Dialect {
         }
     }
 
-    /// The objects of the JSON array bound as `$1` as rows of `columns`, typed as the table is.
-    fn json_rows(self, columns: &[Column]) -> String {
+    /// The objects of the JSON array bound as `param` (`$1`, …) as rows of `columns`, typed as
+    /// the table is.
+    fn json_rows(self, columns: &[Column], param: &str) -> String {
         match self {
             Dialect::Postgres => {
                 let typed = columns.iter().map(|c| format!("{} {}", c.name, c.postgres)).collect::<Vec<_>>();
                 format!(
-                    "SELECT {} FROM json_to_recordset($1::json) AS r({})",
+                    "SELECT {} FROM json_to_recordset({param}::json) AS r({})",
                     ViewShape::names(columns),
                     typed.join(", ")
                 )
@@ -98,7 +99,7 @@ impl Dialect {
             Dialect::Sqlite => {
                 let fields = columns.iter().map(|c| format!("value ->> '{}'", c.name)).collect::<Vec<_>>();
                 // `WHERE true` tells SQLite's parser that a following ON CONFLICT is an upsert.
-                format!("SELECT {} FROM json_each($1) WHERE true", fields.join(", "))
+                format!("SELECT {} FROM json_each({param}) WHERE true", fields.join(", "))
             }
         }
     }

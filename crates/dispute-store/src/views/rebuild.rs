@@ -36,7 +36,7 @@ impl Store {
                         .execute(pool)
                         .await?;
                 }
-                Backend::Sqlite(pool) => {
+                Backend::Sqlite(crate::Sqlite { pool, .. }) => {
                     let ddl: Vec<(String,)> = sqlx::query_as(SQLITE_DDL).bind(live).fetch_all(pool).await?;
                     for (sql,) in ddl {
                         sqlx::query(&sqlite_renamed_ddl(&sql, live, aside)).execute(pool).await?;

@@ -1,7 +1,9 @@
 //! The projector's writes: a batch is at most three statements whatever its size (read and
 //! lock the views the batch continues, insert the timeline entries, upsert the changed views),
-//! each taking its rows as one JSON array, in one transaction. A batch that only starts views
-//! (every order from its first event, as in a catch-up) reads none: it skips the first.
+//! each taking its rows as one JSON array, in one transaction. A batch that reads no stored
+//! view (every order from its first event, as in a catch-up, or from a view the projector
+//! kept) skips the first; on PostgreSQL the other two are then one statement, its own
+//! transaction.
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
@@ -15,16 +17,19 @@ struct WriteStatements {
     lock: String,
     insert_timeline: String,
     upsert_disputes: String,
+    /// PostgreSQL: both in one statement, the timeline's rows bound as `$1`, the views' as
+    /// `$2`, answering as `insert_timeline` does.
+    insert_both: Option<String>,
 }
 
 impl WriteStatements {
     fn new(dialect: Dialect, tables: &ViewTables) -> Self {
         let ViewTables { disputes, timeline } = tables;
-        let insert = |shape: &ViewShape, table: &str| {
+        let insert = |shape: &ViewShape, table: &str, param: &str| {
             format!(
                 "INSERT INTO {table} ({}) {} ON CONFLICT ({}) ",
                 ViewShape::names(shape.columns),
-                dialect.json_rows(shape.columns),
+                dialect.json_rows(shape.columns, param),
                 ViewShape::names(shape.key_columns()),
             )
         };
@@ -34,6 +39,23 @@ impl WriteStatements {
             .map(|c| format!("{0} = excluded.{0}", c.name))
             .collect::<Vec<_>>()
             .join(", ");
+        let insert_timeline =
+            |param| insert(&TIMELINE, timeline, param) + "DO NOTHING RETURNING order_id, sequence";
+        let upsert_disputes = |param| {
+            insert(&DISPUTES, disputes, param)
+                + &format!("DO UPDATE SET {set} WHERE {disputes}.sequence < excluded.sequence")
+        };
+        // The entries are inserted as the outer SELECT reads them, then the views upserted (a
+        // data-modifying WITH that nothing reads runs to its end after the statement's): the
+        // order of the transaction's two statements, so two projectors never deadlock.
+        // SQLite has no data-modifying WITH.
+        let insert_both = (dialect == Dialect::Postgres).then(|| {
+            format!(
+                "WITH entries AS ({}), views AS ({}) SELECT order_id, sequence FROM entries",
+                insert_timeline("$1"),
+                upsert_disputes("$2")
+            )
+        });
         Self {
             begin: dialect.begin_write(),
             // In order-id order, so two projectors never deadlock.
@@ -42,9 +64,9 @@ impl WriteStatements {
                 dialect.json_strings(),
                 dialect.for_update()
             ),
-            insert_timeline: insert(&TIMELINE, timeline) + "DO NOTHING RETURNING order_id, sequence",
-            upsert_disputes: insert(&DISPUTES, disputes)
-                + &format!("DO UPDATE SET {set} WHERE {disputes}.sequence < excluded.sequence"),
+            insert_timeline: insert_timeline("$1"),
+            upsert_disputes: upsert_disputes("$1"),
+            insert_both,
         }
     }
 }
@@ -69,6 +91,8 @@ pub struct LockedView {
 pub struct ViewBatch<'a> {
     tx: Tx,
     statements: &'a WriteStatements,
+    /// SQLite: this process's turn to write, until the batch commits.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 enum Tx {
@@ -97,9 +121,10 @@ impl ViewWriter {
     /// `order_ids` (those that exist), in order-id order; with no ids, reads nothing.
     pub async fn lock(&self, order_ids: &[&str]) -> Result<(ViewBatch<'_>, Vec<LockedView>), StoreError> {
         let begin = self.statements.begin;
+        let turn = self.backend.turn().await;
         let mut tx = match &self.backend {
             Backend::Postgres(pool) => Tx::Postgres(pool.begin_with(begin).await?),
-            Backend::Sqlite(pool) => Tx::Sqlite(pool.begin_with(begin).await?),
+            Backend::Sqlite(sqlite) => Tx::Sqlite(sqlite.pool.begin_with(begin).await?),
         };
         let mut views = Vec::new();
         if !order_ids.is_empty() {
@@ -108,7 +133,30 @@ impl ViewWriter {
                 sqlx::query_as(&self.statements.lock).bind(&ids).fetch_all(&mut **tx).await?
             });
         }
-        Ok((ViewBatch { tx, statements: &self.statements }, views))
+        Ok((ViewBatch { tx, statements: &self.statements, _turn: turn }, views))
+    }
+}
+
+impl ViewWriter {
+    /// Writes a batch that read no stored view: inserts the timeline entries the store does
+    /// not hold yet and upserts the changed views (a stored view already ahead, or as far, is
+    /// left alone), in one transaction. Returns the (order, sequence) of the entries that were
+    /// new.
+    pub async fn write(
+        &self,
+        timeline: &[TimelineRow],
+        disputes: &[DisputeRow],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        if timeline.is_empty() {
+            return Ok(Vec::new());
+        }
+        match (&self.backend, &self.statements.insert_both) {
+            (Backend::Postgres(pool), Some(both)) => {
+                let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
+                Ok(sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(pool).await?)
+            }
+            _ => self.lock(&[]).await?.0.commit(timeline, disputes).await,
+        }
     }
 }
 

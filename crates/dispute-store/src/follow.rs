@@ -181,8 +181,12 @@ impl Store {
             tokio::pin!(taken);
             taken.as_mut().enable();
             let state = self.tail.state.lock().await;
-            let shared =
-                state.kept.iter().find(|r| r.after == after && r.commits >= commits && r.number > newer_than);
+            // The newest first: an older read at the same cursor holds no more than it.
+            let shared = state
+                .kept
+                .iter()
+                .rev()
+                .find(|r| r.after == after && r.commits >= commits && r.number > newer_than);
             if let Some(read) = shared {
                 let (number, events) = (read.number, read.events.clone());
                 drop(state);

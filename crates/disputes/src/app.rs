@@ -22,9 +22,10 @@ use tokio_util::task::TaskTracker;
 /// How long idempotency answers are kept (the contract promises at least 24 hours).
 const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(48);
 
-/// How many batches the relay may hand the in-process projector ahead of it; more are left to
-/// JetStream. Few: while catching up the relay reads far ahead of the projector, and each batch
-/// held holds up to 512 parsed events (64 held 80 MiB of a catch-up's resident memory).
+/// How many batches the relay may hand the in-process projector ahead of it (a batch that
+/// finds no room waits a while for it, then is left to JetStream; see `Relay::with_copies`).
+/// Few: each batch held holds up to 512 parsed events (64 held 80 MiB of a catch-up's
+/// resident memory).
 const COPIES: usize = 4;
 
 /// How many commands' events this process may hand its projector ahead of it; more are left

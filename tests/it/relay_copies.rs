@@ -53,24 +53,30 @@ async fn consumer_acked(urls: &str, stream: &str, count: u64) {
     }
 }
 
-#[tokio::test]
-async fn the_relays_batches_are_projected_in_process_and_jetstream_delivering_them_again_changes_nothing() {
-    let db = TestDatabase::create().await;
-    let store: Arc<Store> = open_store(&db).await;
-    let (urls, stream) = (nats_url(), unique_stream());
-    let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    // The durable consumer exists already, filtering on a subject no event has: JetStream
-    // delivers the projector nothing.
+/// Creates `stream` and its durable consumer `views`, filtering on a subject no event has:
+/// JetStream delivers the projector nothing. Returns the stream.
+async fn stream_delivering_nothing(bus: &NatsBus, urls: &str, stream: &str) -> jetstream::stream::Stream {
     bus.ensure_stream().await.expect("the stream is created");
-    let js = jetstream::new(async_nats::connect(&urls).await.expect("NATS reachable"));
+    let js = jetstream::new(async_nats::connect(urls).await.expect("NATS reachable"));
     let nothing = pull::Config {
         durable_name: Some("views".to_string()),
         filter_subject: bus.subject("no-such-order"),
         ack_policy: AckPolicy::Explicit,
         ..Default::default()
     };
-    let events = js.get_stream(&stream).await.expect("the stream");
+    let events = js.get_stream(stream).await.expect("the stream");
     events.create_consumer(nothing).await.expect("the consumer is created");
+    events
+}
+
+#[tokio::test]
+async fn the_relays_batches_are_projected_in_process_and_jetstream_delivering_them_again_changes_nothing() {
+    let db = TestDatabase::create().await;
+    let store: Arc<Store> = open_store(&db).await;
+    let (urls, stream) = (nats_url(), unique_stream());
+    let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
+    // The durable consumer exists already, delivering the projector nothing.
+    let events = stream_delivering_nothing(&bus, &urls, &stream).await;
 
     let stop = CancellationToken::new();
     let (copies, copied) = tokio::sync::mpsc::channel(8);
@@ -112,17 +118,9 @@ async fn a_commands_events_are_projected_in_its_own_process_without_the_relay_an
     let here: Arc<Store> = open_store(&db).await;
     let (urls, stream) = (nats_url(), unique_stream());
     let bus = NatsBus::connect(&urls, &stream).await.expect("NATS client");
-    // No relay runs, and the durable consumer filters on a subject no event has: nothing
-    // reaches the projector but what `here` hands it.
-    bus.ensure_stream().await.expect("the stream is created");
-    let js = jetstream::new(async_nats::connect(&urls).await.expect("NATS reachable"));
-    let nothing = pull::Config {
-        durable_name: Some("views".to_string()),
-        filter_subject: bus.subject("no-such-order"),
-        ack_policy: AckPolicy::Explicit,
-        ..Default::default()
-    };
-    js.get_stream(&stream).await.expect("the stream").create_consumer(nothing).await.expect("the consumer");
+    // No relay runs, and the durable consumer delivers nothing: nothing reaches the
+    // projector but what `here` hands it.
+    stream_delivering_nothing(&bus, &urls, &stream).await;
 
     let stop = CancellationToken::new();
     let (commits, committed) = tokio::sync::mpsc::channel(8);

@@ -142,14 +142,17 @@ impl Projector {
         let mut continued: Vec<&str> = Vec::new();
         for (order_id, events) in &orders {
             let first = events.iter().map(|e| e.sequence).min().unwrap_or(1);
-            match self.kept.get(*order_id) {
-                _ if first == 1 => {
-                    starts.insert(order_id, (0, None));
+            let start = if first == 1 {
+                Some((0, None))
+            } else {
+                let kept = self.kept.get(*order_id).filter(|(sequence, _)| sequence + 1 >= first);
+                kept.map(|(sequence, view)| (*sequence, Some(view.clone())))
+            };
+            match start {
+                Some(start) => {
+                    starts.insert(order_id, start);
                 }
-                Some((sequence, view)) if *sequence + 1 >= first => {
-                    starts.insert(order_id, (*sequence, Some(view.clone())));
-                }
-                _ => continued.push(order_id),
+                None => continued.push(order_id),
             }
         }
         let batch = if continued.is_empty() {

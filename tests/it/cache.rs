@@ -4,11 +4,15 @@
 //! never appended on the stale head.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dispute_domain::{
     Action, Actor, DisputeCommand, DisputeError, DisputeServices, ManualClock, Policy, Role,
 };
-use dispute_store::{CommandMetadata, ExecuteError, Outcome, Store, StoreConfig, chain};
+use dispute_store::{
+    Claim, ClaimTimes, CommandMetadata, ExecuteError, Held, KeyedRequest, Outcome, Store, StoreConfig,
+    StoredResponse, chain,
+};
 use disputes_tests::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -150,24 +154,38 @@ async fn a_stale_cached_head_on_sqlite_is_decided_again_on_the_stream() {
 
 /// A take-over reads the log, not the cache: whether the earlier request committed through
 /// another instance (this one's head is behind its events) or through this one (its head
-/// already holds them), it is found and not run again.
+/// already holds them), it is found and not run again. The earlier requests commit their events
+/// without their answers, as a process of an earlier version left them when it was killed
+/// between its two commits.
 #[tokio::test]
 async fn a_take_over_finds_the_earlier_request_in_the_log_whatever_the_cached_head() {
     let db = TestDatabase::create().await;
     let clock = Arc::new(ManualClock::new(epoch()));
     let a = open_store_on(&db.url, clock.clone()).await;
-    let b = open_store_on(&db.url, clock).await;
+    let b = open_store_on(&db.url, clock.clone()).await;
     execute(&a, "o-1", Role::System, "order-service", registration("o-1")).await;
     assert_eq!(execute(&a, "o-1", Role::Buyer, BUYER, refund_request(6_000)).await, 2);
-    let since = a.now();
-    let command = || DisputeCommand::new(Actor::new(Role::Buyer, BUYER), evidence_from("photo"));
+    let command = DisputeCommand::new(Actor::new(Role::Buyer, BUYER), evidence_from("photo"));
+    async fn claim(store: &Store, key: &str) -> Claim {
+        let times = ClaimTimes { wait: Duration::ZERO, takeover_after: Duration::from_secs(30) };
+        store.claim_idempotency("buyer", key, "photo", times).await.expect("the claim is read")
+    }
     for (key, earlier, sequence) in [("ev-1", &b, 3), ("ev-2", &a, 4)] {
         let keyed =
             CommandMetadata { correlation_id: key.to_string(), idempotency_key: Some(key.to_string()) };
-        let first = earlier.execute("o-1", command(), None, &keyed).await.expect("the first request commits");
+        assert!(matches!(claim(earlier, key).await, Claim::Held(Held { resumed_since: None, .. })));
+        let first =
+            earlier.execute("o-1", command.clone(), None, &keyed).await.expect("the first request commits");
         assert_eq!(first.sequence, sequence);
-        let resumed =
-            a.execute_resumed("o-1", command(), None, &keyed, since).await.expect("the take-over runs");
+        clock.advance(chrono::Duration::seconds(31));
+        let Claim::Held(held) = claim(&a, key).await else { panic!("an unanswered claim is taken over") };
+        assert!(held.resumed_since.is_some());
+        let answer = |_: &Outcome| StoredResponse { status: 200, body: String::new() };
+        let request = KeyedRequest { subject: "buyer", key, fingerprint: "photo", answer: &answer };
+        let resumed = a
+            .execute_claimed("o-1", &command, None, &keyed, &request, &held)
+            .await
+            .expect("the take-over runs");
         assert_eq!(
             resumed,
             dispute_store::Executed::Before(first),

@@ -239,16 +239,20 @@ async fn twenty_concurrent_retries_execute_once() {
     assert_eq!(dispute.status().as_str(), "offer_pending");
 }
 
-// A crash between the commit and the recorded answer. The database refuses to store the answer
-// (a trigger: the failpoint), as a process killed right after its commit would never store it.
+// Crashes around a commit. A keyed command that writes events commits its answer with them,
+// so no crash leaves one without the other: the tests show it with a failpoint (a trigger) that
+// refuses the second write an answer once took. A claim left without an answer still arises:
+// a request whose process was killed before its commit, or a process of an earlier version
+// killed between its commit and its answer, which it wrote in two transactions. The tests make
+// that state as those processes left it.
 
 /// Claims that wait briefly, and lapse after 30 s of the test's clock.
 fn quick_claims() -> ClaimTimes {
     ClaimTimes { wait: StdDuration::from_millis(200), takeover_after: StdDuration::from_secs(30) }
 }
 
-/// From now on the answer to a key is never stored (the failure a crash causes).
-async fn answers_fail(app: &TestApp) {
+/// From now on an answer is never stored by a write of its own, after its command's commit.
+async fn answers_fail_after_commits(app: &TestApp) {
     app.sql(
         "CREATE FUNCTION failpoint() RETURNS trigger LANGUAGE plpgsql AS \
          $$ BEGIN RAISE EXCEPTION 'failpoint'; END $$; \
@@ -272,20 +276,65 @@ async fn failpoints_off(app: &TestApp) {
     app.sql("DROP FUNCTION failpoint() CASCADE").await;
 }
 
+/// The record of `key` as a process of an earlier version left it when it was killed after its
+/// command's commit and before its answer: claimed, unanswered.
+async fn answer_never_recorded(app: &TestApp, key: &str) {
+    app.sql(&format!(
+        "UPDATE idempotency_keys SET response_status = NULL, response_body = NULL WHERE key = '{key}'"
+    ))
+    .await;
+}
+
 /// The events of `order` that carry `key`, as (sequence, event type).
 async fn events_with_key(app: &TestApp, order: &str, key: &str) -> Vec<(i64, String)> {
-    use sqlx::Connection;
-    let Backing::Postgres(db) = &app.backing else { panic!("these tests run on PostgreSQL") };
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
     sqlx::query_as(
         "SELECT sequence, event_type FROM events \
          WHERE aggregate_id = $1 AND metadata->>'idempotency_key' = $2 ORDER BY sequence",
     )
     .bind(order)
     .bind(key)
-    .fetch_all(&mut conn)
+    .fetch_all(&mut connect(app).await)
     .await
     .expect("the events are read")
+}
+
+async fn connect(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let Backing::Postgres(db) = &app.backing else { panic!("these tests run on PostgreSQL") };
+    sqlx::PgConnection::connect(&db.url).await.expect("the test database answers")
+}
+
+/// The record of a key, if any: (fingerprint, answer status).
+async fn record_of(app: &TestApp, key: &str) -> Option<(String, Option<i32>)> {
+    sqlx::query_as("SELECT fingerprint, response_status FROM idempotency_keys WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut connect(app).await)
+        .await
+        .expect("the record is read")
+}
+
+#[tokio::test]
+async fn a_payment_commits_with_its_answer_so_a_retry_replays_it_at_once_and_pays_once() {
+    let app = TestApp::postgres_with_idempotency(quick_claims()).await;
+    app.register(&order("o-1")).await.assert_ok();
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    app.merchant_accept("o-1").await.assert_ok();
+    let paid = json!({
+        "amount": cny(6_000), "channel": "alipay", "payment_ref": "ali-77", "paid_at": app.now(),
+    });
+    let path = "/v1/disputes/o-1/refund-paid";
+
+    answers_fail_after_commits(&app).await;
+    let first = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+    assert_eq!((first.assert_ok().sequence(), first.status_text()), (4, "refunded"));
+    // The answer needed no write after the commit: the retry replays it, without waiting for
+    // the claim to lapse.
+    let retried = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+    failpoints_off(&app).await;
+    assert_eq!((retried.status, &retried.body), (200, &first.body), "replayed at once");
+    assert!(replayed(&retried));
+    assert_eq!(events_with_key(&app, "o-1", "pay-1").await, vec![(4, "RefundPaid".to_string())]);
+    assert_eq!(stream_sequence(&app, "o-1").await, 4);
 }
 
 #[tokio::test]
@@ -299,10 +348,9 @@ async fn a_payment_committed_before_its_answer_was_recorded_is_answered_as_commi
     });
     let path = "/v1/disputes/o-1/refund-paid";
 
-    answers_fail(&app).await;
     let first = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
     assert_eq!((first.assert_ok().sequence(), first.status_text()), (4, "refunded"));
-    failpoints_off(&app).await;
+    answer_never_recorded(&app, "pay-1").await;
 
     // The claim has no answer and has not lapsed: a retry is told when to come back.
     let early = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
@@ -331,10 +379,9 @@ async fn evidence_committed_before_its_answer_was_recorded_takes_effect_once() {
     app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
     let path = "/v1/disputes/o-1/evidence";
 
-    answers_fail(&app).await;
     let first = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
     assert_eq!(first.assert_ok().sequence(), 3);
-    failpoints_off(&app).await;
+    answer_never_recorded(&app, "ev-1").await;
     // The dispute moves on before the retry arrives.
     let merchant = app.command("o-1", "evidence", Role::Merchant, MERCHANT, evidence_body("receipt")).await;
     assert_eq!(merchant.assert_ok().sequence(), 4);
@@ -352,7 +399,7 @@ async fn evidence_committed_before_its_answer_was_recorded_takes_effect_once() {
 }
 
 #[tokio::test]
-async fn a_command_that_failed_before_its_commit_runs_once_on_the_retry() {
+async fn a_command_that_failed_before_its_commit_wrote_nothing_and_runs_once_on_the_retry() {
     let app = TestApp::postgres_with_idempotency(quick_claims()).await;
     app.register(&order("o-1")).await.assert_ok();
     app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
@@ -362,8 +409,8 @@ async fn a_command_that_failed_before_its_commit_runs_once_on_the_retry() {
     let failed = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
     failed.assert_problem(500, "internal");
     failpoints_off(&app).await;
+    assert_eq!(record_of(&app, "ev-1").await, None, "the key's record failed with the events");
 
-    // The outcome was unknown to the service too: the retry resolves it from the log at once.
     let retried = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
     assert_eq!(retried.assert_ok().sequence(), 3);
     assert!(!replayed(&retried), "it ran now");
@@ -380,19 +427,60 @@ async fn a_key_reused_after_its_answer_was_purged_is_a_new_request_even_when_res
     let path = "/v1/disputes/o-1/evidence";
     let old = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
     assert_eq!(old.assert_ok().sequence(), 3);
+    let (fingerprint, _) = record_of(&app, "ev-1").await.expect("the key's record");
     app.advance(chrono::Duration::hours(49));
     assert_eq!(app.store.purge_idempotency(chrono::Duration::hours(48)).await.expect("purge"), 1);
 
-    commits_fail(&app).await;
-    keyed(&app, path, Role::Buyer, BUYER, &evidence_body("photo"), "ev-1")
-        .await
-        .assert_problem(500, "internal");
-    failpoints_off(&app).await;
+    // The same request again, a new one now: it claims the key, and its process is killed
+    // before its commit.
+    let subject = format!("buyer:{BUYER}");
+    let claim = app.store.claim_idempotency(&subject, "ev-1", &fingerprint, quick_claims()).await;
+    assert!(matches!(claim, Ok(dispute_store::Claim::Held(_))), "{claim:?}");
+    app.advance(chrono::Duration::seconds(31));
     // The log holds the key's old evidence, from before this request first claimed it.
-    let retried = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("photo"), "ev-1").await;
+    let retried = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
     assert_eq!(retried.assert_ok().sequence(), 4, "the new request ran: {}", retried.body);
     assert_eq!(
         events_with_key(&app, "o-1", "ev-1").await,
         vec![(3, "EvidenceSubmitted".to_string()), (4, "EvidenceSubmitted".to_string())]
     );
+}
+
+/// A request slower than the take-over time is not dead: the request that took its claim over
+/// runs the command, and the slow one's events are refused with its lapsed claim.
+#[tokio::test]
+async fn a_request_whose_claim_was_taken_over_writes_nothing() {
+    let app = TestApp::postgres_with_idempotency(quick_claims()).await;
+    app.register(&order("o-1")).await.assert_ok();
+    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
+    let store = &app.store;
+    let claim = || store.claim_idempotency("buyer", "ev-1", "video", quick_claims());
+    let Ok(dispute_store::Claim::Held(slow)) = claim().await else { panic!("the key is new") };
+    app.advance(chrono::Duration::seconds(31));
+    let Ok(dispute_store::Claim::Held(taker)) = claim().await else { panic!("the claim lapsed") };
+    assert!(taker.resumed_since.is_some());
+
+    let command = || {
+        let action = serde_json::from_value(json!({ "evidence": [evidence("video")] })).expect("evidence");
+        dispute_domain::DisputeCommand::new(
+            dispute_domain::Actor::new(Role::Buyer, BUYER),
+            dispute_domain::Action::SubmitEvidence(action),
+        )
+    };
+    let metadata = dispute_store::CommandMetadata {
+        correlation_id: "c".to_string(),
+        idempotency_key: Some("ev-1".to_string()),
+    };
+    let answer = |o: &dispute_store::Outcome| dispute_store::StoredResponse {
+        status: 200,
+        body: o.sequence.to_string(),
+    };
+    let request =
+        dispute_store::KeyedRequest { subject: "buyer", key: "ev-1", fingerprint: "video", answer: &answer };
+    let ran = store.execute_claimed("o-1", &command(), None, &metadata, &request, &taker).await;
+    assert!(matches!(ran, Ok(dispute_store::Executed::Now(ref o)) if o.sequence == 3), "{ran:?}");
+    let late = store.execute_claimed("o-1", &command(), None, &metadata, &request, &slow).await;
+    assert!(matches!(late, Err(dispute_store::ExecuteError::ClaimLost)), "{late:?}");
+    assert_eq!(events_with_key(&app, "o-1", "ev-1").await, vec![(3, "EvidenceSubmitted".to_string())]);
+    assert_eq!(record_of(&app, "ev-1").await, Some(("video".to_string(), Some(200))));
 }

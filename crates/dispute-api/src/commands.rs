@@ -18,7 +18,7 @@ use dispute_domain::{
     Action, ActionKind, COMMANDS, CloseReason, CommandSpec, DisputeCommand, DisputeError, Method, Money,
     Role, Scope, Status,
 };
-use dispute_store::{Claim, CommandMetadata, Executed, Outcome, StoredResponse};
+use dispute_store::{Claim, CommandMetadata, Executed, KeyedRequest, Outcome, StoredResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -215,41 +215,44 @@ pub(crate) async fn handle(
     // Keys are scoped to the caller; the fingerprint ties a key to one request.
     let subject = format!("{}:{}", caller.0.role.as_str(), caller.0.id);
     let fingerprint = fingerprint(route, &order_id, &headers, &body);
-    let since = match state.store.claim_idempotency(&subject, &key, &fingerprint, state.idempotency).await? {
+    let request =
+        KeyedRequest { subject: &subject, key: &key, fingerprint: &fingerprint, answer: &stored_answer };
+    // First as one commit, the events with their answer under the key. Nothing is written if
+    // the key is in use or the command writes no events now: then through a claim.
+    let store = &state.store;
+    if let Some(outcome) =
+        store.execute_answered(&order_id, &command, expected_sequence, &metadata, &request).await?
+    {
+        return Ok(answer(outcome));
+    }
+    let held = match store.claim_idempotency(&subject, &key, &fingerprint, state.idempotency).await? {
         Claim::Replay(stored) => return Ok(replay(stored)),
         Claim::Mismatch => return Err(ApiError::IdempotencyKeyReused),
         Claim::InFlight { retry_after } => return Err(ApiError::IdempotencyKeyInFlight { retry_after }),
-        Claim::Acquired => None,
-        Claim::Resumed { since } => Some(since),
+        Claim::Held(held) => held,
     };
-    let result = match since {
-        None => {
-            state.store.execute(&order_id, command, expected_sequence, &metadata).await.map(Executed::Now)
-        }
-        // The claim was left without an answer: the command may have committed already.
-        Some(since) => {
-            state.store.execute_resumed(&order_id, command, expected_sequence, &metadata, since).await
-        }
-    }
-    .map_err(ApiError::from);
-    // A rule's answer is final for this request and is kept. A lost race wrote nothing and
-    // releases the key, so that a retry executes afresh. After a store failure the command may
-    // or may not have committed: the claim is left for the next retry to resolve from the log.
-    // If the record cannot be written, the answer still goes out: the claim stays unfinished
-    // and a retry after the take-over resolves it from the log.
+    let result = store
+        .execute_claimed(&order_id, &command, expected_sequence, &metadata, &request, &held)
+        .await
+        .map_err(ApiError::from);
+    // A rule's answer is final for this request and is kept (an answer the events committed
+    // with is written again, unchanged). A lost race wrote nothing and releases the key, so
+    // that a retry executes afresh. After a store failure the command may or may not have
+    // committed: the claim is left for the next retry to resolve from the log. A claim taken
+    // over is the other request's to answer. If the record cannot be written, the answer
+    // still goes out: the claim stays unfinished and a retry resolves it from the log.
     let recorded = match &result {
         Ok(Executed::Now(outcome) | Executed::Before(outcome)) => {
-            let body =
-                serde_json::to_string(&CommandAnswer::from(outcome.clone())).expect("answers serialize");
-            state.store.complete_idempotency(&subject, &key, &StoredResponse { status: 200, body }).await
+            store.complete_idempotency(&subject, &key, &held, &stored_answer(outcome)).await
         }
         Err(err @ ApiError::Refused(_)) => {
             let body = serde_json::to_string(&err.problem()).expect("problems serialize");
             let stored = StoredResponse { status: err.status_code().as_u16(), body };
-            state.store.complete_idempotency(&subject, &key, &stored).await
+            store.complete_idempotency(&subject, &key, &held, &stored).await
         }
-        Err(ApiError::ConcurrentModification) => state.store.release_idempotency(&subject, &key).await,
-        Err(_) => state.store.abandon_idempotency(&subject, &key).await,
+        Err(ApiError::ConcurrentModification) => store.release_idempotency(&subject, &key, &held).await,
+        Err(ApiError::IdempotencyKeyInFlight { .. }) => Ok(()),
+        Err(_) => store.abandon_idempotency(&subject, &key, &held).await,
     };
     if let Err(error) = recorded {
         tracing::warn!(%error, key, "the idempotency record was not updated; a retry resolves it from the log");
@@ -262,6 +265,12 @@ pub(crate) async fn handle(
             Ok(response)
         }
     }
+}
+
+/// The answer a key's record keeps for a command that took effect.
+fn stored_answer(outcome: &Outcome) -> StoredResponse {
+    let body = serde_json::to_string(&CommandAnswer::from(outcome.clone())).expect("answers serialize");
+    StoredResponse { status: 200, body }
 }
 
 fn answer(outcome: Outcome) -> Response {

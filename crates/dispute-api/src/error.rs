@@ -207,6 +207,11 @@ impl From<ExecuteError> for ApiError {
         match err {
             ExecuteError::Refused(e) => ApiError::Refused(e),
             ExecuteError::Conflict => ApiError::ConcurrentModification,
+            // Another request with the key took the claim over and executes the command now:
+            // a retry finds its answer.
+            ExecuteError::ClaimLost => {
+                ApiError::IdempotencyKeyInFlight { retry_after: std::time::Duration::from_secs(1) }
+            }
             err @ ExecuteError::Store(_) => ApiError::Internal(err.to_string()),
         }
     }

@@ -11,9 +11,11 @@ use dispute_domain::{Actor, CloseReason, Dispute, DisputeCommand, DisputeError, 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::append::{Appended, Record, RecordKind, append};
 use crate::cache::Head;
 use crate::chain::{self, GENESIS, Unlinked};
-use crate::{Batch, Cursor, EventMetadata, Store, StoredEvent};
+use crate::idempotency::Held;
+use crate::{Batch, Cursor, EventMetadata, Store, StoredEvent, StoredResponse};
 
 /// Runs the same expression against whichever cqrs-es repository the store holds.
 macro_rules! on_repository {
@@ -55,6 +57,10 @@ pub enum ExecuteError {
     /// held the write lock past the busy timeout); nothing was written.
     #[error("the dispute changed concurrently")]
     Conflict,
+    /// The request's claim on its key was taken over by another request with the key, which
+    /// executes the command now; nothing was written.
+    #[error("the idempotency key's claim was taken over by another request")]
+    ClaimLost,
     /// The store failed; the command may be retried.
     #[error("event store failure: {0}")]
     Store(#[source] StoreFailure),
@@ -79,7 +85,7 @@ impl From<AggregateError<DisputeError>> for ExecuteError {
         match err {
             AggregateError::UserError(e) => Self::Refused(e),
             AggregateError::AggregateConflict => Self::Conflict,
-            AggregateError::UnexpectedError(e) if is_busy(&*e) => Self::Conflict,
+            AggregateError::UnexpectedError(e) if e.downcast_ref().is_some_and(is_busy) => Self::Conflict,
             AggregateError::DatabaseConnectionError(e)
             | AggregateError::DeserializationError(e)
             | AggregateError::UnexpectedError(e) => Self::Store(StoreFailure::Database(e)),
@@ -89,8 +95,8 @@ impl From<AggregateError<DisputeError>> for ExecuteError {
 
 /// SQLite's `SQLITE_BUSY` (5) or `SQLITE_LOCKED` (6), extended codes included: another writer
 /// held the lock past the busy timeout. Read from the database's error code, not its message.
-fn is_busy(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    let Some(sqlx::Error::Database(db)) = err.downcast_ref::<sqlx::Error>() else { return false };
+pub(crate) fn is_busy(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else { return false };
     db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
         && db
             .code()
@@ -118,56 +124,100 @@ impl Store {
         expected_sequence: Option<u64>,
         metadata: &CommandMetadata,
     ) -> Result<Outcome, ExecuteError> {
-        match self.execute_once(order_id, command, expected_sequence, metadata, None).await? {
-            Executed::Now(outcome) | Executed::Before(outcome) => Ok(outcome),
+        match self.execute_once(order_id, &command, expected_sequence, metadata, Keying::None, None).await? {
+            Ran::Executed(Executed::Now(outcome) | Executed::Before(outcome)) => Ok(outcome),
+            Ran::Deferred => unreachable!("only a command under a new key is deferred"),
         }
     }
 
-    /// Executes a keyed command whose claim was taken over ([`crate::Claim::Resumed`]): an
-    /// earlier request with the key may have committed it before its answer was recorded.
+    /// Executes a keyed command whose key this request has not claimed, as [`Store::execute`],
+    /// committing the key's record, answered, in the same commit as the events: one commit
+    /// for the whole command.
     ///
-    /// The stream is searched first for events the same actor committed with the same
-    /// `Idempotency-Key` since `since`: if there are any, the command took effect then and is
-    /// not run again; the answer is the state right after those events, as the first request
-    /// would have answered ([`Executed::Before`]). Otherwise it runs as [`Store::execute`].
-    pub async fn execute_resumed(
+    /// Returns `None` when nothing was written and the command must go through a claim
+    /// ([`Store::claim_idempotency`]): the key is in use (answered, claimed, or sent with
+    /// another request), or the command writes no events now (a rule refuses it, it changes
+    /// nothing, `If-Match` names another sequence, or another command committed first). Each of
+    /// those answers may depend on an earlier request with the key, which the claim finds.
+    pub async fn execute_answered(
         &self,
         order_id: &str,
-        command: DisputeCommand,
+        command: &DisputeCommand,
         expected_sequence: Option<u64>,
         metadata: &CommandMetadata,
-        since: DateTime<Utc>,
+        request: &KeyedRequest<'_>,
+    ) -> Result<Option<Outcome>, ExecuteError> {
+        match self
+            .execute_once(order_id, command, expected_sequence, metadata, Keying::New(request), None)
+            .await?
+        {
+            Ran::Executed(Executed::Now(outcome) | Executed::Before(outcome)) => Ok(Some(outcome)),
+            Ran::Deferred => Ok(None),
+        }
+    }
+
+    /// Executes a keyed command under the claim this request holds on its key. Its events
+    /// commit together with its answer, and only while the claim is still this request's
+    /// (unanswered, not taken over): otherwise nothing is written and the error is
+    /// [`ExecuteError::ClaimLost`]. A command that writes nothing leaves the claim unanswered:
+    /// the caller records its answer ([`Store::complete_idempotency`]).
+    ///
+    /// A claim taken over ([`Held::resumed_since`]) belonged to an earlier request that may
+    /// have committed the command before its answer was recorded (a process of an earlier
+    /// version, which wrote the two in separate commits, killed between them). So the stream
+    /// is searched first for events the same actor committed with the same key since the key
+    /// was first claimed: if there are any, the command took effect then and is not run again;
+    /// the answer is the state right after those events, as the first request would have
+    /// answered ([`Executed::Before`]).
+    pub async fn execute_claimed(
+        &self,
+        order_id: &str,
+        command: &DisputeCommand,
+        expected_sequence: Option<u64>,
+        metadata: &CommandMetadata,
+        request: &KeyedRequest<'_>,
+        held: &Held,
     ) -> Result<Executed, ExecuteError> {
-        let Some(key) = metadata.idempotency_key.clone() else {
-            return self.execute_once(order_id, command, expected_sequence, metadata, None).await;
-        };
-        let earlier = EarlierRequest { key, actor: command.actor.clone(), since };
-        self.execute_once(order_id, command, expected_sequence, metadata, Some(&earlier)).await
+        let earlier = held.resumed_since.map(|since| EarlierRequest {
+            key: request.key.to_string(),
+            actor: command.actor.clone(),
+            since,
+        });
+        let keying = Keying::Claimed(request, held.claimed_at_ms);
+        match self
+            .execute_once(order_id, command, expected_sequence, metadata, keying, earlier.as_ref())
+            .await?
+        {
+            Ran::Executed(executed) => Ok(executed),
+            Ran::Deferred => unreachable!("only a command under a new key is deferred"),
+        }
     }
 
     async fn execute_once(
         &self,
         order_id: &str,
-        command: DisputeCommand,
+        command: &DisputeCommand,
         expected_sequence: Option<u64>,
         metadata: &CommandMetadata,
+        keying: Keying<'_>,
         earlier: Option<&EarlierRequest>,
-    ) -> Result<Executed, ExecuteError> {
-        let event_metadata = self.event_metadata(&command, metadata);
-        let executed = on_repository!(&self.events, repo => execute_on(
+    ) -> Result<Ran, ExecuteError> {
+        let event_metadata = self.event_metadata(command, metadata);
+        let ran = on_repository!(&self.events, repo => execute_on(
             self,
             repo,
             order_id,
-            &command,
+            command,
             expected_sequence,
             event_metadata,
+            keying,
             earlier,
         )
         .await)?;
-        if let Executed::Now(_) = executed {
+        if let Ran::Executed(Executed::Now(_)) = ran {
             self.committed.notify_waiters();
         }
-        Ok(executed)
+        Ok(ran)
     }
 
     /// Loads the current state of a dispute and the sequence it reflects, from the log (not
@@ -192,7 +242,18 @@ impl Store {
     }
 }
 
-/// What [`Store::execute_resumed`] did.
+/// A request sent with an `Idempotency-Key`, as its key's record holds it.
+pub struct KeyedRequest<'a> {
+    /// Whose key it is: keys are scoped to the caller.
+    pub subject: &'a str,
+    pub key: &'a str,
+    /// What makes two requests with the key the same request.
+    pub fingerprint: &'a str,
+    /// The answer the record keeps for the state after the command's events.
+    pub answer: &'a (dyn Fn(&Outcome) -> StoredResponse + Send + Sync),
+}
+
+/// What [`Store::execute_claimed`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Executed {
     /// The command ran now; this is the state after its events (if it caused any).
@@ -200,6 +261,24 @@ pub enum Executed {
     /// An earlier request with the same key had committed the command; this is the state right
     /// after its events, and nothing was written now.
     Before(Outcome),
+}
+
+/// Under which idempotency record a command's events commit.
+#[derive(Clone, Copy)]
+enum Keying<'a> {
+    /// None: the command carries no key.
+    None,
+    /// A key this request has not claimed: its record is created with the events.
+    New(&'a KeyedRequest<'a>),
+    /// A key this request claimed at this `claimed_at_ms`: the claim is answered with the events.
+    Claimed(&'a KeyedRequest<'a>, i64),
+}
+
+/// What executing a command did, short of a failure.
+enum Ran {
+    Executed(Executed),
+    /// Under a new key only: nothing was written, and the command goes through a claim.
+    Deferred,
 }
 
 /// The request whose claim was taken over: its events carry its key and actor.
@@ -261,8 +340,11 @@ enum Attempt {
     Unchanged(Head),
     /// The head is behind the stream, or `If-Match` names another sequence: nothing was written.
     Behind,
+    /// The key's record could not be written with the events: nothing was written.
+    RecordRefused,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn execute_on<R: PersistedEventRepository>(
     store: &Store,
     repo: &R,
@@ -270,19 +352,34 @@ async fn execute_on<R: PersistedEventRepository>(
     command: &DisputeCommand,
     expected_sequence: Option<u64>,
     metadata: EventMetadata,
+    keying: Keying<'_>,
     earlier: Option<&EarlierRequest>,
-) -> Result<Executed, ExecuteError> {
+) -> Result<Ran, ExecuteError> {
+    let new_key = matches!(keying, Keying::New(_));
+    let record_refused = || match keying {
+        Keying::Claimed(..) => Err(ExecuteError::ClaimLost),
+        Keying::New(_) | Keying::None => Ok(Ran::Deferred),
+    };
+    let run = |head| attempt(store, order_id, head, command, expected_sequence, &metadata, keying);
     // A cached head is trusted only for an append, which the stream's primary key refuses if
     // the head is behind. Any other outcome (a refusal, an `If-Match` mismatch, a lost race,
-    // no change) may be the stale head's, so it is decided again on the stream as stored. A
-    // take-over searches the log for its earlier request's events, so it never starts here.
+    // no change) may be the stale head's, so it is decided again on the stream as stored, or,
+    // under a new key, through the claim, which decides it on the stream as stored. A take-over
+    // searches the log for its earlier request's events, so it never starts here.
     let heads = &store.heads;
     let cached = earlier.is_none().then(|| heads.get(order_id)).flatten();
     if let Some(head) = cached {
-        match attempt(repo, store, order_id, head, command, expected_sequence, &metadata).await {
-            Ok(Attempt::Appended(head, events)) => return Ok(store.appended(order_id, head, events)),
-            Ok(Attempt::Unchanged(_) | Attempt::Behind) | Err(ExecuteError::Refused(_)) => {
-                heads.evict(order_id)
+        match run(head).await {
+            Ok(Attempt::Appended(head, events)) => {
+                return Ok(Ran::Executed(store.appended(order_id, head, events)));
+            }
+            Ok(Attempt::RecordRefused) => return record_refused(),
+            Ok(Attempt::Behind) => heads.evict(order_id),
+            Ok(Attempt::Unchanged(_)) | Err(ExecuteError::Refused(_)) => {
+                heads.evict(order_id);
+                if new_key {
+                    return Ok(Ran::Deferred);
+                }
             }
             Err(e) => {
                 heads.evict(order_id);
@@ -292,12 +389,14 @@ async fn execute_on<R: PersistedEventRepository>(
     }
     let loaded = load(repo, order_id, earlier).await.inspect_err(|_| heads.evict(order_id))?;
     if let Some(outcome) = loaded.earlier {
-        return Ok(Executed::Before(outcome));
+        return Ok(Ran::Executed(Executed::Before(outcome)));
     }
     heads.offer(order_id, loaded.head.clone());
-    match attempt(repo, store, order_id, loaded.head, command, expected_sequence, &metadata).await {
-        Ok(Attempt::Appended(head, events)) => Ok(store.appended(order_id, head, events)),
-        Ok(Attempt::Unchanged(head)) => Ok(Executed::Now(head.outcome(order_id))),
+    match run(loaded.head).await {
+        Ok(Attempt::Appended(head, events)) => Ok(Ran::Executed(store.appended(order_id, head, events))),
+        Ok(Attempt::RecordRefused) => record_refused(),
+        _ if new_key => Ok(Ran::Deferred),
+        Ok(Attempt::Unchanged(head)) => Ok(Ran::Executed(Executed::Now(head.outcome(order_id)))),
         Ok(Attempt::Behind) => {
             heads.evict(order_id);
             Err(ExecuteError::Conflict)
@@ -311,16 +410,17 @@ async fn execute_on<R: PersistedEventRepository>(
     }
 }
 
-/// Decides `command` on `head` and appends its events after it. `head` is this attempt's own:
-/// a refused or failed command leaves no trace outside it.
-async fn attempt<R: PersistedEventRepository>(
-    repo: &R,
+/// Decides `command` on `head` and appends its events after it, with the key's record if it
+/// carries one. `head` is this attempt's own: a refused or failed command leaves no trace
+/// outside it.
+async fn attempt(
     store: &Store,
     order_id: &str,
     mut head: Head,
     command: &DisputeCommand,
     expected_sequence: Option<u64>,
     metadata: &EventMetadata,
+    keying: Keying<'_>,
 ) -> Result<Attempt, ExecuteError> {
     if expected_sequence.is_some_and(|expected| expected != head.sequence) {
         return Ok(Attempt::Behind);
@@ -330,15 +430,6 @@ async fn attempt<R: PersistedEventRepository>(
         return Ok(Attempt::Unchanged(head));
     }
     let serialized = chained(order_id, head.sequence, &head.hash, &events, metadata)?;
-    // A duplicate (order, sequence) is the optimistic lock: another command committed first.
-    let turn = store.backend.turn().await;
-    let persisted = repo.persist::<Dispute>(&serialized, None).await;
-    drop(turn);
-    match persisted.map_err(AggregateError::<DisputeError>::from) {
-        Ok(()) => {}
-        Err(AggregateError::AggregateConflict) => return Ok(Attempt::Behind),
-        Err(e) => return Err(e.into()),
-    }
     for event in events {
         head.dispute.apply(event);
     }
@@ -349,7 +440,31 @@ async fn attempt<R: PersistedEventRepository>(
         .and_then(Value::as_str)
         .expect("a chained event carries its hash")
         .to_string();
-    Ok(Attempt::Appended(head, serialized))
+    let record = match keying {
+        Keying::None => None,
+        Keying::New(request) | Keying::Claimed(request, _) => {
+            let answer = (request.answer)(&head.outcome(order_id));
+            let kind = match keying {
+                Keying::Claimed(_, claimed_at_ms) => RecordKind::Claimed { claimed_at_ms },
+                _ => RecordKind::New {
+                    fingerprint: request.fingerprint,
+                    now_ms: metadata.time.timestamp_millis(),
+                },
+            };
+            Some(Record {
+                subject: request.subject,
+                key: request.key,
+                status: i32::from(answer.status),
+                body: answer.body,
+                kind,
+            })
+        }
+    };
+    match append(&store.backend, &serialized, record.as_ref()).await? {
+        Appended::Committed => Ok(Attempt::Appended(head, serialized)),
+        Appended::Behind => Ok(Attempt::Behind),
+        Appended::RecordRefused => Ok(Attempt::RecordRefused),
+    }
 }
 
 impl Store {

@@ -2,10 +2,12 @@
 //!
 //! Semantics follow Stripe's: the same key and request replay the first answer and write
 //! nothing; the same key with another request is refused; the same key sent concurrently runs
-//! once — the first request claims the key, the others wait for its answer. A command takes
-//! effect at most once whatever crashes in between: a claim left without an answer is taken
-//! over ([`Claim::Resumed`]), and the taker looks in the log for the command's events before
-//! running anything ([`Store::execute_resumed`]).
+//! once. A command that writes events commits its answer in the same commit
+//! ([`Store::execute_answered`]), so a command takes effect at most once whatever crashes
+//! around it. Every other request with a key goes through a claim: the request claims the
+//! key, others with it wait for its answer, and a claim left without an answer (its request's
+//! process died) is taken over ([`Held::resumed_since`]); a claimed command's events commit
+//! only with its answer and while its claim is still its own ([`Store::execute_claimed`]).
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{Backend, Store, StoreError, on_pool};
 
-/// The two statements every keyed command runs, claim and answer, in each dialect.
+/// The two statements of a claimed key, claim and answer, in each dialect.
 ///
 /// On PostgreSQL both commit without waiting for their WAL to reach the disk
 /// (`synchronous_commit` off for their own transaction only). That loses nothing a command
@@ -24,7 +26,7 @@ use crate::{Backend, Store, StoreError, on_pool};
 struct Sql {
     /// $1 subject, $2 key, $3 fingerprint, $4 now (ms); inserts nothing if the key is held.
     claim: &'static str,
-    /// $1 subject, $2 key, $3 status, $4 body.
+    /// $1 subject, $2 key, $3 status, $4 body, $5 the claim's `claimed_at_ms`.
     answer: &'static str,
 }
 
@@ -46,14 +48,15 @@ const POSTGRES: Sql = Sql {
     answer: concat!(
         "UPDATE idempotency_keys SET response_status = $3, response_body = $4 FROM ",
         unflushed!(),
-        " WHERE subject = $1 AND key = $2"
+        " WHERE subject = $1 AND key = $2 AND claimed_at_ms = $5"
     ),
 };
 
 const SQLITE: Sql = Sql {
     claim: "INSERT INTO idempotency_keys (subject, key, fingerprint, claimed_at_ms, created_at_ms) \
             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (subject, key) DO NOTHING",
-    answer: "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE subject = $1 AND key = $2",
+    answer: "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
+             WHERE subject = $1 AND key = $2 AND claimed_at_ms = $5",
 };
 
 impl Backend {
@@ -94,15 +97,10 @@ type ClaimRow = (String, i64, i64, Option<i32>, Option<String>);
 /// What claiming a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is new and ours: execute, then [`Store::complete_idempotency`],
-    /// [`Store::release_idempotency`] or [`Store::abandon_idempotency`].
-    Acquired,
-    /// The key was claimed before by a request that never recorded its answer: its command may
-    /// have committed. It is ours now: run it with [`Store::execute_resumed`], then as above.
-    Resumed {
-        /// When the key was first claimed: only events committed since then can be its command's.
-        since: DateTime<Utc>,
-    },
+    /// The key is this request's now: run the command with [`Store::execute_claimed`], then
+    /// [`Store::complete_idempotency`], [`Store::release_idempotency`] or
+    /// [`Store::abandon_idempotency`].
+    Held(Held),
     /// The key was used for this request before: answer this again.
     Replay(StoredResponse),
     /// The key was used for a different request.
@@ -112,6 +110,16 @@ pub enum Claim {
         /// When a retry may find an answer, or take the claim over.
         retry_after: Duration,
     },
+}
+
+/// A request's claim on its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// When this request claimed the key: the claim is its own while the record still says so.
+    pub(crate) claimed_at_ms: i64,
+    /// For a claim taken over from a request that never recorded its answer: when the key was
+    /// first claimed. Only events committed since then can be that request's.
+    pub resumed_since: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -139,7 +147,7 @@ impl Store {
             .rows_affected());
             drop(turn);
             if inserted == 1 {
-                return Ok(Claim::Acquired);
+                return Ok(Claim::Held(Held { claimed_at_ms: now_ms, resumed_since: None }));
             }
             let row: Option<ClaimRow> = on_pool!(&self.backend, pool => sqlx::query_as(
                 "SELECT fingerprint, claimed_at_ms, created_at_ms, response_status, response_body \
@@ -174,7 +182,7 @@ impl Store {
                 .rows_affected());
                 if taken == 1 {
                     let since = DateTime::from_timestamp_millis(created_at_ms).unwrap_or_default();
-                    return Ok(Claim::Resumed { since });
+                    return Ok(Claim::Held(Held { claimed_at_ms: now_ms, resumed_since: Some(since) }));
                 }
             }
             if tokio::time::Instant::now() >= deadline {
@@ -185,11 +193,12 @@ impl Store {
         }
     }
 
-    /// Records the answer to a claimed key.
+    /// Records the answer to a key this request holds.
     pub async fn complete_idempotency(
         &self,
         subject: &str,
         key: &str,
+        held: &Held,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
         let _turn = self.backend.turn().await;
@@ -198,6 +207,7 @@ impl Store {
         .bind(key)
         .bind(i32::from(response.status))
         .bind(&response.body)
+        .bind(held.claimed_at_ms)
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -206,32 +216,48 @@ impl Store {
 
     /// Gives a claimed key up without an answer, when its command certainly wrote nothing (a
     /// lost race): a retry with the key, or another request with it, starts afresh.
-    pub async fn release_idempotency(&self, subject: &str, key: &str) -> Result<(), StoreError> {
+    pub async fn release_idempotency(&self, subject: &str, key: &str, held: &Held) -> Result<(), StoreError> {
         self.unanswered_claim(
-            "DELETE FROM idempotency_keys WHERE subject = $1 AND key = $2 AND response_status IS NULL",
+            "DELETE FROM idempotency_keys \
+             WHERE subject = $1 AND key = $2 AND claimed_at_ms = $3 AND response_status IS NULL",
             subject,
             key,
+            held,
         )
         .await
     }
 
     /// Leaves a claimed key without an answer when its command may or may not have committed
-    /// (the store failed): the next retry takes the claim over at once, as [`Claim::Resumed`],
+    /// (the store failed): the next retry takes the claim over at once ([`Held::resumed_since`]),
     /// and finds out from the log.
-    pub async fn abandon_idempotency(&self, subject: &str, key: &str) -> Result<(), StoreError> {
+    pub async fn abandon_idempotency(&self, subject: &str, key: &str, held: &Held) -> Result<(), StoreError> {
         self.unanswered_claim(
             "UPDATE idempotency_keys SET claimed_at_ms = 0 \
-             WHERE subject = $1 AND key = $2 AND response_status IS NULL",
+             WHERE subject = $1 AND key = $2 AND claimed_at_ms = $3 AND response_status IS NULL",
             subject,
             key,
+            held,
         )
         .await
     }
 
-    /// Runs `statement` on the claim of (`$1` subject, `$2` key).
-    async fn unanswered_claim(&self, statement: &str, subject: &str, key: &str) -> Result<(), StoreError> {
+    /// Runs `statement` on this request's claim of (`$1` subject, `$2` key), `$3` its
+    /// `claimed_at_ms`: a claim taken over is another request's and is left alone.
+    async fn unanswered_claim(
+        &self,
+        statement: &str,
+        subject: &str,
+        key: &str,
+        held: &Held,
+    ) -> Result<(), StoreError> {
         let _turn = self.backend.turn().await;
-        on_pool!(&self.backend, pool => sqlx::query(statement).bind(subject).bind(key).execute(pool).await.map(|_| ()))?;
+        on_pool!(&self.backend, pool => sqlx::query(statement)
+            .bind(subject)
+            .bind(key)
+            .bind(held.claimed_at_ms)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 

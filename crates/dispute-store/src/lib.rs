@@ -1,10 +1,12 @@
 //! Where commands become stored events: the cqrs-es event store over PostgreSQL (postgres-es)
-//! or SQLite (sqlite-es), its migrations, and the idempotency records of the HTTP commands.
+//! or SQLite (sqlite-es), its migrations, the one writer of events ([`append`]), and the
+//! idempotency records of the HTTP commands.
 //!
 //! Invariant: this crate knows no HTTP. It returns an [`Outcome`] or an [`ExecuteError`]; the
 //! API crate decides what either looks like on the wire.
 //! Invariant: events are only ever inserted; nothing here updates or deletes one.
 
+mod append;
 mod bulk;
 mod cache;
 pub mod chain;
@@ -30,9 +32,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use bulk::BulkStream;
-pub use execute::{CommandMetadata, ExecuteError, Executed, Outcome, StoreFailure};
+pub use execute::{CommandMetadata, ExecuteError, Executed, KeyedRequest, Outcome, StoreFailure};
 pub use follow::{BATCH, Backoff, Batch, Commits, Consumer, Follower, KEPT};
-pub use idempotency::{Claim, ClaimTimes, StoredResponse};
+pub use idempotency::{Claim, ClaimTimes, Held, StoredResponse};
 pub use lease::Lease;
 pub use log::{Cursor, RawEvent, StoredEvent};
 pub use metadata::EventMetadata;
@@ -83,8 +85,9 @@ impl Backend {
     }
 }
 
-/// The cqrs-es repositories. Commands go through them directly (not through cqrs-es's
-/// `commit`) so that every event gets metadata of its own: its place in the hash chain.
+/// The cqrs-es repositories, which read a stream for a command. Commands do not go through
+/// cqrs-es's `commit`, so that every event gets metadata of its own (its place in the hash
+/// chain), and the events are written by [`append`], in one commit with the key's record.
 enum EventStore {
     Postgres(PostgresEventRepository),
     Sqlite(SqliteEventRepository),

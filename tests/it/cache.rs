@@ -122,6 +122,21 @@ async fn a_stale_head_is_never_a_conflict_nor_a_base(a: &Store, b: &Store) {
     let registered_again = run(a, "o-3", (Role::System, "order-service"), registration("o-3"), None).await;
     assert_eq!(accepted(registered_again), (2, "awaiting_merchant".to_string()));
     assert_chained(a, "o-3", 2).await;
+
+    // A registration with no head cached is tried on the empty stream: another instance's
+    // registration refuses that append, and the stream decides (same facts: unchanged; other
+    // facts: refused), never a conflict.
+    execute(b, "o-4", Role::System, "order-service", registration("o-4")).await;
+    let registered_again = run(a, "o-4", (Role::System, "order-service"), registration("o-4"), None).await;
+    assert_eq!(accepted(registered_again), (1, "open".to_string()));
+    assert_chained(a, "o-4", 1).await;
+    execute(a, "o-5", Role::System, "order-service", registration("o-5")).await;
+    let mut other_facts = registration("o-5");
+    let Action::RegisterOrder(facts) = &mut other_facts else { unreachable!("a registration") };
+    facts.category = "other".to_string();
+    let refused = run(b, "o-5", (Role::System, "order-service"), other_facts, None).await;
+    assert!(matches!(refused, Err(ExecuteError::Refused(_))), "{refused:?}");
+    assert_chained(a, "o-5", 1).await;
 }
 
 #[tokio::test]

@@ -28,6 +28,11 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// The head of a stream with no events.
+    pub fn empty() -> Self {
+        Self { dispute: Dispute::default(), sequence: 0, hash: crate::chain::GENESIS.to_string() }
+    }
+
     /// The state as a command's answer reports it.
     pub fn outcome(&self, order_id: &str) -> Outcome {
         let dispute = &self.dispute;

@@ -7,13 +7,13 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
-use dispute_domain::{Actor, CloseReason, Dispute, DisputeCommand, DisputeError, Money, Status};
+use dispute_domain::{Action, Actor, CloseReason, Dispute, DisputeCommand, DisputeError, Money, Status};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::append::{Appended, Record, RecordKind, append};
 use crate::cache::Head;
-use crate::chain::{self, GENESIS, Unlinked};
+use crate::chain::{self, Unlinked};
 use crate::idempotency::Held;
 use crate::{Batch, Cursor, EventMetadata, Store, StoredEvent, StoredResponse};
 
@@ -313,7 +313,7 @@ async fn load<R: PersistedEventRepository>(
     earlier: Option<&EarlierRequest>,
 ) -> Result<Loaded, ExecuteError> {
     let stored = repo.get_events::<Dispute>(order_id).await?;
-    let mut head = Head { dispute: Dispute::default(), sequence: 0, hash: GENESIS.to_string() };
+    let mut head = Head::empty();
     let mut earlier_outcome = None;
     for event in stored {
         let sequence = event.sequence as u64;
@@ -365,9 +365,13 @@ async fn execute_on<R: PersistedEventRepository>(
     // the head is behind. Any other outcome (a refusal, an `If-Match` mismatch, a lost race,
     // no change) may be the stale head's, so it is decided again on the stream as stored, or,
     // under a new key, through the claim, which decides it on the stream as stored. A take-over
-    // searches the log for its earlier request's events, so it never starts here.
+    // searches the log for its earlier request's events, so it never starts here. An order
+    // registered with no head cached is most often new: its registration is tried on the empty
+    // stream first, by the same rule.
     let heads = &store.heads;
-    let cached = earlier.is_none().then(|| heads.get(order_id)).flatten();
+    let registration = matches!(command.action, Action::RegisterOrder(_));
+    let cached =
+        earlier.is_none().then(|| heads.get(order_id).or_else(|| registration.then(Head::empty))).flatten();
     if let Some(head) = cached {
         match run(head).await {
             Ok(Attempt::Appended(head, events)) => {

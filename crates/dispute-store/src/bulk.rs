@@ -35,7 +35,7 @@ impl Store {
         let events =
             || streams.iter().flat_map(|(order_id, events)| events.iter().map(move |e| (order_id, e)));
         match &self.backend {
-            Backend::Postgres(pool) => {
+            Backend::Postgres(crate::Postgres { pool, .. }) => {
                 let column = |f: fn(&Linked) -> String| events().map(|(_, e)| f(e)).collect::<Vec<String>>();
                 sqlx::query(POSTGRES_INSERT)
                     .bind(events().map(|(order_id, _)| order_id.clone()).collect::<Vec<String>>())
@@ -70,7 +70,7 @@ impl Store {
     /// Brings the planner's statistics of the events table up to date after a bulk load
     /// (PostgreSQL; SQLite plans without them).
     pub async fn analyze_events(&self) -> Result<(), StoreError> {
-        if let Backend::Postgres(pool) = &self.backend {
+        if let Backend::Postgres(crate::Postgres { pool, .. }) = &self.backend {
             sqlx::query("ANALYZE events").execute(pool).await?;
         }
         Ok(())

@@ -202,7 +202,7 @@ impl Store {
         let commits = self.committed.count();
         let number = self.tail.reads.fetch_add(1, Ordering::Relaxed) + 1;
         let events: Batch = match &self.backend {
-            Backend::Postgres(pool) => {
+            Backend::Postgres(crate::Postgres { pool, .. }) => {
                 let connection = match &mut state.connection {
                     Some(connection) => connection,
                     empty => empty.insert(pool.acquire().await?.detach()),

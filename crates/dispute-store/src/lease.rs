@@ -20,7 +20,7 @@ pub struct Lease {
 impl Store {
     /// Takes the lease `key` unless another session holds it.
     pub async fn try_lease(&self, key: i64) -> Result<Option<Lease>, StoreError> {
-        let Backend::Postgres(pool) = &self.backend else {
+        let Backend::Postgres(crate::Postgres { pool, .. }) = &self.backend else {
             return Ok(Some(Lease { connection: None }));
         };
         let mut connection = pool.acquire().await?.detach();

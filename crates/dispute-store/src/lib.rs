@@ -46,8 +46,22 @@ pub use views::{
 /// The database behind the store. Private: every statement lives in this crate.
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
-    Postgres(PgPool),
+    Postgres(Postgres),
     Sqlite(Sqlite),
+}
+
+/// The PostgreSQL store's connections: the configured number, split between two pools.
+#[derive(Debug, Clone)]
+pub(crate) struct Postgres {
+    /// Every statement but the appends below. Each is planned for its tables as they are now
+    /// (`plan_cache_mode = force_custom_plan`): a prepared statement's cached generic plan,
+    /// made while a table was small, would keep scanning it whole as it grows until the next
+    /// ANALYZE (never, with autovacuum off).
+    pub(crate) pool: PgPool,
+    /// The events' appends under a new key or none ([`append`]), which insert without scanning
+    /// anything: no table's size can change their plans, so each connection plans them once
+    /// (`force_generic_plan`) instead of at every command.
+    pub(crate) appends: PgPool,
 }
 
 /// The embedded store's connections.
@@ -67,7 +81,7 @@ pub(crate) struct Sqlite {
 macro_rules! on_pool {
     ($backend:expr, $pool:ident => $body:expr) => {
         match $backend {
-            $crate::Backend::Postgres($pool) => $body,
+            $crate::Backend::Postgres($crate::Postgres { pool: $pool, .. }) => $body,
             $crate::Backend::Sqlite($crate::Sqlite { pool: $pool, .. }) => $body,
         }
     };
@@ -122,6 +136,14 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+impl PoolStats {
+    fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
+        let size = pool.size();
+        let idle = (pool.num_idle() as u32).min(size);
+        PoolStats { in_use: size - idle, idle, max: pool.options().get_max_connections() }
+    }
+}
+
 /// The command side's storage: executes commands against their order's stream.
 pub struct Store {
     backend: Backend,
@@ -144,23 +166,23 @@ impl Store {
     pub async fn open(config: &StoreConfig, services: DisputeServices) -> Result<Arc<Self>, StoreError> {
         let backend = match config {
             StoreConfig::Postgres { url, max_connections } => {
-                // Each statement is planned for the table as it is now. A prepared statement's
-                // cached generic plan, made while a table was small, would keep scanning it
-                // whole as it grows until the next ANALYZE (never, with autovacuum off).
-                let options = PgConnectOptions::from_str(url)
-                    .map_err(StoreError::Connect)?
-                    .options([("plan_cache_mode", "force_custom_plan")]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(*max_connections)
-                    .acquire_timeout(Duration::from_secs(10))
-                    // No ping before each use: a round trip per statement. A broken
-                    // connection fails its statement instead, and the caller retries.
-                    .test_before_acquire(false)
-                    .connect_with(options)
+                let options = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
+                let pool = |max: u32, plans: &str| {
+                    PgPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(Duration::from_secs(10))
+                        // No ping before each use: a round trip per statement. A broken
+                        // connection fails its statement instead, and the caller retries.
+                        .test_before_acquire(false)
+                        .connect_with(options.clone().options([("plan_cache_mode", plans)]))
+                };
+                let appends = (max_connections / 2).max(1);
+                let appends_pool = pool(appends, "force_generic_plan").await.map_err(StoreError::Connect)?;
+                let pool = pool(max_connections.saturating_sub(appends).max(1), "force_custom_plan")
                     .await
                     .map_err(StoreError::Connect)?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(StoreError::Migrate)?;
-                Backend::Postgres(pool)
+                Backend::Postgres(Postgres { pool, appends: appends_pool })
             }
             StoreConfig::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -191,7 +213,9 @@ impl Store {
             }
         };
         let events = match &backend {
-            Backend::Postgres(pool) => EventStore::Postgres(PostgresEventRepository::new(pool.clone())),
+            Backend::Postgres(postgres) => {
+                EventStore::Postgres(PostgresEventRepository::new(postgres.pool.clone()))
+            }
             Backend::Sqlite(sqlite) => EventStore::Sqlite(SqliteEventRepository::new(sqlite.events.clone())),
         };
         Ok(Arc::new(Self {
@@ -215,13 +239,17 @@ impl Store {
         self.services.clock.now()
     }
 
-    /// The connection pool's occupancy now, for the metrics.
+    /// The connection pools' occupancy now, summed over the store's pools, for the metrics.
     pub fn pool_stats(&self) -> PoolStats {
-        on_pool!(&self.backend, pool => {
-            let size = pool.size();
-            let idle = (pool.num_idle() as u32).min(size);
-            PoolStats { in_use: size - idle, idle, max: pool.options().get_max_connections() }
-        })
+        let (pool, events) = match &self.backend {
+            Backend::Postgres(Postgres { pool, appends }) => (PoolStats::of(pool), PoolStats::of(appends)),
+            Backend::Sqlite(Sqlite { pool, events, .. }) => (PoolStats::of(pool), PoolStats::of(events)),
+        };
+        PoolStats {
+            in_use: pool.in_use + events.in_use,
+            idle: pool.idle + events.idle,
+            max: pool.max + events.max,
+        }
     }
 
     /// Completes after the next commit of this process.
@@ -252,10 +280,10 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.tail.close().await;
-        on_pool!(&self.backend, pool => pool.close().await);
-        if let Backend::Sqlite(sqlite) = &self.backend {
-            sqlite.events.close().await;
-        }
+        match &self.backend {
+            Backend::Postgres(Postgres { pool, appends }) => tokio::join!(pool.close(), appends.close()),
+            Backend::Sqlite(Sqlite { pool, events, .. }) => tokio::join!(pool.close(), events.close()),
+        };
     }
 }
 

@@ -177,7 +177,7 @@ impl Store {
     /// `xid` would mean the output column `xid::text::bigint`, which no index is sorted by.
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         match &self.backend {
-            Backend::Postgres(pool) => pg_events_after(pool, after, limit).await,
+            Backend::Postgres(crate::Postgres { pool, .. }) => pg_events_after(pool, after, limit).await,
             Backend::Sqlite(crate::Sqlite { pool, .. }) => {
                 let rows: Vec<Row> = sqlx::query_as(
                     "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, 0, rowid \
@@ -233,7 +233,9 @@ impl Store {
         let store = self.clone();
         tokio::spawn(async move {
             let result = match &store.backend {
-                Backend::Postgres(pool) => pg_scan_in_stream_order(pool, batch, &sender).await,
+                Backend::Postgres(crate::Postgres { pool, .. }) => {
+                    pg_scan_in_stream_order(pool, batch, &sender).await
+                }
                 Backend::Sqlite(sqlite) => sqlite_scan_in_stream_order(&sqlite.pool, batch, &sender).await,
             };
             if let Err(e) = result {

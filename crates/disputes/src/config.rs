@@ -12,11 +12,12 @@ use dispute_domain::{DisputeServices, Policy, SystemClock, parse_duration};
 use dispute_store::{ClaimTimes, Store, StoreConfig};
 use serde::Deserialize;
 
-/// The PostgreSQL pool's size unless configured: a connection for each of 32 requests at once
-/// (each holds one per statement it runs), plus the background parts' statements (projector
-/// transactions, the timer's claims and commands), so that requests do not queue for the pool
-/// before they queue in the database. The log reader and the relay's lease keep connections of
-/// their own besides. Two instances stay within PostgreSQL's default of 100 connections.
+/// The PostgreSQL connections unless configured, split in two pools: 20 for the commands'
+/// appends, 20 for every other statement (the reads of a command's stream, the views' reads,
+/// the projector's transactions, the timer's claims). A request holds a connection only for
+/// the statement it runs, so 32 requests at once do not queue for the pools before they queue
+/// in the database. The log reader and the relay's lease keep connections of their own
+/// besides. Two instances stay within PostgreSQL's default of 100 connections.
 const DEFAULT_MAX_CONNECTIONS: u32 = 40;
 
 /// Settings shared by every subcommand. Each can come from a flag, an environment variable or

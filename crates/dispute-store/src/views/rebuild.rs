@@ -31,7 +31,7 @@ impl Store {
         for (live, aside) in [(&live.disputes, &aside.disputes), (&live.timeline, &aside.timeline)] {
             on_pool!(&self.backend, pool => sqlx::query(&drop_table(aside)).execute(pool).await.map(|_| ()))?;
             match &self.backend {
-                Backend::Postgres(pool) => {
+                Backend::Postgres(crate::Postgres { pool, .. }) => {
                     sqlx::query(&format!("CREATE TABLE {aside} (LIKE {live} INCLUDING ALL)"))
                         .execute(pool)
                         .await?;

@@ -123,7 +123,7 @@ impl ViewWriter {
         let begin = self.statements.begin;
         let turn = self.backend.turn().await;
         let mut tx = match &self.backend {
-            Backend::Postgres(pool) => Tx::Postgres(pool.begin_with(begin).await?),
+            Backend::Postgres(crate::Postgres { pool, .. }) => Tx::Postgres(pool.begin_with(begin).await?),
             Backend::Sqlite(sqlite) => Tx::Sqlite(sqlite.pool.begin_with(begin).await?),
         };
         let mut views = Vec::new();
@@ -151,7 +151,7 @@ impl ViewWriter {
             return Ok(Vec::new());
         }
         match (&self.backend, &self.statements.insert_both) {
-            (Backend::Postgres(pool), Some(both)) => {
+            (Backend::Postgres(crate::Postgres { pool, .. }), Some(both)) => {
                 let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
                 Ok(sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(pool).await?)
             }

@@ -73,13 +73,14 @@ async fn an_event_read_again_never_brings_back_a_deadline_a_later_one_ended() {
         );
         let deadlines = app.store.deadlines();
         // One reader records the request, then the withdrawal, which deletes the row...
-        assert_eq!(deadlines.record(&changes[..1]).await.unwrap(), 1);
+        let due = changes[0].running.expect("a running deadline").due.timestamp_millis();
+        assert_eq!(deadlines.record(&changes[..1]).await.unwrap(), Some(due), "set, due then");
         assert_eq!(rows(&app).await, ["r-1"]);
         deadlines.record(&changes[1..]).await.unwrap();
         assert_eq!(rows(&app).await, Vec::<String>::new());
         // ...and a reader behind it (or the first after a crash) reads the request again,
         // in a batch that ends before the withdrawal.
-        assert_eq!(deadlines.record(&changes[..1]).await.unwrap(), 0, "recorded once already");
+        assert_eq!(deadlines.record(&changes[..1]).await.unwrap(), None, "recorded once already");
         assert_eq!(rows(&app).await, Vec::<String>::new());
         assert_eq!(deadlines.schedule().await.unwrap().pending, 0);
     }

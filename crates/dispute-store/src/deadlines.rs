@@ -91,6 +91,9 @@ struct Sql {
     set: &'static str,
     /// $1 a JSON array of order ids whose deadline ended.
     end: &'static str,
+    /// `set`, `end` and `mark` as one statement, where the dialect has data-modifying `WITH`:
+    /// $1 as `set`'s, $2 as `end`'s, $3, $4 as `mark`'s → how many rows were set.
+    set_end_mark: Option<&'static str>,
     /// $1 now (ms), $2 claimed until (ms), $3 limit → (order, sequence, deadline, round, due).
     claim_due: &'static str,
     /// $1 order, $2 sequence.
@@ -107,7 +110,7 @@ const MARK: &str = "UPDATE relay_checkpoints SET xid = $1, position = $2 WHERE n
 /// Sets each order's row from `$rows`, the JSON array as rows of (order, sequence, deadline,
 /// round, due).
 macro_rules! set {
-    ($rows:literal) => {
+    ($rows:expr) => {
         concat!(
             "INSERT INTO deadlines (order_id, sequence, deadline, round, due_at_ms, claimed_until_ms) ",
             $rows,
@@ -157,15 +160,31 @@ macro_rules! next_due {
     };
 }
 
+/// The rows `set` writes on PostgreSQL, from `$param`.
+macro_rules! postgres_set_rows {
+    ($param:literal) => {
+        concat!(
+            "SELECT order_id, sequence, deadline, round, due_at_ms, NULL FROM json_to_recordset(",
+            $param,
+            "::json) AS r(order_id text, sequence bigint, deadline text, round integer, due_at_ms bigint)"
+        )
+    };
+}
+
 const POSTGRES: Sql = Sql {
     begin: "BEGIN",
     recorded: "SELECT xid, position FROM relay_checkpoints WHERE name = 'deadlines' FOR UPDATE",
     mark: MARK,
-    set: set!(
-        "SELECT order_id, sequence, deadline, round, due_at_ms, NULL FROM json_to_recordset($1::json) \
-           AS r(order_id text, sequence bigint, deadline text, round integer, due_at_ms bigint)"
-    ),
+    set: set!(postgres_set_rows!("$1")),
     end: end!("SELECT json_array_elements_text($1::json)"),
+    set_end_mark: Some(concat!(
+        "WITH set AS (",
+        set!(postgres_set_rows!("$1")),
+        " RETURNING 1), ended AS (",
+        end!("SELECT json_array_elements_text($2::json)"),
+        "), mark AS (UPDATE relay_checkpoints SET xid = $3, position = $4 WHERE name = 'deadlines') \
+         SELECT count(*) FROM set"
+    )),
     claim_due: claim_due!(" FOR UPDATE SKIP LOCKED", "round::bigint"),
     clear: CLEAR,
     retry_at: RETRY_AT,
@@ -183,6 +202,7 @@ const SQLITE: Sql = Sql {
            value ->> 'due_at_ms', NULL FROM json_each($1) WHERE true"
     ),
     end: end!("SELECT value FROM json_each($1)"),
+    set_end_mark: None,
     claim_due: claim_due!("", "round"),
     clear: CLEAR,
     retry_at: RETRY_AT,
@@ -231,10 +251,12 @@ impl Deadlines<'_> {
     /// Records what events, in log order, did to their orders' deadlines, in one transaction:
     /// each order's last change, as one statement for the deadlines set and one for those
     /// ended, leaving out changes the checkpoint `deadlines` already covers; the checkpoint
-    /// then moves to the last change. A new deadline is unclaimed. Returns how many deadlines
-    /// were set.
-    pub async fn record(&self, changes: &[Tracked<'_>]) -> Result<u64, StoreError> {
-        let Some(through) = changes.iter().map(|c| c.cursor).max() else { return Ok(0) };
+    /// then moves to the last change. On PostgreSQL the three writes are one statement, after
+    /// the statement that reads and locks the checkpoint: its snapshot is taken once the lock
+    /// is held, so it sees what another instance's batch committed before it. A new deadline is unclaimed. Returns the earliest due time
+    /// (ms) among the deadlines set, if any was.
+    pub async fn record(&self, changes: &[Tracked<'_>]) -> Result<Option<i64>, StoreError> {
+        let Some(through) = changes.iter().map(|c| c.cursor).max() else { return Ok(None) };
         let sql = self.sql();
         let _turn = self.backend.turn().await;
         on_pool!(self.backend, pool => {
@@ -242,20 +264,26 @@ impl Deadlines<'_> {
             let (xid, position): (i64, i64) = sqlx::query_as(sql.recorded).fetch_one(&mut *tx).await?;
             let recorded = Cursor { xid, position };
             if through <= recorded {
-                return Ok(0);
+                return Ok(None);
             }
             let folded = Folded::after(recorded, changes);
             let mut set = 0;
-            if !folded.set.is_empty() {
-                let rows = json_array(&folded.set)?;
-                set = sqlx::query(sql.set).bind(rows).execute(&mut *tx).await?.rows_affected();
+            if let Some(set_end_mark) = sql.set_end_mark {
+                let (rows, ended) = (json_array(&folded.set)?, json_array(&folded.ended)?);
+                let query = sqlx::query_scalar::<_, i64>(set_end_mark).bind(rows).bind(ended);
+                set = query.bind(through.xid).bind(through.position).fetch_one(&mut *tx).await? as u64;
+            } else {
+                if !folded.set.is_empty() {
+                    let rows = json_array(&folded.set)?;
+                    set = sqlx::query(sql.set).bind(rows).execute(&mut *tx).await?.rows_affected();
+                }
+                if !folded.ended.is_empty() {
+                    sqlx::query(sql.end).bind(json_array(&folded.ended)?).execute(&mut *tx).await?;
+                }
+                sqlx::query(sql.mark).bind(through.xid).bind(through.position).execute(&mut *tx).await?;
             }
-            if !folded.ended.is_empty() {
-                sqlx::query(sql.end).bind(json_array(&folded.ended)?).execute(&mut *tx).await?;
-            }
-            sqlx::query(sql.mark).bind(through.xid).bind(through.position).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(set)
+            Ok((set > 0).then(|| folded.set.iter().map(|row| row.due_at_ms).min()).flatten())
         })
     }
 

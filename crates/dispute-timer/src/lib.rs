@@ -20,6 +20,7 @@
 //! is still the current one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use dispute_domain::{
@@ -113,8 +114,11 @@ struct Due {
 
 pub struct DeadlineTimer {
     store: Arc<Store>,
-    /// Signalled when tracking recorded a change, so firing looks at the table again.
+    /// Signalled when tracking set a deadline due before firing's next look at the table.
     tracked: Notify,
+    /// When firing looks at the table next (ms, by the store's clock); `i64::MAX` while it is
+    /// looking, so that whatever tracking sets then is looked at again.
+    next_look_ms: AtomicI64,
     /// Tracking's reader of the log, from the checkpoint `timer`.
     tracking: Follower,
 }
@@ -122,7 +126,7 @@ pub struct DeadlineTimer {
 impl DeadlineTimer {
     pub fn new(store: Arc<Store>) -> Arc<Self> {
         let tracking = Follower::new(store.clone(), CHECKPOINT);
-        Arc::new(Self { store, tracked: Notify::new(), tracking })
+        Arc::new(Self { store, tracked: Notify::new(), next_look_ms: AtomicI64::new(i64::MAX), tracking })
     }
 
     /// Tracks the log and fires deadlines until `stop` is cancelled.
@@ -139,7 +143,8 @@ impl DeadlineTimer {
     }
 
     /// Records the deadlines a batch of the log starts or ends (each order's last change, in
-    /// one transaction), and wakes the firing loop if any was set.
+    /// one transaction), and wakes the firing loop if one it set is due before the loop's next
+    /// look at the table. Most deadlines are days away: the loop sleeps on.
     async fn track_batch(&self, batch: &[StoredEvent]) -> Result<(), TimerError> {
         let mut changes = Vec::new();
         for stored in batch {
@@ -160,7 +165,8 @@ impl DeadlineTimer {
                 running,
             });
         }
-        if self.store.deadlines().record(&changes).await? > 0 {
+        let earliest = self.store.deadlines().record(&changes).await?;
+        if earliest.is_some_and(|due| due < self.next_look_ms.load(Ordering::Acquire)) {
             self.tracked.notify_one();
         }
         Ok(())
@@ -273,6 +279,7 @@ impl DeadlineTimer {
 
     async fn fire_loop(&self, stop: CancellationToken) {
         while !stop.is_cancelled() {
+            self.next_look_ms.store(i64::MAX, Ordering::Release);
             let wait = match self.fire_due().await {
                 Ok(_) => match self.next_due_ms().await {
                     Ok(Some(next)) => Duration::from_millis((next - self.now_ms()).max(0) as u64),
@@ -287,8 +294,10 @@ impl DeadlineTimer {
                     Duration::from_millis(500)
                 }
             };
+            let wait = wait.min(MAX_SLEEP);
+            self.next_look_ms.store(self.now_ms().saturating_add(wait.as_millis() as i64), Ordering::Release);
             tokio::select! {
-                _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.tracked.notified() => {}
                 _ = stop.cancelled() => return,
             }

@@ -2,6 +2,12 @@
 //! service through the same composition root as `disputes serve` (or loads a running one with
 //! `--target`), and reads the same configuration (flags, environment, `--config`).
 
+/// mimalloc rather than the system's allocator: each request allocates and frees many small
+/// buffers (bodies, JSON values, events), and glibc's malloc took a fifth of the process's CPU
+/// under commands (`docs/BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod audit;
 mod deadlines;
 mod lifecycles;

@@ -1,6 +1,12 @@
 //! `disputes`: the refund-dispute service's one binary. Parses configuration, connects, and
 //! hands over to the library crates; nothing here decides a rule or an HTTP answer.
 
+/// mimalloc rather than the system's allocator: each request allocates and frees many small
+/// buffers (bodies, JSON values, events), and glibc's malloc took a fifth of the process's CPU
+/// under commands (`docs/BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod audit;
 
 use std::process::ExitCode;

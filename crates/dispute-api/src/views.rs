@@ -78,34 +78,41 @@ async fn readable_dispute(
     }
     let min = min_sequence(headers)?;
     let deadline = tokio::time::Instant::now() + state.edge.view_wait;
+    let projected = state.store.projected();
+    let (mut read, mut next_poll) = (true, tokio::time::Instant::now());
     loop {
         // Armed before the read, so a projection committed in between is not missed.
-        let projected = state.store.projected().notified();
-        tokio::pin!(projected);
-        projected.as_mut().enable();
-        let view = state.views.dispute(order_id).await?;
-        if let Some(view) = &view {
-            let is_party = match actor.role {
-                Role::Buyer => view.buyer_id == actor.id,
-                Role::Merchant => view.merchant_id == actor.id,
-                _ => true,
-            };
-            if !is_party {
-                return Err(DisputeError::NotAParty.into());
-            }
-        }
-        match (view, min) {
-            (Some(view), Some(min)) if view.sequence >= min => return Ok(view),
-            (Some(view), None) => return Ok(view),
-            (None, None) => return Err(DisputeError::OrderNotFound.into()),
-            _ if tokio::time::Instant::now() >= deadline => return Err(ApiError::ViewBehind),
-            // Woken by this process's projector; the poll covers views projected elsewhere.
-            _ => {
-                tokio::select! {
-                    _ = projected => {}
-                    _ = tokio::time::sleep(POLL) => {}
+        let committed = projected.notified();
+        tokio::pin!(committed);
+        committed.as_mut().enable();
+        if read {
+            let view = state.views.dispute(order_id).await?;
+            next_poll = tokio::time::Instant::now() + POLL;
+            if let Some(view) = &view {
+                let is_party = match actor.role {
+                    Role::Buyer => view.buyer_id == actor.id,
+                    Role::Merchant => view.merchant_id == actor.id,
+                    _ => true,
+                };
+                if !is_party {
+                    return Err(DisputeError::NotAParty.into());
                 }
             }
+            match (view, min) {
+                (Some(view), Some(min)) if view.sequence >= min => return Ok(view),
+                (Some(view), None) => return Ok(view),
+                (None, None) => return Err(DisputeError::OrderNotFound.into()),
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::ViewBehind);
+        }
+        // Read again once this process's projector has committed the view that far, or at
+        // the poll, which covers views projected elsewhere.
+        tokio::select! {
+            _ = committed => read = min.is_some_and(|min| projected.reached(order_id, min)),
+            _ = tokio::time::sleep_until(next_poll.min(deadline)) => read = true,
         }
     }
 }

@@ -17,6 +17,7 @@ mod idempotency;
 mod lease;
 mod log;
 mod metadata;
+pub mod projected;
 mod views;
 
 use std::path::Path;
@@ -155,8 +156,8 @@ pub struct Store {
     committed: follow::Commits,
     /// The followers' shared reads of the log.
     tail: follow::Tail,
-    /// Signalled after the projector in this process commits view changes.
-    projected: tokio::sync::Notify,
+    /// What the projector in this process committed, signalled after each of its commits.
+    projected: projected::Projected,
     /// Where the events of each command this process commits are handed, if anywhere.
     handed: std::sync::OnceLock<tokio::sync::mpsc::Sender<follow::Batch>>,
 }
@@ -225,7 +226,7 @@ impl Store {
             heads: cache::Heads::new(cache::CAPACITY),
             committed: follow::Commits::default(),
             tail: follow::Tail::default(),
-            projected: tokio::sync::Notify::new(),
+            projected: projected::Projected::default(),
             handed: std::sync::OnceLock::new(),
         }))
     }
@@ -266,8 +267,8 @@ impl Store {
         let _ = self.handed.set(to);
     }
 
-    /// Completes after the next view commit of this process's projector.
-    pub fn projected(&self) -> &tokio::sync::Notify {
+    /// What this process's projector committed: readers wait on it for a view to catch up.
+    pub fn projected(&self) -> &projected::Projected {
         &self.projected
     }
 

@@ -177,6 +177,9 @@ impl Projector {
             Some(writes) => writes.commit(&changes.timeline, &changes.disputes).await?,
             None => self.writer.write(&changes.timeline, &changes.disputes).await?,
         };
+        self.store
+            .projected()
+            .committed(changes.views.iter().map(|(id, sequence, _)| (id.as_str(), *sequence)));
         for (order_id, sequence, view) in changes.views {
             self.kept.insert(order_id, (sequence, view));
         }
@@ -188,7 +191,6 @@ impl Projector {
             .filter(|(order_id, sequence, _)| new.contains(&(*order_id, *sequence as i64)))
             .map(|(_, _, time)| time)
             .collect();
-        self.store.projected().notify_waiters();
         if self.live {
             self.record_lag(&applied);
         }

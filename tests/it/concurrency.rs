@@ -1,5 +1,7 @@
 //! Concurrent commands on one dispute: one wins, the others are told to reload (409), the
-//! stream stays contiguous; commands on different disputes do not wait for each other.
+//! stream stays contiguous; commands on different disputes do not wait for each other. Each
+//! runs on PostgreSQL and on the embedded store, whose appends that queue while a commit
+//! flushes are committed together.
 
 use std::sync::Arc;
 
@@ -9,23 +11,15 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// The stored sequences of `order`'s stream, in order.
-async fn stored_sequences(app: &TestApp, order: &str) -> Vec<i64> {
-    let Backing::Postgres(db) = &app.backing else {
-        panic!("these tests run on PostgreSQL");
-    };
-    use sqlx::Connection;
-    let mut connection = sqlx::PgConnection::connect(&db.url).await.expect("the test database answers");
-    sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
-        .bind(order)
-        .fetch_all(&mut connection)
-        .await
-        .expect("the events are readable")
+async fn stored_sequences(app: &TestApp, order: &str) -> Vec<u64> {
+    let stream = app.store.whole_stream(order).await.expect("the events are readable");
+    stream.iter().map(|event| event.sequence).collect()
 }
 
 /// The stream is 1, 2, …, n with n its last sequence.
 async fn assert_contiguous(app: &TestApp, order: &str, last: u64) {
     let sequences = stored_sequences(app, order).await;
-    let expected: Vec<i64> = (1..=last as i64).collect();
+    let expected: Vec<u64> = (1..=last).collect();
     assert_eq!(sequences, expected, "the stream of {order} is contiguous up to {last}");
     assert_eq!(app.store.load(order).await.expect("the stream loads").1, last);
 }
@@ -77,59 +71,64 @@ async fn awaiting_merchant(app: &TestApp, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_merchant_accepts_at_once_one_wins() {
-    let app = Arc::new(TestApp::postgres().await);
-    awaiting_merchant(&app, "o-1").await;
-    let requests = (0..16)
-        .map(|_| {
-            (
-                "/v1/disputes/o-1/merchant-accept".to_string(),
-                Role::Merchant,
-                MERCHANT.to_string(),
-                json!({}),
-                vec![],
-            )
-        })
-        .collect();
-    let answers = all_at_once(&app, requests).await;
-    assert_eq!(answers.len(), 16);
-    let winner = one_winner(&answers, &["concurrent_modification", "invalid_transition"]);
-    assert_eq!((winner.sequence(), winner.status_text()), (3, "refund_pending"));
-    assert_contiguous(&app, "o-1", 3).await;
-    assert_eq!(app.refund_paid("o-1", 6_000).await.assert_ok().sequence(), 4);
+    for app in [TestApp::postgres().await, TestApp::sqlite().await] {
+        let app = Arc::new(app);
+        awaiting_merchant(&app, "o-1").await;
+        let requests = (0..16)
+            .map(|_| {
+                (
+                    "/v1/disputes/o-1/merchant-accept".to_string(),
+                    Role::Merchant,
+                    MERCHANT.to_string(),
+                    json!({}),
+                    vec![],
+                )
+            })
+            .collect();
+        let answers = all_at_once(&app, requests).await;
+        assert_eq!(answers.len(), 16);
+        let winner = one_winner(&answers, &["concurrent_modification", "invalid_transition"]);
+        assert_eq!((winner.sequence(), winner.status_text()), (3, "refund_pending"));
+        assert_contiguous(&app, "o-1", 3).await;
+        assert_eq!(app.refund_paid("o-1", 6_000).await.assert_ok().sequence(), 4);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_conflicting_merchant_answers_at_once_one_wins() {
-    let app = Arc::new(TestApp::postgres().await);
-    awaiting_merchant(&app, "o-1").await;
-    let requests = (0..16)
-        .map(|i| {
-            let (command, body) = match i % 3 {
-                0 => ("merchant-accept", json!({ "note": "sorry" })),
-                1 => ("merchant-reject", json!({ "reason_code": "item_used", "note": "worn" })),
-                _ => ("merchant-offer", json!({ "amount": cny(1_000 + i), "note": "some back" })),
-            };
-            (format!("/v1/disputes/o-1/{command}"), Role::Merchant, MERCHANT.to_string(), body, vec![])
-        })
-        .collect();
-    let answers = all_at_once(&app, requests).await;
-    let winner = one_winner(&answers, &["concurrent_modification", "invalid_transition"]);
-    assert_eq!(winner.sequence(), 3);
-    assert!(
-        ["refund_pending", "rejected", "offer_pending"].contains(&winner.status_text()),
-        "the winner's answer: {}",
-        winner.body
-    );
-    let (dispute, _) = app.store.load("o-1").await.expect("the stream loads");
-    assert_eq!(dispute.status().as_str(), winner.status_text(), "the winner's command is the one stored");
-    assert_contiguous(&app, "o-1", 3).await;
+    for app in [TestApp::postgres().await, TestApp::sqlite().await] {
+        let app = Arc::new(app);
+        awaiting_merchant(&app, "o-1").await;
+        let requests = (0..16)
+            .map(|i| {
+                let (command, body) = match i % 3 {
+                    0 => ("merchant-accept", json!({ "note": "sorry" })),
+                    1 => ("merchant-reject", json!({ "reason_code": "item_used", "note": "worn" })),
+                    _ => ("merchant-offer", json!({ "amount": cny(1_000 + i), "note": "some back" })),
+                };
+                (format!("/v1/disputes/o-1/{command}"), Role::Merchant, MERCHANT.to_string(), body, vec![])
+            })
+            .collect();
+        let answers = all_at_once(&app, requests).await;
+        let winner = one_winner(&answers, &["concurrent_modification", "invalid_transition"]);
+        assert_eq!(winner.sequence(), 3);
+        assert!(
+            ["refund_pending", "rejected", "offer_pending"].contains(&winner.status_text()),
+            "the winner's answer: {}",
+            winner.body
+        );
+        let (dispute, _) = app.store.load("o-1").await.expect("the stream loads");
+        assert_eq!(dispute.status().as_str(), winner.status_text(), "the winner's command is the one stored");
+        assert_contiguous(&app, "o-1", 3).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_evidence_submissions_with_the_same_if_match_one_wins() {
-    let app = Arc::new(TestApp::postgres().await);
-    awaiting_merchant(&app, "o-1").await;
-    let requests = (0..16)
+    for app in [TestApp::postgres().await, TestApp::sqlite().await] {
+        let app = Arc::new(app);
+        awaiting_merchant(&app, "o-1").await;
+        let requests = (0..16)
         .map(|i| {
             let (role, sub) = if i % 2 == 0 { (Role::Buyer, BUYER) } else { (Role::Merchant, MERCHANT) };
             let body = json!({ "evidence": [{ "kind": "photo", "uri": format!("https://e.example/{i}.jpg"), "sha256": "b".repeat(64) }] });
@@ -137,71 +136,76 @@ async fn sixteen_evidence_submissions_with_the_same_if_match_one_wins() {
             ("/v1/disputes/o-1/evidence".to_string(), role, sub.to_string(), body, headers)
         })
         .collect();
-    let answers = all_at_once(&app, requests).await;
-    let winner = one_winner(&answers, &["concurrent_modification"]);
-    assert_eq!((winner.sequence(), winner.status_text()), (3, "awaiting_merchant"));
-    assert_eq!(answers.iter().filter(|a| a.code() == "concurrent_modification").count(), 15);
-    assert_contiguous(&app, "o-1", 3).await;
+        let answers = all_at_once(&app, requests).await;
+        let winner = one_winner(&answers, &["concurrent_modification"]);
+        assert_eq!((winner.sequence(), winner.status_text()), (3, "awaiting_merchant"));
+        assert_eq!(answers.iter().filter(|a| a.code() == "concurrent_modification").count(), 15);
+        assert_contiguous(&app, "o-1", 3).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_evidence_submissions_without_if_match_never_fail_the_service() {
-    let app = Arc::new(TestApp::postgres().await);
-    awaiting_merchant(&app, "o-1").await;
-    let requests = (0..16)
+    for app in [TestApp::postgres().await, TestApp::sqlite().await] {
+        let app = Arc::new(app);
+        awaiting_merchant(&app, "o-1").await;
+        let requests = (0..16)
         .map(|i| {
             let body = json!({ "evidence": [{ "kind": "photo", "uri": format!("https://e.example/{i}.jpg"), "sha256": "c".repeat(64) }] });
             ("/v1/disputes/o-1/evidence".to_string(), Role::Merchant, MERCHANT.to_string(), body, vec![])
         })
         .collect();
-    let answers = all_at_once(&app, requests).await;
-    let mut accepted: Vec<u64> = Vec::new();
-    for answer in &answers {
-        match answer.status {
-            200 => accepted.push(answer.sequence()),
-            _ => {
-                answer.assert_problem(409, "concurrent_modification");
+        let answers = all_at_once(&app, requests).await;
+        let mut accepted: Vec<u64> = Vec::new();
+        for answer in &answers {
+            match answer.status {
+                200 => accepted.push(answer.sequence()),
+                _ => {
+                    answer.assert_problem(409, "concurrent_modification");
+                }
             }
         }
+        assert!(!accepted.is_empty(), "at least one submission is accepted");
+        accepted.sort_unstable();
+        let expected: Vec<u64> = (3..3 + accepted.len() as u64).collect();
+        assert_eq!(accepted, expected, "each accepted submission has a sequence of its own");
+        assert_contiguous(&app, "o-1", 2 + accepted.len() as u64).await;
     }
-    assert!(!accepted.is_empty(), "at least one submission is accepted");
-    accepted.sort_unstable();
-    let expected: Vec<u64> = (3..3 + accepted.len() as u64).collect();
-    assert_eq!(accepted, expected, "each accepted submission has a sequence of its own");
-    assert_contiguous(&app, "o-1", 2 + accepted.len() as u64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commands_on_sixteen_orders_at_once_all_succeed() {
-    let app = Arc::new(TestApp::postgres().await);
-    let ids: Vec<String> = (0..16).map(|i| format!("o-{i}")).collect();
-    let mut registrations = tokio::task::JoinSet::new();
-    for id in &ids {
-        let app = app.clone();
-        let id = id.clone();
-        registrations.spawn(async move { app.register(&order(&id)).await });
-    }
-    for answer in registrations.join_all().await {
-        assert_eq!(answer.assert_ok().sequence(), 1);
-    }
-    let requests = ids
+    for app in [TestApp::postgres().await, TestApp::sqlite().await] {
+        let app = Arc::new(app);
+        let ids: Vec<String> = (0..16).map(|i| format!("o-{i}")).collect();
+        let mut registrations = tokio::task::JoinSet::new();
+        for id in &ids {
+            let app = app.clone();
+            let id = id.clone();
+            registrations.spawn(async move { app.register(&order(&id)).await });
+        }
+        for answer in registrations.join_all().await {
+            assert_eq!(answer.assert_ok().sequence(), 1);
+        }
+        let requests = ids
         .iter()
         .map(|id| {
             let body = json!({ "kind": "refund_only", "reason": "quality_issue", "amount": cny(6_000), "description": "torn" });
             (format!("/v1/disputes/{id}/request"), Role::Buyer, BUYER.to_string(), body, vec![])
         })
         .collect();
-    let answers = all_at_once(&app, requests).await;
-    let mut disputes: Vec<String> = Vec::new();
-    for answer in &answers {
-        assert_eq!((answer.assert_ok().sequence(), answer.status_text()), (2, "awaiting_merchant"));
-        disputes.push(answer.body["dispute_id"].as_str().expect("a dispute id").to_string());
-    }
-    disputes.sort();
-    let mut expected = ids.clone();
-    expected.sort();
-    assert_eq!(disputes, expected, "one answer per order");
-    for id in &ids {
-        assert_contiguous(&app, id, 2).await;
+        let answers = all_at_once(&app, requests).await;
+        let mut disputes: Vec<String> = Vec::new();
+        for answer in &answers {
+            assert_eq!((answer.assert_ok().sequence(), answer.status_text()), (2, "awaiting_merchant"));
+            disputes.push(answer.body["dispute_id"].as_str().expect("a dispute id").to_string());
+        }
+        disputes.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(disputes, expected, "one answer per order");
+        for id in &ids {
+            assert_contiguous(&app, id, 2).await;
+        }
     }
 }

@@ -408,6 +408,10 @@ async fn a_command_that_failed_before_its_commit_wrote_nothing_and_runs_once_on_
     commits_fail(&app).await;
     let failed = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
     failed.assert_problem(500, "internal");
+    // The same on a stream read from the log: a new process holds no head.
+    let app = app.restart().await;
+    let failed = keyed(&app, path, Role::Buyer, BUYER, &evidence_body("video"), "ev-1").await;
+    failed.assert_problem(500, "internal");
     failpoints_off(&app).await;
     assert_eq!(record_of(&app, "ev-1").await, None, "the key's record failed with the events");
 

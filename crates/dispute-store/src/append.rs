@@ -11,28 +11,31 @@
 //!
 //! A duplicate `(order, sequence)` is the optimistic lock: another command committed first.
 
+use std::sync::{Arc, Mutex};
+
 use cqrs_es::persist::SerializedEvent;
 use serde_json::Value;
 use sqlx::Acquire;
+use tokio::sync::oneshot;
 
 use crate::execute::{ExecuteError, StoreFailure};
 use crate::{Backend, Sqlite};
 
 /// The idempotency record committed with a command's events.
-#[derive(Debug)]
-pub(crate) struct Record<'a> {
-    pub subject: &'a str,
-    pub key: &'a str,
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub subject: String,
+    pub key: String,
     /// The answer to store: its HTTP status and body.
     pub status: i32,
     pub body: String,
-    pub kind: RecordKind<'a>,
+    pub kind: RecordKind,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum RecordKind<'a> {
+#[derive(Debug, Clone)]
+pub(crate) enum RecordKind {
     /// The key is not claimed: the record is created, answered, unless the key is in use.
-    New { fingerprint: &'a str, now_ms: i64 },
+    New { fingerprint: String, now_ms: i64 },
     /// The request claimed the key at `claimed_at_ms`: the claim is answered if it is still
     /// this request's (not answered, not taken over).
     Claimed { claimed_at_ms: i64 },
@@ -97,13 +100,13 @@ const SQLITE_CLAIMED: &str = "UPDATE idempotency_keys SET response_status = $3, 
 pub(crate) async fn append(
     backend: &Backend,
     events: &[SerializedEvent],
-    record: Option<&Record<'_>>,
+    record: Option<&Record>,
 ) -> Result<Appended, ExecuteError> {
     let appended = match backend {
         Backend::Postgres(postgres) => {
             // The answer to a claim updates the claim's row, found through an index that a
             // generic plan made on a small table might not use: planned afresh, as any scan.
-            let claimed = matches!(record.map(|r| r.kind), Some(RecordKind::Claimed { .. }));
+            let claimed = matches!(record.map(|r| &r.kind), Some(RecordKind::Claimed { .. }));
             let pool = if claimed { &postgres.pool } else { &postgres.appends };
             append_postgres(pool, events, record).await
         }
@@ -120,12 +123,12 @@ pub(crate) async fn append(
 async fn append_postgres(
     pool: &sqlx::PgPool,
     events: &[SerializedEvent],
-    record: Option<&Record<'_>>,
+    record: Option<&Record>,
 ) -> Result<Appended, sqlx::Error> {
     let Some(first) = events.first() else { return Ok(Appended::Committed) };
     let column = |f: fn(&SerializedEvent) -> &str| events.iter().map(f).collect::<Vec<_>>();
     let json = |f: fn(&SerializedEvent) -> &Value| events.iter().map(f).collect::<Vec<_>>();
-    let statement = match record.map(|r| r.kind) {
+    let statement = match record.map(|r| &r.kind) {
         None => POSTGRES_EVENTS,
         Some(RecordKind::New { .. }) => POSTGRES_NEW,
         Some(RecordKind::Claimed { .. }) => POSTGRES_CLAIMED,
@@ -139,8 +142,8 @@ async fn append_postgres(
         .bind(json(|e| &e.payload))
         .bind(json(|e| &e.metadata));
     if let Some(record) = record {
-        query = query.bind(record.subject).bind(record.key).bind(record.status).bind(record.body.as_str());
-        query = match record.kind {
+        query = query.bind(&record.subject).bind(&record.key).bind(record.status).bind(&record.body);
+        query = match &record.kind {
             RecordKind::New { fingerprint, now_ms } => query.bind(fingerprint).bind(now_ms),
             RecordKind::Claimed { claimed_at_ms } => query.bind(claimed_at_ms),
         };
@@ -149,36 +152,108 @@ async fn append_postgres(
     Ok(if inserted == 0 { Appended::RecordRefused } else { Appended::Committed })
 }
 
+/// An append waiting for the embedded store's writer that commits it.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    events: Vec<SerializedEvent>,
+    record: Option<Record>,
+    done: oneshot::Sender<Result<Appended, sqlx::Error>>,
+}
+
+/// The appends waiting for the embedded store's next commit.
+pub(crate) type Queue = Arc<Mutex<Vec<Queued>>>;
+
+/// On SQLite every commit waits for its own flush, one writer at a time: the appends that
+/// queue meanwhile are committed together, in one transaction and one flush, each inside a
+/// savepoint so that a refused append takes back only its own rows. Whoever gets the writers'
+/// turn commits everything queued, its own append included, in a task of its own that holds
+/// the turn: a request dropped while waiting cancels nobody's commit.
 async fn append_sqlite(
     sqlite: &Sqlite,
     events: &[SerializedEvent],
-    record: Option<&Record<'_>>,
+    record: Option<&Record>,
 ) -> Result<Appended, sqlx::Error> {
-    let _turn = sqlite.turn.clone().lock_owned().await;
-    let mut connection = sqlite.events.acquire().await?;
-    let mut transaction = connection.begin().await?;
-    if let Some(record) = record {
-        let query = match record.kind {
+    let (done, answer) = oneshot::channel();
+    lock(&sqlite.appends).push(Queued { events: events.to_vec(), record: record.cloned(), done });
+    let turn = sqlite.turn.clone().lock_owned().await;
+    let queued = std::mem::take(&mut *lock(&sqlite.appends));
+    if queued.is_empty() {
+        // An earlier turn committed this append too, and answered before it ended.
+        drop(turn);
+    } else {
+        let events_pool = sqlite.events.clone();
+        tokio::spawn(async move {
+            commit_together(&events_pool, queued).await;
+            drop(turn);
+        });
+    }
+    answer.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
+}
+
+fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Commits `queued` in one transaction and answers each. If the commit fails, each is told so.
+async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
+    let mut outcomes = Vec::with_capacity(queued.len());
+    let committed: Result<(), sqlx::Error> = async {
+        let mut connection = pool.acquire().await?;
+        let mut transaction = connection.begin().await?;
+        for append in &queued {
+            sqlx::query("SAVEPOINT append").execute(&mut *transaction).await?;
+            let outcome = write_sqlite(&mut transaction, append).await;
+            if !matches!(outcome, Ok(Appended::Committed)) {
+                sqlx::query("ROLLBACK TO append").execute(&mut *transaction).await?;
+            }
+            sqlx::query("RELEASE append").execute(&mut *transaction).await?;
+            outcomes.push(outcome);
+        }
+        transaction.commit().await
+    }
+    .await;
+    match committed {
+        Ok(()) => {
+            for (append, outcome) in queued.into_iter().zip(outcomes) {
+                let _ = append.done.send(outcome);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for append in queued {
+                let failed = sqlx::Error::Protocol(format!("the appends' commit failed: {message}"));
+                let _ = append.done.send(Err(failed));
+            }
+        }
+    }
+}
+
+/// One append's rows, inside the group's transaction.
+async fn write_sqlite(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    append: &Queued,
+) -> Result<Appended, sqlx::Error> {
+    if let Some(record) = &append.record {
+        let query = match &record.kind {
             RecordKind::New { fingerprint, now_ms } => sqlx::query(SQLITE_NEW)
-                .bind(record.subject)
-                .bind(record.key)
+                .bind(&record.subject)
+                .bind(&record.key)
                 .bind(record.status)
-                .bind(record.body.as_str())
+                .bind(&record.body)
                 .bind(fingerprint)
                 .bind(now_ms),
             RecordKind::Claimed { claimed_at_ms } => sqlx::query(SQLITE_CLAIMED)
-                .bind(record.subject)
-                .bind(record.key)
+                .bind(&record.subject)
+                .bind(&record.key)
                 .bind(record.status)
-                .bind(record.body.as_str())
+                .bind(&record.body)
                 .bind(claimed_at_ms),
         };
-        if query.execute(&mut *transaction).await?.rows_affected() == 0 {
-            transaction.rollback().await?;
+        if query.execute(&mut **transaction).await?.rows_affected() == 0 {
             return Ok(Appended::RecordRefused);
         }
     }
-    for event in events {
+    for event in &append.events {
         sqlx::query(SQLITE_EVENT)
             .bind(event.aggregate_type.as_str())
             .bind(event.aggregate_id.as_str())
@@ -187,10 +262,9 @@ async fn append_sqlite(
             .bind(event.event_version.as_str())
             .bind(&event.payload)
             .bind(&event.metadata)
-            .execute(&mut *transaction)
+            .execute(&mut **transaction)
             .await?;
     }
-    transaction.commit().await?;
     Ok(Appended::Committed)
 }
 

@@ -396,14 +396,15 @@ async fn execute_on<R: PersistedEventRepository>(
         return Ok(Ran::Executed(Executed::Before(outcome)));
     }
     heads.offer(order_id, loaded.head.clone());
+    // Under a new key, what is not an append goes through the claim; a failure does not.
     match run(loaded.head).await {
         Ok(Attempt::Appended(head, events)) => Ok(Ran::Executed(store.appended(order_id, head, events))),
         Ok(Attempt::RecordRefused) => record_refused(),
-        _ if new_key => Ok(Ran::Deferred),
+        Ok(Attempt::Unchanged(_)) | Err(ExecuteError::Refused(_)) if new_key => Ok(Ran::Deferred),
         Ok(Attempt::Unchanged(head)) => Ok(Ran::Executed(Executed::Now(head.outcome(order_id)))),
         Ok(Attempt::Behind) => {
             heads.evict(order_id);
-            Err(ExecuteError::Conflict)
+            if new_key { Ok(Ran::Deferred) } else { Err(ExecuteError::Conflict) }
         }
         Err(e @ ExecuteError::Refused(_)) => Err(e),
         Err(e) => {
@@ -451,13 +452,13 @@ async fn attempt(
             let kind = match keying {
                 Keying::Claimed(_, claimed_at_ms) => RecordKind::Claimed { claimed_at_ms },
                 _ => RecordKind::New {
-                    fingerprint: request.fingerprint,
+                    fingerprint: request.fingerprint.to_string(),
                     now_ms: metadata.time.timestamp_millis(),
                 },
             };
             Some(Record {
-                subject: request.subject,
-                key: request.key,
+                subject: request.subject.to_string(),
+                key: request.key.to_string(),
                 status: i32::from(answer.status),
                 body: answer.body,
                 kind,

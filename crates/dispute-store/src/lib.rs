@@ -76,6 +76,8 @@ pub(crate) struct Sqlite {
     /// This process's writers take turns here rather than at SQLite's write lock, whose busy
     /// handler polls with sleeps.
     pub(crate) turn: Arc<tokio::sync::Mutex<()>>,
+    /// The commands' appends waiting for the next turn, committed together ([`append`]).
+    pub(crate) appends: append::Queue,
 }
 
 /// Runs the same sqlx expression against whichever pool the backend holds.
@@ -210,7 +212,7 @@ impl Store {
                     .connect_with(options.synchronous(SqliteSynchronous::Normal))
                     .await
                     .map_err(StoreError::Connect)?;
-                Backend::Sqlite(Sqlite { pool, events, turn: Arc::default() })
+                Backend::Sqlite(Sqlite { pool, events, turn: Arc::default(), appends: Arc::default() })
             }
         };
         let events = match &backend {

@@ -387,6 +387,7 @@ async fn two_instances_on_one_database_and_one_nats_give_each_deadline_one_effec
         let exit = server.terminate();
         assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
     }
+    delete_stream(&nats, &stream).await;
 }
 
 /// The figures `disputes-bench --json` promises on its last stdout line.
@@ -442,6 +443,7 @@ async fn bench_prints_every_figure_on_postgres_and_nats_without_errors_also_held
     let held = bench_figures(cwd.path(), &env, &["--duration", "2s", "--concurrency", "4", "--rate", "40"]);
     assert_clean_figures(&held);
     assert_eq!(held["rate"], 40.0, "{held}");
+    delete_stream(&nats, &stream).await;
 }
 
 #[tokio::test]

@@ -313,8 +313,9 @@ async fn record_of(app: &TestApp, key: &str) -> Option<(String, Option<i32>)> {
         .expect("the record is read")
 }
 
-#[tokio::test]
-async fn a_payment_commits_with_its_answer_so_a_retry_replays_it_at_once_and_pays_once() {
+/// An app with quick claims whose order `o-1` awaits its refund's payment; the payment's path
+/// and body.
+async fn awaiting_payment() -> (TestApp, &'static str, Value) {
     let app = TestApp::postgres_with_idempotency(quick_claims()).await;
     app.register(&order("o-1")).await.assert_ok();
     app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
@@ -322,7 +323,12 @@ async fn a_payment_commits_with_its_answer_so_a_retry_replays_it_at_once_and_pay
     let paid = json!({
         "amount": cny(6_000), "channel": "alipay", "payment_ref": "ali-77", "paid_at": app.now(),
     });
-    let path = "/v1/disputes/o-1/refund-paid";
+    (app, "/v1/disputes/o-1/refund-paid", paid)
+}
+
+#[tokio::test]
+async fn a_payment_commits_with_its_answer_so_a_retry_replays_it_at_once_and_pays_once() {
+    let (app, path, paid) = awaiting_payment().await;
 
     answers_fail_after_commits(&app).await;
     let first = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
@@ -339,14 +345,7 @@ async fn a_payment_commits_with_its_answer_so_a_retry_replays_it_at_once_and_pay
 
 #[tokio::test]
 async fn a_payment_committed_before_its_answer_was_recorded_is_answered_as_committed_and_paid_once() {
-    let app = TestApp::postgres_with_idempotency(quick_claims()).await;
-    app.register(&order("o-1")).await.assert_ok();
-    app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
-    app.merchant_accept("o-1").await.assert_ok();
-    let paid = json!({
-        "amount": cny(6_000), "channel": "alipay", "payment_ref": "ali-77", "paid_at": app.now(),
-    });
-    let path = "/v1/disputes/o-1/refund-paid";
+    let (app, path, paid) = awaiting_payment().await;
 
     let first = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
     assert_eq!((first.assert_ok().sequence(), first.status_text()), (4, "refunded"));

@@ -235,23 +235,20 @@ pub(crate) async fn handle(
         .execute_claimed(&order_id, &command, expected_sequence, &metadata, &request, &held)
         .await
         .map_err(ApiError::from);
-    // A rule's answer is final for this request and is kept (an answer the events committed
-    // with is written again, unchanged). A lost race wrote nothing and releases the key, so
+    // The store has answered the claim of a command that took effect. A rule's answer is
+    // final for this request and is kept. A lost race wrote nothing and releases the key, so
     // that a retry executes afresh. After a store failure the command may or may not have
     // committed: the claim is left for the next retry to resolve from the log. A claim taken
     // over is the other request's to answer. If the record cannot be written, the answer
     // still goes out: the claim stays unfinished and a retry resolves it from the log.
     let recorded = match &result {
-        Ok(Executed::Now(outcome) | Executed::Before(outcome)) => {
-            store.complete_idempotency(&subject, &key, &held, &stored_answer(outcome)).await
-        }
+        Ok(_) | Err(ApiError::IdempotencyKeyInFlight { .. }) => Ok(()),
         Err(err @ ApiError::Refused(_)) => {
             let body = serde_json::to_string(&err.problem()).expect("problems serialize");
             let stored = StoredResponse { status: err.status_code().as_u16(), body };
             store.complete_idempotency(&subject, &key, &held, &stored).await
         }
         Err(ApiError::ConcurrentModification) => store.release_idempotency(&subject, &key, &held).await,
-        Err(ApiError::IdempotencyKeyInFlight { .. }) => Ok(()),
         Err(_) => store.abandon_idempotency(&subject, &key, &held).await,
     };
     if let Err(error) = recorded {

@@ -125,8 +125,10 @@ impl Store {
         metadata: &CommandMetadata,
     ) -> Result<Outcome, ExecuteError> {
         match self.execute_once(order_id, &command, expected_sequence, metadata, Keying::None, None).await? {
-            Ran::Executed(Executed::Now(outcome) | Executed::Before(outcome)) => Ok(outcome),
-            Ran::Deferred => unreachable!("only a command under a new key is deferred"),
+            Ran::Appended(outcome) | Ran::Unchanged(outcome) => Ok(outcome),
+            Ran::Before(_) | Ran::Deferred => {
+                unreachable!("only a keyed command is found earlier or deferred")
+            }
         }
     }
 
@@ -151,16 +153,20 @@ impl Store {
             .execute_once(order_id, command, expected_sequence, metadata, Keying::New(request), None)
             .await?
         {
-            Ran::Executed(Executed::Now(outcome) | Executed::Before(outcome)) => Ok(Some(outcome)),
+            Ran::Appended(outcome) => Ok(Some(outcome)),
             Ran::Deferred => Ok(None),
+            Ran::Unchanged(_) | Ran::Before(_) => {
+                unreachable!("under a new key only an append is not deferred")
+            }
         }
     }
 
     /// Executes a keyed command under the claim this request holds on its key. Its events
     /// commit together with its answer, and only while the claim is still this request's
     /// (unanswered, not taken over): otherwise nothing is written and the error is
-    /// [`ExecuteError::ClaimLost`]. A command that writes nothing leaves the claim unanswered:
-    /// the caller records its answer ([`Store::complete_idempotency`]).
+    /// [`ExecuteError::ClaimLost`]. A command that writes no events has its answer recorded
+    /// after it; if that write fails, the answer still stands and the claim stays unanswered,
+    /// for a retry to resolve. So every outcome but an error leaves the claim answered.
     ///
     /// A claim taken over ([`Held::resumed_since`]) belonged to an earlier request that may
     /// have committed the command before its answer was recorded (a process of an earlier
@@ -188,8 +194,24 @@ impl Store {
             .execute_once(order_id, command, expected_sequence, metadata, keying, earlier.as_ref())
             .await?
         {
-            Ran::Executed(executed) => Ok(executed),
+            Ran::Appended(outcome) => Ok(Executed::Now(outcome)),
+            Ran::Unchanged(outcome) => {
+                self.answer_claim(request, held, &outcome).await;
+                Ok(Executed::Now(outcome))
+            }
+            Ran::Before(outcome) => {
+                self.answer_claim(request, held, &outcome).await;
+                Ok(Executed::Before(outcome))
+            }
             Ran::Deferred => unreachable!("only a command under a new key is deferred"),
+        }
+    }
+
+    /// Records the answer to `outcome` on the claim `held`, where no append carried it.
+    async fn answer_claim(&self, request: &KeyedRequest<'_>, held: &Held, outcome: &Outcome) {
+        let answer = (request.answer)(outcome);
+        if let Err(error) = self.complete_idempotency(request.subject, request.key, held, &answer).await {
+            tracing::warn!(%error, key = request.key, "the idempotency record was not updated; a retry resolves it from the log");
         }
     }
 
@@ -214,7 +236,7 @@ impl Store {
             earlier,
         )
         .await)?;
-        if let Ran::Executed(Executed::Now(_)) = ran {
+        if let Ran::Appended(_) = ran {
             self.committed.notify_waiters();
         }
         Ok(ran)
@@ -274,9 +296,14 @@ enum Keying<'a> {
     Claimed(&'a KeyedRequest<'a>, i64),
 }
 
-/// What executing a command did, short of a failure.
+/// What executing a command did, short of a failure; each with the state it answers.
 enum Ran {
-    Executed(Executed),
+    /// Its events are committed (with the key's answer, under a key).
+    Appended(Outcome),
+    /// The rules accepted it and it changes nothing: nothing was written.
+    Unchanged(Outcome),
+    /// A take-over found the earlier request's events: nothing was written now.
+    Before(Outcome),
     /// Under a new key only: nothing was written, and the command goes through a claim.
     Deferred,
 }
@@ -375,7 +402,7 @@ async fn execute_on<R: PersistedEventRepository>(
     if let Some(head) = cached {
         match run(head).await {
             Ok(Attempt::Appended(head, events)) => {
-                return Ok(Ran::Executed(store.appended(order_id, head, events)));
+                return Ok(Ran::Appended(store.appended(order_id, head, events)));
             }
             Ok(Attempt::RecordRefused) => return record_refused(),
             Ok(Attempt::Behind) => heads.evict(order_id),
@@ -393,15 +420,15 @@ async fn execute_on<R: PersistedEventRepository>(
     }
     let loaded = load(repo, order_id, earlier).await.inspect_err(|_| heads.evict(order_id))?;
     if let Some(outcome) = loaded.earlier {
-        return Ok(Ran::Executed(Executed::Before(outcome)));
+        return Ok(Ran::Before(outcome));
     }
     heads.offer(order_id, loaded.head.clone());
     // Under a new key, what is not an append goes through the claim; a failure does not.
     match run(loaded.head).await {
-        Ok(Attempt::Appended(head, events)) => Ok(Ran::Executed(store.appended(order_id, head, events))),
+        Ok(Attempt::Appended(head, events)) => Ok(Ran::Appended(store.appended(order_id, head, events))),
         Ok(Attempt::RecordRefused) => record_refused(),
         Ok(Attempt::Unchanged(_)) | Err(ExecuteError::Refused(_)) if new_key => Ok(Ran::Deferred),
-        Ok(Attempt::Unchanged(head)) => Ok(Ran::Executed(Executed::Now(head.outcome(order_id)))),
+        Ok(Attempt::Unchanged(head)) => Ok(Ran::Unchanged(head.outcome(order_id))),
         Ok(Attempt::Behind) => {
             heads.evict(order_id);
             if new_key { Ok(Ran::Deferred) } else { Err(ExecuteError::Conflict) }
@@ -475,7 +502,7 @@ async fn attempt(
 impl Store {
     /// After a command's `events` committed on `order_id`: the cache holds the `head` after
     /// them, and they are handed to this process's reader of its own commits, if any.
-    fn appended(&self, order_id: &str, head: Head, events: Vec<SerializedEvent>) -> Executed {
+    fn appended(&self, order_id: &str, head: Head, events: Vec<SerializedEvent>) -> Outcome {
         let outcome = head.outcome(order_id);
         self.heads.offer(order_id, head);
         if let Some(to) = self.handed.get() {
@@ -493,7 +520,7 @@ impl Store {
                 .collect();
             let _ = to.try_send(batch);
         }
-        Executed::Now(outcome)
+        outcome
     }
 }
 

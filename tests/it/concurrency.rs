@@ -209,3 +209,62 @@ async fn commands_on_sixteen_orders_at_once_all_succeed() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyed_accepts_racing_on_eight_orders_commit_each_winner_with_its_answer_and_nothing_of_the_losers() {
+    // On the embedded store winners and losers queue into the same commits: a loser's refused
+    // events take none of the others' rows back, and leave no answer of their own.
+    for app in [TestApp::postgres().await, TestApp::sqlite().await] {
+        let app = Arc::new(app);
+        let ids: Vec<String> = (0..8).map(|i| format!("o-{i}")).collect();
+        for id in &ids {
+            awaiting_merchant(&app, id).await;
+        }
+        let request = |id: &str, n: usize| {
+            let key = vec![("idempotency-key".to_string(), format!("{id}-{n}"))];
+            (
+                format!("/v1/disputes/{id}/merchant-accept"),
+                Role::Merchant,
+                MERCHANT.to_string(),
+                json!({}),
+                key,
+            )
+        };
+        let requests = ids.iter().flat_map(|id| [request(id, 0), request(id, 1)]).collect();
+        let answers = all_at_once(&app, requests).await;
+        for answer in &answers {
+            if answer.status != 200 {
+                answer.assert_problem(409, answer.code());
+                assert!(
+                    ["concurrent_modification", "invalid_transition"].contains(&answer.code()),
+                    "{}",
+                    answer.body
+                );
+            }
+        }
+        assert_eq!(answers.iter().filter(|a| a.status == 200).count(), ids.len(), "one winner per order");
+        for id in &ids {
+            assert_contiguous(&app, id, 3).await;
+            let mut again = Vec::new();
+            for n in 0..2 {
+                let (path, role, sub, body, key) = request(id, n);
+                let token = app.token(role, &sub);
+                again.push(
+                    app.send(
+                        Method::POST,
+                        &path,
+                        Some(&token),
+                        Some(&body),
+                        &[("idempotency-key", &key[0].1)],
+                    )
+                    .await,
+                );
+            }
+            let won: Vec<&Answer> = again.iter().filter(|a| a.status == 200).collect();
+            assert_eq!(won.len(), 1, "the winner's key replays its answer; the loser's does not win: {id}");
+            assert_eq!(won[0].headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+            assert_eq!((won[0].sequence(), won[0].status_text()), (3, "refund_pending"));
+            assert_contiguous(&app, id, 3).await;
+        }
+    }
+}

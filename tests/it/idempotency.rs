@@ -213,7 +213,13 @@ async fn a_refusal_replays_as_the_same_refusal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_retries_execute_once() {
-    let app = Arc::new(TestApp::postgres().await);
+    // On the embedded store, retries that queue together are committed in one group.
+    for app in [TestApp::postgres().await, TestApp::sqlite().await] {
+        twenty_retries_at_once(Arc::new(app)).await;
+    }
+}
+
+async fn twenty_retries_at_once(app: Arc<TestApp>) {
     app.register(&order("o-1")).await.assert_ok();
     app.request_refund("o-1", "refund_only", "quality_issue", 6_000).await.assert_ok();
     let body = json!({ "amount": cny(3_000), "note": "half back" });

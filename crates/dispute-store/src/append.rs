@@ -11,10 +11,11 @@
 //!
 //! A duplicate `(order, sequence)` is the optimistic lock: another command committed first.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::SerializedEvent;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::Acquire;
 use tokio::sync::oneshot;
 
@@ -86,6 +87,21 @@ const POSTGRES_CLAIMED: &str = concat!(
 const SQLITE_EVENT: &str = "INSERT INTO events \
      (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// The events of a group of appends, each an object of the array `$1`, inserted in its order.
+const SQLITE_EVENTS: &str = "INSERT INTO events \
+     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+     SELECT value ->> 'aggregate_type', value ->> 'aggregate_id', value ->> 'sequence', \
+            value ->> 'event_type', value ->> 'event_version', value ->> 'payload', value ->> 'metadata' \
+     FROM json_each($1) ORDER BY key";
+
+/// The new records of a group of appends, each an object of the array `$1`; answers with the
+/// keys of those written (the others' keys are in use).
+const SQLITE_NEW_RECORDS: &str = "INSERT INTO idempotency_keys \
+     (subject, key, response_status, response_body, fingerprint, claimed_at_ms, created_at_ms) \
+     SELECT value ->> 'subject', value ->> 'key', value ->> 'status', value ->> 'body', \
+            value ->> 'fingerprint', value ->> 'now_ms', value ->> 'now_ms' \
+     FROM json_each($1) WHERE true ON CONFLICT (subject, key) DO NOTHING RETURNING subject, key";
 
 /// `$1` subject, `$2` key, `$3` status, `$4` body, `$5` fingerprint, `$6` now (ms).
 const SQLITE_NEW: &str = "INSERT INTO idempotency_keys \
@@ -161,45 +177,87 @@ pub(crate) struct Queued {
 }
 
 /// The appends waiting for the embedded store's next commit.
-pub(crate) type Queue = Arc<Mutex<Vec<Queued>>>;
+pub(crate) type Queue = Arc<Mutex<Waiting>>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    appends: Vec<Queued>,
+    /// A committer is running: it takes every append queued before it finds none.
+    committing: bool,
+}
 
 /// On SQLite every commit waits for its own flush, one writer at a time: the appends that
-/// queue meanwhile are committed together, in one transaction and one flush, each inside a
-/// savepoint so that a refused append takes back only its own rows. Whoever gets the writers'
-/// turn commits everything queued, its own append included, in a task of its own that holds
-/// the turn: a request dropped while waiting cancels nobody's commit.
+/// queue meanwhile are committed together, in one transaction and one flush. One committer at
+/// a time takes them: the first append that finds none running starts it, in a task of its
+/// own (a request dropped while waiting cancels nobody's commit), and it commits whatever has
+/// queued, a group per writers' turn, until nothing has. Every other append only waits for its
+/// answer: were each request to wait for the writers' turn itself, the turns of requests already
+/// answered would each commit the one append that came since, and groups would stay small.
 async fn append_sqlite(
     sqlite: &Sqlite,
     events: &[SerializedEvent],
     record: Option<&Record>,
 ) -> Result<Appended, sqlx::Error> {
     let (done, answer) = oneshot::channel();
-    lock(&sqlite.appends).push(Queued { events: events.to_vec(), record: record.cloned(), done });
-    let turn = sqlite.turn.clone().lock_owned().await;
-    let queued = std::mem::take(&mut *lock(&sqlite.appends));
-    if queued.is_empty() {
-        // An earlier turn committed this append too, and answered before it ended.
-        drop(turn);
-    } else {
-        let events_pool = sqlite.events.clone();
-        tokio::spawn(async move {
-            commit_together(&events_pool, queued).await;
-            drop(turn);
-        });
+    let start = {
+        let mut waiting = lock(&sqlite.appends);
+        waiting.appends.push(Queued { events: events.to_vec(), record: record.cloned(), done });
+        !std::mem::replace(&mut waiting.committing, true)
+    };
+    if start {
+        tokio::spawn(commit_queued(sqlite.clone()));
     }
     answer.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
 }
 
-fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+/// The committer: a group per writers' turn, until no append is waiting.
+async fn commit_queued(sqlite: Sqlite) {
+    let _unwinding = Unwinding(&sqlite.appends);
+    loop {
+        let turn = sqlite.turn.clone().lock_owned().await;
+        let queued = {
+            let mut waiting = lock(&sqlite.appends);
+            if waiting.appends.is_empty() {
+                waiting.committing = false;
+                return;
+            }
+            std::mem::take(&mut waiting.appends)
+        };
+        commit_together(&sqlite.events, queued).await;
+        drop(turn);
+    }
+}
+
+/// Should the committer panic, the next append starts another: the appends it had taken are
+/// told the commit failed when their answers are dropped.
+struct Unwinding<'a>(&'a Queue);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(self.0).committing = false;
+        }
+    }
+}
+
+fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, Waiting> {
     queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Commits `queued` in one transaction and answers each. If the commit fails, each is told so.
 async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
-    let mut outcomes = Vec::with_capacity(queued.len());
-    let committed: Result<(), sqlx::Error> = async {
+    let committed: Result<Vec<Result<Appended, sqlx::Error>>, sqlx::Error> = async {
         let mut connection = pool.acquire().await?;
         let mut transaction = connection.begin().await?;
+        if let Some(outcomes) = write_together(&mut transaction, &queued).await? {
+            transaction.commit().await?;
+            return Ok(outcomes);
+        }
+        // An event's sequence was taken: the appends one at a time, each in a savepoint so
+        // that the one refused takes back only its own rows.
+        transaction.rollback().await?;
+        let mut transaction = connection.begin().await?;
+        let mut outcomes = Vec::with_capacity(queued.len());
         for append in &queued {
             sqlx::query("SAVEPOINT append").execute(&mut *transaction).await?;
             let outcome = write_sqlite(&mut transaction, append).await;
@@ -209,11 +267,12 @@ async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
             sqlx::query("RELEASE append").execute(&mut *transaction).await?;
             outcomes.push(outcome);
         }
-        transaction.commit().await
+        transaction.commit().await?;
+        Ok(outcomes)
     }
     .await;
     match committed {
-        Ok(()) => {
+        Ok(outcomes) => {
             for (append, outcome) in queued.into_iter().zip(outcomes) {
                 let _ = append.done.send(outcome);
             }
@@ -226,6 +285,83 @@ async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
             }
         }
     }
+}
+
+/// Writes a group's rows with a statement per table, not per row: each statement is an exchange
+/// with SQLite's worker thread, and the writers' turn waits for every one. The new records
+/// first (a key taken twice in the group is in use for the second), then each claim's answer,
+/// then the events of every append whose record was written. `None`, with the rows possibly
+/// half written, if an event's sequence was taken.
+async fn write_together(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    queued: &[Queued],
+) -> Result<Option<Vec<Result<Appended, sqlx::Error>>>, sqlx::Error> {
+    let mut refused = vec![false; queued.len()];
+    let mut new = Vec::new();
+    let mut keys = HashSet::new();
+    for (n, append) in queued.iter().enumerate() {
+        if let Some(record @ Record { kind: RecordKind::New { fingerprint, now_ms }, .. }) = &append.record {
+            if keys.insert((record.subject.as_str(), record.key.as_str())) {
+                new.push(json!({
+                    "subject": record.subject, "key": record.key, "status": record.status,
+                    "body": record.body, "fingerprint": fingerprint, "now_ms": now_ms,
+                }));
+            } else {
+                refused[n] = true;
+            }
+        }
+    }
+    if !new.is_empty() {
+        let written: Vec<(String, String)> = sqlx::query_as(SQLITE_NEW_RECORDS)
+            .bind(Value::Array(new).to_string())
+            .fetch_all(&mut **transaction)
+            .await?;
+        let written: HashSet<(&str, &str)> = written.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
+        for (n, append) in queued.iter().enumerate() {
+            if let Some(record @ Record { kind: RecordKind::New { .. }, .. }) = &append.record {
+                refused[n] |= !written.contains(&(record.subject.as_str(), record.key.as_str()));
+            }
+        }
+    }
+    for (n, append) in queued.iter().enumerate() {
+        if let Some(record @ Record { kind: RecordKind::Claimed { claimed_at_ms }, .. }) = &append.record {
+            let answered = sqlx::query(SQLITE_CLAIMED)
+                .bind(&record.subject)
+                .bind(&record.key)
+                .bind(record.status)
+                .bind(&record.body)
+                .bind(claimed_at_ms)
+                .execute(&mut **transaction)
+                .await?;
+            refused[n] = answered.rows_affected() == 0;
+        }
+    }
+    let events: Vec<Value> = queued
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refused)| !**refused)
+        .flat_map(|(append, _)| &append.events)
+        .map(|event| {
+            json!({
+                "aggregate_type": event.aggregate_type, "aggregate_id": event.aggregate_id,
+                "sequence": event.sequence, "event_type": event.event_type,
+                "event_version": event.event_version, "payload": event.payload.to_string(),
+                "metadata": event.metadata.to_string(),
+            })
+        })
+        .collect();
+    if !events.is_empty() {
+        match sqlx::query(SQLITE_EVENTS)
+            .bind(Value::Array(events).to_string())
+            .execute(&mut **transaction)
+            .await
+        {
+            Err(e) if is_duplicate_event(&e) => return Ok(None),
+            written => written?,
+        };
+    }
+    let outcome = |refused| Ok(if refused { Appended::RecordRefused } else { Appended::Committed });
+    Ok(Some(refused.into_iter().map(outcome).collect()))
 }
 
 /// One append's rows, inside the group's transaction.

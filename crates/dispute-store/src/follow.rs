@@ -22,14 +22,17 @@
 //! audit) always reads the log itself.
 //!
 //! A follower saves its cursor to its named checkpoint at most every [`CHECKPOINT_EVERY`] while
-//! events keep coming, and at once when a look at the log finds nothing new, when it catches up
-//! on request, and when it stops. After a crash the events since the last save are applied
+//! events keep coming, when a look at the log finds nothing new (at most every
+//! [`CHECKPOINT_QUIET`]: the poll comes back to it), when it catches up on request, and when it
+//! stops. After a crash the events since the last save are applied
 //! again, which every consumer must bear anyway.
 //!
 //! No notification from the database wakes it: a `NOTIFY` in the appending transaction would
 //! serialise every commit in the cluster. Other instances' commits are found by polling, and
 //! the poll adapts: a poll that finds events polls again after [`POLL_MIN`], one that finds
-//! none waits twice as long, up to [`POLL`].
+//! none waits twice as long, up to [`POLL`]. A follower that need not keep up to the millisecond
+//! (the timer's tracking) is paced ([`Follower::paced`]): a commit wakes it no sooner than its
+//! pace after its last read, so that one read and one write take in the commits of that time.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -53,6 +56,9 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const POLL_MIN: Duration = Duration::from_millis(5);
 /// The longest a follower that keeps reading events goes without saving its checkpoint.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The least time between two saves of a checkpoint at quiet moments: a trickle of commits
+/// makes one after nearly every commit.
+pub const CHECKPOINT_QUIET: Duration = Duration::from_millis(100);
 /// How many of the last reads of the log the [`Tail`] keeps for the followers behind.
 pub const KEPT: usize = 4;
 /// The longest a follower catching up waits for another, behind it, to take a kept read.
@@ -242,6 +248,8 @@ pub struct Follower {
     checkpoint: Option<String>,
     /// Held while a pass reads, so two passes of one follower never apply a batch side by side.
     position: Mutex<Position>,
+    /// The least time from one read to the next that a commit wakes; see [`Follower::paced`].
+    pace: Duration,
 }
 
 /// Where a follower has read up to, and what of it is saved.
@@ -265,14 +273,23 @@ impl Follower {
     /// Follows from the checkpoint `name`, and saves it as it goes.
     pub fn new(store: Arc<Store>, name: impl Into<String>) -> Self {
         let id = store.tail.followers.fetch_add(1, Ordering::Relaxed);
-        Self { store, id, checkpoint: Some(name.into()), position: Mutex::new(Position::unloaded()) }
+        let position = Mutex::new(Position::unloaded());
+        Self { store, id, checkpoint: Some(name.into()), position, pace: Duration::ZERO }
+    }
+
+    /// Woken by a commit, reads no sooner than `pace` after its last read began: the commits of
+    /// that time are read and applied together. For a follower whose consumer may lag the log
+    /// by that much.
+    pub fn paced(mut self, pace: Duration) -> Self {
+        self.pace = pace;
+        self
     }
 
     /// Reads from `cursor` and saves no checkpoint.
     pub fn from_cursor(store: Arc<Store>, cursor: Cursor) -> Self {
         let position = Position { cursor: Some(cursor), ..Position::unloaded() };
         let id = store.tail.followers.fetch_add(1, Ordering::Relaxed);
-        Self { store, id, checkpoint: None, position: Mutex::new(position) }
+        Self { store, id, checkpoint: None, position: Mutex::new(position), pace: Duration::ZERO }
     }
 
     /// Where the follower has read up to (the checkpoint's until the first read).
@@ -327,6 +344,7 @@ impl Follower {
             let committed = self.store.committed.notified();
             tokio::pin!(committed);
             committed.as_mut().enable();
+            let began = Instant::now();
             let read = self.read(consumer, Some(stop), self.store.committed.count()).await?;
             if stop.is_cancelled() {
                 break;
@@ -337,7 +355,10 @@ impl Follower {
             }
             if read == 0 {
                 // A quiet moment: save what the last busy spell left unsaved.
-                self.save(&mut *self.position.lock().await).await?;
+                let mut position = self.position.lock().await;
+                if position.saved_at.elapsed() >= CHECKPOINT_QUIET {
+                    self.save(&mut position).await?;
+                }
             }
             consumer.idle().await?;
             polled = false;
@@ -345,6 +366,12 @@ impl Follower {
                 _ = committed => {}
                 _ = tokio::time::sleep(poll) => polled = true,
                 _ = stop.cancelled() => break,
+            }
+            if !polled && !self.pace.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(began + self.pace) => {}
+                    _ = stop.cancelled() => break,
+                }
             }
         }
         self.save(&mut *self.position.lock().await).await?;

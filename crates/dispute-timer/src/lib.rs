@@ -38,6 +38,10 @@ use tokio_util::sync::CancellationToken;
 const CHECKPOINT: &str = "timer";
 /// Due rows claimed per step.
 const CLAIM_BATCH: i64 = 64;
+/// How far tracking may lag the log: a commit wakes it no sooner than this after its last read,
+/// so that a busy log costs it one read and one write per pace rather than per commit. A small
+/// part of the second a deadline may fire late by.
+pub const TRACKING_PACE: Duration = Duration::from_millis(100);
 /// How long a claim keeps other instances off a row.
 pub const CLAIM: Duration = Duration::from_secs(30);
 /// How soon a row whose command hit a concurrent write or a store failure is tried again.
@@ -125,7 +129,7 @@ pub struct DeadlineTimer {
 
 impl DeadlineTimer {
     pub fn new(store: Arc<Store>) -> Arc<Self> {
-        let tracking = Follower::new(store.clone(), CHECKPOINT);
+        let tracking = Follower::new(store.clone(), CHECKPOINT).paced(TRACKING_PACE);
         Arc::new(Self { store, tracked: Notify::new(), next_look_ms: AtomicI64::new(i64::MAX), tracking })
     }
 

@@ -123,7 +123,7 @@ pub(crate) async fn append(
             // The answer to a claim updates the claim's row, found through an index that a
             // generic plan made on a small table might not use: planned afresh, as any scan.
             let claimed = matches!(record.map(|r| &r.kind), Some(RecordKind::Claimed { .. }));
-            let pool = if claimed { &postgres.pool } else { &postgres.appends };
+            let pool = if claimed { &postgres.pool } else { &postgres.inserts };
             append_postgres(pool, events, record).await
         }
         Backend::Sqlite(sqlite) => append_sqlite(sqlite, events, record).await,

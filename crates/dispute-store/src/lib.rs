@@ -54,15 +54,16 @@ pub(crate) enum Backend {
 /// The PostgreSQL store's connections: the configured number, split between two pools.
 #[derive(Debug, Clone)]
 pub(crate) struct Postgres {
-    /// Every statement but the appends below. Each is planned for its tables as they are now
+    /// Every statement but the inserts below. Each is planned for its tables as they are now
     /// (`plan_cache_mode = force_custom_plan`): a prepared statement's cached generic plan,
     /// made while a table was small, would keep scanning it whole as it grows until the next
     /// ANALYZE (never, with autovacuum off).
     pub(crate) pool: PgPool,
-    /// The events' appends under a new key or none ([`append`]), which insert without scanning
-    /// anything: no table's size can change their plans, so each connection plans them once
-    /// (`force_generic_plan`) instead of at every command.
-    pub(crate) appends: PgPool,
+    /// The statements that insert without scanning anything: the events' appends under a new
+    /// key or none ([`append`]) and the projector's batches that read no stored view
+    /// ([`ViewWriter::write`]). No table's size can change their plans, so each
+    /// connection plans them once (`force_generic_plan`) instead of at every execution.
+    pub(crate) inserts: PgPool,
 }
 
 /// The embedded store's connections.
@@ -179,13 +180,13 @@ impl Store {
                         .test_before_acquire(false)
                         .connect_with(options.clone().options([("plan_cache_mode", plans)]))
                 };
-                let appends = (max_connections / 2).max(1);
-                let appends_pool = pool(appends, "force_generic_plan").await.map_err(StoreError::Connect)?;
-                let pool = pool(max_connections.saturating_sub(appends).max(1), "force_custom_plan")
+                let inserts = (max_connections / 2).max(1);
+                let inserts_pool = pool(inserts, "force_generic_plan").await.map_err(StoreError::Connect)?;
+                let pool = pool(max_connections.saturating_sub(inserts).max(1), "force_custom_plan")
                     .await
                     .map_err(StoreError::Connect)?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(StoreError::Migrate)?;
-                Backend::Postgres(Postgres { pool, appends: appends_pool })
+                Backend::Postgres(Postgres { pool, inserts: inserts_pool })
             }
             StoreConfig::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -245,7 +246,7 @@ impl Store {
     /// The connection pools' occupancy now, summed over the store's pools, for the metrics.
     pub fn pool_stats(&self) -> PoolStats {
         let (pool, events) = match &self.backend {
-            Backend::Postgres(Postgres { pool, appends }) => (PoolStats::of(pool), PoolStats::of(appends)),
+            Backend::Postgres(Postgres { pool, inserts }) => (PoolStats::of(pool), PoolStats::of(inserts)),
             Backend::Sqlite(Sqlite { pool, events, .. }) => (PoolStats::of(pool), PoolStats::of(events)),
         };
         PoolStats {
@@ -284,7 +285,7 @@ impl Store {
     pub async fn close(&self) {
         self.tail.close().await;
         match &self.backend {
-            Backend::Postgres(Postgres { pool, appends }) => tokio::join!(pool.close(), appends.close()),
+            Backend::Postgres(Postgres { pool, inserts }) => tokio::join!(pool.close(), inserts.close()),
             Backend::Sqlite(Sqlite { pool, events, .. }) => tokio::join!(pool.close(), events.close()),
         };
     }

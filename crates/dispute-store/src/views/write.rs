@@ -151,9 +151,9 @@ impl ViewWriter {
             return Ok(Vec::new());
         }
         match (&self.backend, &self.statements.insert_both) {
-            (Backend::Postgres(crate::Postgres { pool, .. }), Some(both)) => {
+            (Backend::Postgres(crate::Postgres { inserts, .. }), Some(both)) => {
                 let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
-                Ok(sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(pool).await?)
+                Ok(sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(inserts).await?)
             }
             _ => self.lock(&[]).await?.0.commit(timeline, disputes).await,
         }

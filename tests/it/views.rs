@@ -1757,6 +1757,26 @@ async fn a_sequence_the_view_never_reaches_is_view_behind_and_a_malformed_one_is
     }
 }
 
+#[tokio::test]
+async fn a_wait_for_a_sequence_this_process_projected_is_answered_without_reading_the_store() {
+    let app = TestApp::postgres().await;
+    app.register(&order("w-1")).await.assert_ok();
+    let last = app.request_refund("w-1", "refund_only", "quality_issue", 1_000).await.assert_ok().sequence();
+    let projected = view(&app, "w-1", Role::Buyer, BUYER, last).await;
+    // With the stored row gone, only what this process's projector committed can answer.
+    app.sql("DELETE FROM view_disputes WHERE order_id = 'w-1'").await;
+    let answer = get(&app, "/v1/disputes/w-1", Role::Buyer, BUYER, Some(last)).await;
+    answer.assert_ok();
+    for field in ["sequence", "status", "requested", "buyer_id"] {
+        assert_eq!(answer.body[field], projected[field], "{field}");
+    }
+    // The parties are still checked, and a read without a sequence reads the store.
+    get(&app, "/v1/disputes/w-1", Role::Merchant, "another-merchant", Some(last))
+        .await
+        .assert_problem(404, "not_found");
+    assert_eq!(get(&app, "/v1/disputes/w-1", Role::Buyer, BUYER, None).await.status, 404);
+}
+
 // 12. Views from NATS.
 
 #[tokio::test]

@@ -79,14 +79,22 @@ async fn readable_dispute(
     let min = min_sequence(headers)?;
     let deadline = tokio::time::Instant::now() + state.edge.view_wait;
     let projected = state.store.projected();
-    let (mut read, mut next_poll) = (true, tokio::time::Instant::now());
+    // A sequence a command of this process handed its projector is waited for from the
+    // projector: read now, the store would still be behind. The poll covers a projection that
+    // failed and came from elsewhere.
+    let mut read = min.is_none_or(|min| projected.reached(order_id, min) || !projected.handed(order_id, min));
+    let mut next_poll = tokio::time::Instant::now() + if read { Duration::ZERO } else { POLL };
     loop {
         // Armed before the read, so a projection committed in between is not missed.
         let committed = projected.notified();
         tokio::pin!(committed);
         committed.as_mut().enable();
         if read {
-            let view = state.views.dispute(order_id).await?;
+            // What this process's projector committed, if that far already; else the store.
+            let view = match min.map(|min| state.views.projected_dispute(order_id, min)).transpose()? {
+                Some(Some(view)) => Some(view),
+                _ => state.views.dispute(order_id).await?,
+            };
             next_poll = tokio::time::Instant::now() + POLL;
             if let Some(view) = &view {
                 let is_party = match actor.role {

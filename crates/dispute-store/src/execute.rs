@@ -506,6 +506,7 @@ impl Store {
         let outcome = head.outcome(order_id);
         self.heads.offer(order_id, head);
         if let Some(to) = self.handed.get() {
+            let last = events.last().map(|e| e.sequence as u64);
             let batch: Batch = events
                 .into_iter()
                 .map(|e| StoredEvent {
@@ -518,7 +519,11 @@ impl Store {
                     cursor: Cursor::default(),
                 })
                 .collect();
-            let _ = to.try_send(batch);
+            if to.try_send(batch).is_ok()
+                && let Some(last) = last
+            {
+                self.projected.handing(order_id, last);
+            }
         }
         outcome
     }

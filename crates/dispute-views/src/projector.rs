@@ -177,9 +177,12 @@ impl Projector {
             Some(writes) => writes.commit(&changes.timeline, &changes.disputes).await?,
             None => self.writer.write(&changes.timeline, &changes.disputes).await?,
         };
-        self.store
-            .projected()
-            .committed(changes.views.iter().map(|(id, sequence, _)| (id.as_str(), *sequence)));
+        self.store.projected().committed(
+            changes
+                .disputes
+                .iter()
+                .map(|row| (row.order_id.as_str(), row.sequence as u64, row.view.as_str())),
+        );
         for (order_id, sequence, view) in changes.views {
             self.kept.insert(order_id, (sequence, view));
         }

@@ -129,6 +129,13 @@ impl Views {
         view.map(|view| serde_json::from_str(&view).map_err(ViewError::from)).transpose()
     }
 
+    /// A dispute's view as this process's projector committed it, if it reflects `sequence` or
+    /// later and is still remembered: no read of the store.
+    pub fn projected_dispute(&self, order_id: &str, sequence: u64) -> Result<Option<DisputeView>, ViewError> {
+        let view = self.store.projected().view(order_id, sequence);
+        view.map(|view| serde_json::from_str(&view).map_err(ViewError::from)).transpose()
+    }
+
     pub async fn timeline(&self, order_id: &str) -> Result<Vec<TimelineEntry>, ViewError> {
         let rows = self.store.timeline_rows(order_id).await?;
         rows.into_iter()

@@ -31,8 +31,9 @@
 //! serialise every commit in the cluster. Other instances' commits are found by polling, and
 //! the poll adapts: a poll that finds events polls again after [`POLL_MIN`], one that finds
 //! none waits twice as long, up to [`POLL`]. A follower that need not keep up to the millisecond
-//! (the timer's tracking) is paced ([`Follower::paced`]): a commit wakes it no sooner than its
-//! pace after its last read, so that one read and one write take in the commits of that time.
+//! (the timer's tracking, the relay) is paced ([`Follower::paced`]): a commit wakes it no sooner
+//! than its pace after its last read, so that one read and one write take in the commits of
+//! that time.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -33,7 +33,7 @@
 //! none waits twice as long, up to [`POLL`]. A follower that need not keep up to the millisecond
 //! (the timer's tracking, the relay) is paced ([`Follower::paced`]): a commit wakes it no sooner
 //! than its pace after its last read, so that one read and one write take in the commits of
-//! that time.
+//! that time, and it polls no more often than its pace.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -279,8 +279,8 @@ impl Follower {
     }
 
     /// Woken by a commit, reads no sooner than `pace` after its last read began: the commits of
-    /// that time are read and applied together. For a follower whose consumer may lag the log
-    /// by that much.
+    /// that time are read and applied together. Polls no more often either. For a follower whose
+    /// consumer may lag the log by that much.
     pub fn paced(mut self, pace: Duration) -> Self {
         self.pace = pace;
         self
@@ -352,7 +352,7 @@ impl Follower {
             }
             if polled {
                 // Events found by polling were committed elsewhere: more are likely to follow.
-                poll = if read > 0 { POLL_MIN } else { (poll * 2).min(POLL) };
+                poll = if read > 0 { POLL_MIN.max(self.pace) } else { (poll * 2).min(POLL) };
             }
             if read == 0 {
                 // A quiet moment: save what the last busy spell left unsaved.

@@ -177,12 +177,13 @@ impl Projector {
             Some(writes) => writes.commit(&changes.timeline, &changes.disputes).await?,
             None => self.writer.write(&changes.timeline, &changes.disputes).await?,
         };
-        self.store.projected().committed(
-            changes
-                .disputes
-                .iter()
-                .map(|row| (row.order_id.as_str(), row.sequence as u64, row.view.as_str())),
-        );
+        if self.live {
+            // What readers are answered from: views set aside for a rebuild are not read yet.
+            let views = changes.disputes.iter();
+            self.store
+                .projected()
+                .committed(views.map(|row| (row.order_id.as_str(), row.sequence as u64, row.view.as_str())));
+        }
         for (order_id, sequence, view) in changes.views {
             self.kept.insert(order_id, (sequence, view));
         }

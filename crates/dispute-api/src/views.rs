@@ -91,10 +91,11 @@ async fn readable_dispute(
         committed.as_mut().enable();
         if read {
             // What this process's projector committed, if that far already; else the store.
-            let view = match min.map(|min| state.views.projected_dispute(order_id, min)).transpose()? {
-                Some(Some(view)) => Some(view),
-                _ => state.views.dispute(order_id).await?,
-            };
+            let view =
+                match min.map(|min| state.views.projected_dispute(order_id, min)).transpose()?.flatten() {
+                    Some(view) => Some(view),
+                    None => state.views.dispute(order_id).await?,
+                };
             next_poll = tokio::time::Instant::now() + POLL;
             if let Some(view) = &view {
                 let is_party = match actor.role {

@@ -84,10 +84,6 @@ const POSTGRES_CLAIMED: &str = concat!(
     " WHERE EXISTS (SELECT FROM record)"
 );
 
-const SQLITE_EVENT: &str = "INSERT INTO events \
-     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
 /// The events of a group of appends, each an object of the array `$1`, inserted in its order.
 const SQLITE_EVENTS: &str = "INSERT INTO events \
      (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
@@ -103,12 +99,8 @@ const SQLITE_NEW_RECORDS: &str = "INSERT INTO idempotency_keys \
             value ->> 'fingerprint', value ->> 'now_ms', value ->> 'now_ms' \
      FROM json_each($1) WHERE true ON CONFLICT (subject, key) DO NOTHING RETURNING subject, key";
 
-/// `$1` subject, `$2` key, `$3` status, `$4` body, `$5` fingerprint, `$6` now (ms).
-const SQLITE_NEW: &str = "INSERT INTO idempotency_keys \
-     (subject, key, response_status, response_body, fingerprint, claimed_at_ms, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (subject, key) DO NOTHING";
-
-/// `$1` subject, `$2` key, `$3` status, `$4` body, `$5` the claim's `claimed_at_ms`.
+/// A claim's answer: `$1` subject, `$2` key, `$3` status, `$4` body, `$5` the claim's
+/// `claimed_at_ms`.
 const SQLITE_CLAIMED: &str = "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
      WHERE subject = $1 AND key = $2 AND claimed_at_ms = $5 AND response_status IS NULL";
 
@@ -246,7 +238,7 @@ fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, Waiting> {
 
 /// Commits `queued` in one transaction and answers each. If the commit fails, each is told so.
 async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
-    let committed: Result<Vec<Result<Appended, sqlx::Error>>, sqlx::Error> = async {
+    let committed: Result<Vec<Appended>, sqlx::Error> = async {
         let mut connection = pool.acquire().await?;
         let mut transaction = connection.begin().await?;
         if let Some(outcomes) = write_together(&mut transaction, &queued).await? {
@@ -254,14 +246,16 @@ async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
             return Ok(outcomes);
         }
         // An event's sequence was taken: the appends one at a time, each in a savepoint so
-        // that the one refused takes back only its own rows.
+        // that the one behind takes back only its own rows.
         transaction.rollback().await?;
         let mut transaction = connection.begin().await?;
         let mut outcomes = Vec::with_capacity(queued.len());
-        for append in &queued {
+        for append in queued.chunks(1) {
             sqlx::query("SAVEPOINT append").execute(&mut *transaction).await?;
-            let outcome = write_sqlite(&mut transaction, append).await;
-            if !matches!(outcome, Ok(Appended::Committed)) {
+            let written = write_together(&mut transaction, append).await?;
+            let outcome =
+                written.and_then(|outcomes| outcomes.into_iter().next()).unwrap_or(Appended::Behind);
+            if outcome != Appended::Committed {
                 sqlx::query("ROLLBACK TO append").execute(&mut *transaction).await?;
             }
             sqlx::query("RELEASE append").execute(&mut *transaction).await?;
@@ -274,7 +268,7 @@ async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
     match committed {
         Ok(outcomes) => {
             for (append, outcome) in queued.into_iter().zip(outcomes) {
-                let _ = append.done.send(outcome);
+                let _ = append.done.send(Ok(outcome));
             }
         }
         Err(e) => {
@@ -295,7 +289,7 @@ async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
 async fn write_together(
     transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     queued: &[Queued],
-) -> Result<Option<Vec<Result<Appended, sqlx::Error>>>, sqlx::Error> {
+) -> Result<Option<Vec<Appended>>, sqlx::Error> {
     let mut refused = vec![false; queued.len()];
     let mut new = Vec::new();
     let mut keys = HashSet::new();
@@ -360,48 +354,8 @@ async fn write_together(
             written => written?,
         };
     }
-    let outcome = |refused| Ok(if refused { Appended::RecordRefused } else { Appended::Committed });
+    let outcome = |refused| if refused { Appended::RecordRefused } else { Appended::Committed };
     Ok(Some(refused.into_iter().map(outcome).collect()))
-}
-
-/// One append's rows, inside the group's transaction.
-async fn write_sqlite(
-    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    append: &Queued,
-) -> Result<Appended, sqlx::Error> {
-    if let Some(record) = &append.record {
-        let query = match &record.kind {
-            RecordKind::New { fingerprint, now_ms } => sqlx::query(SQLITE_NEW)
-                .bind(&record.subject)
-                .bind(&record.key)
-                .bind(record.status)
-                .bind(&record.body)
-                .bind(fingerprint)
-                .bind(now_ms),
-            RecordKind::Claimed { claimed_at_ms } => sqlx::query(SQLITE_CLAIMED)
-                .bind(&record.subject)
-                .bind(&record.key)
-                .bind(record.status)
-                .bind(&record.body)
-                .bind(claimed_at_ms),
-        };
-        if query.execute(&mut **transaction).await?.rows_affected() == 0 {
-            return Ok(Appended::RecordRefused);
-        }
-    }
-    for event in &append.events {
-        sqlx::query(SQLITE_EVENT)
-            .bind(event.aggregate_type.as_str())
-            .bind(event.aggregate_id.as_str())
-            .bind(event.sequence as i64)
-            .bind(event.event_type.as_str())
-            .bind(event.event_version.as_str())
-            .bind(&event.payload)
-            .bind(&event.metadata)
-            .execute(&mut **transaction)
-            .await?;
-    }
-    Ok(Appended::Committed)
 }
 
 /// The stream's primary key refused an event: PostgreSQL's `unique_violation` on the events'

@@ -111,13 +111,7 @@ pub(crate) async fn append(
     record: Option<&Record>,
 ) -> Result<Appended, ExecuteError> {
     let appended = match backend {
-        Backend::Postgres(postgres) => {
-            // The answer to a claim updates the claim's row, found through an index that a
-            // generic plan made on a small table might not use: planned afresh, as any scan.
-            let claimed = matches!(record.map(|r| &r.kind), Some(RecordKind::Claimed { .. }));
-            let pool = if claimed { &postgres.pool } else { &postgres.inserts };
-            append_postgres(pool, events, record).await
-        }
+        Backend::Postgres(postgres) => append_postgres(postgres, events, record).await,
         Backend::Sqlite(sqlite) => append_sqlite(sqlite, events, record).await,
     };
     match appended {
@@ -129,7 +123,7 @@ pub(crate) async fn append(
 }
 
 async fn append_postgres(
-    pool: &sqlx::PgPool,
+    postgres: &crate::Postgres,
     events: &[SerializedEvent],
     record: Option<&Record>,
 ) -> Result<Appended, sqlx::Error> {
@@ -156,7 +150,17 @@ async fn append_postgres(
             RecordKind::Claimed { claimed_at_ms } => query.bind(claimed_at_ms),
         };
     }
-    let inserted = query.execute(pool).await?.rows_affected();
+    // The answer to a claim updates the claim's row, found through an index that a generic
+    // plan made on a small table might not use: planned afresh, as any scan.
+    let inserted = match record.map(|r| &r.kind) {
+        Some(RecordKind::Claimed { .. }) => query.execute(&postgres.pool).await?,
+        _ => {
+            let mut connection = postgres.inserts.acquire().await?;
+            let inserted = query.execute(&mut *connection).await;
+            connection.done(inserted)?
+        }
+    }
+    .rows_affected();
     Ok(if inserted == 0 { Appended::RecordRefused } else { Appended::Committed })
 }
 

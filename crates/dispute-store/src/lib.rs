@@ -17,6 +17,7 @@ mod idempotency;
 mod lease;
 mod log;
 mod metadata;
+mod parked;
 pub mod projected;
 mod views;
 
@@ -63,7 +64,7 @@ pub(crate) struct Postgres {
     /// key or none ([`append`]) and the projector's batches that read no stored view
     /// ([`ViewWriter::write`]). No table's size can change their plans, so each
     /// connection plans them once (`force_generic_plan`) instead of at every execution.
-    pub(crate) inserts: PgPool,
+    pub(crate) inserts: parked::Parked,
 }
 
 /// The embedded store's connections.
@@ -146,6 +147,13 @@ impl PoolStats {
         let idle = (pool.num_idle() as u32).min(size);
         PoolStats { in_use: size - idle, idle, max: pool.options().get_max_connections() }
     }
+
+    /// A parked connection waits for a statement: idle, though its pool counts it in use.
+    fn parked(parked: &parked::Parked) -> Self {
+        let PoolStats { in_use, idle, max } = Self::of(parked.pool());
+        let waiting = parked.parked().min(in_use);
+        PoolStats { in_use: in_use - waiting, idle: idle + waiting, max }
+    }
 }
 
 /// The command side's storage: executes commands against their order's stream.
@@ -186,7 +194,7 @@ impl Store {
                     .await
                     .map_err(StoreError::Connect)?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(StoreError::Migrate)?;
-                Backend::Postgres(Postgres { pool, inserts: inserts_pool })
+                Backend::Postgres(Postgres { pool, inserts: parked::Parked::new(inserts_pool) })
             }
             StoreConfig::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -246,7 +254,7 @@ impl Store {
     /// The connection pools' occupancy now, summed over the store's pools, for the metrics.
     pub fn pool_stats(&self) -> PoolStats {
         let (pool, events) = match &self.backend {
-            Backend::Postgres(Postgres { pool, inserts }) => (PoolStats::of(pool), PoolStats::of(inserts)),
+            Backend::Postgres(Postgres { pool, inserts }) => (PoolStats::of(pool), PoolStats::parked(inserts)),
             Backend::Sqlite(Sqlite { pool, events, .. }) => (PoolStats::of(pool), PoolStats::of(events)),
         };
         PoolStats {

@@ -153,7 +153,9 @@ impl ViewWriter {
         match (&self.backend, &self.statements.insert_both) {
             (Backend::Postgres(crate::Postgres { inserts, .. }), Some(both)) => {
                 let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
-                Ok(sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(inserts).await?)
+                let mut connection = inserts.acquire().await?;
+                let new = sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(&mut *connection).await;
+                Ok(connection.done(new)?)
             }
             _ => self.lock(&[]).await?.0.commit(timeline, disputes).await,
         }

@@ -254,7 +254,9 @@ impl Store {
     /// The connection pools' occupancy now, summed over the store's pools, for the metrics.
     pub fn pool_stats(&self) -> PoolStats {
         let (pool, events) = match &self.backend {
-            Backend::Postgres(Postgres { pool, inserts }) => (PoolStats::of(pool), PoolStats::parked(inserts)),
+            Backend::Postgres(Postgres { pool, inserts }) => {
+                (PoolStats::of(pool), PoolStats::parked(inserts))
+            }
             Backend::Sqlite(Sqlite { pool, events, .. }) => (PoolStats::of(pool), PoolStats::of(events)),
         };
         PoolStats {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
 use sqlx::{PgConnection, PgPool, Postgres};
+use tokio::sync::Notify;
 
 /// A pool and the connections taken from it that wait, untested, for their next statement.
 #[derive(Debug, Clone)]
@@ -25,6 +26,9 @@ struct Shared {
     pool: PgPool,
     /// `None` once closing: nothing is parked after.
     idle: Mutex<Option<Vec<PoolConnection<Postgres>>>>,
+    /// Signalled at every parking: a request waiting for the pool, which has none to give
+    /// while every connection is parked, takes a parked one instead.
+    parked: Notify,
 }
 
 impl Shared {
@@ -35,19 +39,26 @@ impl Shared {
 
 impl Parked {
     pub(crate) fn new(pool: PgPool) -> Self {
-        Self { shared: Arc::new(Shared { pool, idle: Mutex::new(Some(Vec::new())) }) }
+        Self { shared: Arc::new(Shared { pool, idle: Mutex::new(Some(Vec::new())), parked: Notify::new() }) }
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
         &self.shared.pool
     }
 
-    /// A parked connection, else one from the pool.
+    /// A parked connection, else one from the pool, whichever comes first.
     pub(crate) async fn acquire(&self) -> Result<Connection, sqlx::Error> {
-        let parked = self.shared.idle().as_mut().and_then(Vec::pop);
-        let connection = match parked {
-            Some(connection) => connection,
-            None => self.shared.pool.acquire().await?,
+        let connection = loop {
+            let parked = self.shared.parked.notified();
+            tokio::pin!(parked);
+            parked.as_mut().enable();
+            if let Some(connection) = self.shared.idle().as_mut().and_then(Vec::pop) {
+                break connection;
+            }
+            tokio::select! {
+                connection = self.shared.pool.acquire() => break connection?,
+                _ = parked => {}
+            }
         };
         Ok(Connection { connection: Some(connection), shared: self.shared.clone() })
     }
@@ -119,6 +130,7 @@ impl Drop for Connection {
             && let Some(idle) = self.shared.idle().as_mut()
         {
             idle.push(connection);
+            self.shared.parked.notify_one();
         }
     }
 }
@@ -136,7 +148,12 @@ mod tests {
     async fn pool(max: u32) -> PgPool {
         let url = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_string());
-        PgPoolOptions::new().max_connections(max).connect(&url).await.expect("PostgreSQL is reachable")
+        PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(120))
+            .connect(&url)
+            .await
+            .expect("PostgreSQL is reachable")
     }
 
     async fn backend_pid(connection: &mut PgConnection) -> Result<i32, sqlx::Error> {
@@ -162,11 +179,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_waiting_for_the_pool_takes_the_connection_parked_meanwhile() {
+        let parked = Parked::new(pool(1).await);
+        let first = parked.acquire().await.unwrap();
+        let waiting = tokio::spawn({
+            let parked = parked.clone();
+            async move { backend_pid(&mut *parked.acquire().await?).await }
+        });
+        tokio::task::yield_now().await;
+        // The pool has no connection to give until it is given one back, which parking is not.
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("the waiting request is not left waiting for the pool")
+            .unwrap()
+            .unwrap();
+        assert_eq!(parked.parked(), 1);
+        parked.close().await;
+    }
+
+    #[tokio::test]
     async fn a_statement_dropped_midway_leaves_its_connection_usable() {
         let parked = Parked::new(pool(1).await);
         let mut connection = parked.acquire().await.unwrap();
         {
-            let mut rows = sqlx::query_scalar::<_, i32>("SELECT generate_series(1, 100000)").fetch(&mut *connection);
+            let mut rows =
+                sqlx::query_scalar::<_, i32>("SELECT generate_series(1, 100000)").fetch(&mut *connection);
             assert_eq!(rows.try_next().await.unwrap(), Some(1));
         }
         drop(connection);

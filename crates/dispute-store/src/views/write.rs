@@ -154,7 +154,8 @@ impl ViewWriter {
             (Backend::Postgres(crate::Postgres { inserts, .. }), Some(both)) => {
                 let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
                 let mut connection = inserts.acquire().await?;
-                let new = sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(&mut *connection).await;
+                let new =
+                    sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(&mut *connection).await;
                 Ok(connection.done(new)?)
             }
             _ => self.lock(&[]).await?.0.commit(timeline, disputes).await,

@@ -24,59 +24,91 @@ pub(crate) struct Parked {
 #[derive(Debug)]
 struct Shared {
     pool: PgPool,
-    /// `None` once closing: nothing is parked after.
-    idle: Mutex<Option<Vec<PoolConnection<Postgres>>>>,
-    /// Signalled at every parking: a request waiting for the pool, which has none to give
-    /// while every connection is parked, takes a parked one instead.
-    parked: Notify,
+    state: Mutex<State>,
+    /// Signalled when a connection is parked, or one taken is given back to the pool: a
+    /// request waiting may take the one or ask the pool for another.
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    parked: Vec<PoolConnection<Postgres>>,
+    /// The connections taken from the pool and not given back: parked or in use. At most the
+    /// pool's size; the pool itself is asked only when this is below it, so that no request
+    /// waits on the pool for a connection that is parked.
+    taken: u32,
+    /// Nothing is parked once closing.
+    closing: bool,
 }
 
 impl Shared {
-    fn idle(&self) -> std::sync::MutexGuard<'_, Option<Vec<PoolConnection<Postgres>>>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A taken connection goes back to the pool (dropped), or is forgotten.
+    fn given_back(&self) {
+        self.state().taken -= 1;
+        self.changed.notify_one();
     }
 }
 
 impl Parked {
     pub(crate) fn new(pool: PgPool) -> Self {
-        Self { shared: Arc::new(Shared { pool, idle: Mutex::new(Some(Vec::new())), parked: Notify::new() }) }
+        Self { shared: Arc::new(Shared { pool, state: Mutex::default(), changed: Notify::new() }) }
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
         &self.shared.pool
     }
 
-    /// A parked connection, else one from the pool, whichever comes first.
+    /// A parked connection, else a new one from the pool while it has room, else the next one
+    /// parked.
     pub(crate) async fn acquire(&self) -> Result<Connection, sqlx::Error> {
-        let connection = loop {
-            let parked = self.shared.parked.notified();
-            tokio::pin!(parked);
-            parked.as_mut().enable();
-            if let Some(connection) = self.shared.idle().as_mut().and_then(Vec::pop) {
-                break connection;
+        let size = self.shared.pool.options().get_max_connections();
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.shared.state();
+                if let Some(connection) = state.parked.pop() {
+                    return Ok(Connection { connection: Some(connection), shared: self.shared.clone() });
+                }
+                if state.taken < size {
+                    state.taken += 1;
+                    break;
+                }
             }
-            tokio::select! {
-                connection = self.shared.pool.acquire() => break connection?,
-                _ = parked => {}
-            }
-        };
-        Ok(Connection { connection: Some(connection), shared: self.shared.clone() })
+            changed.await;
+        }
+        // Counted as taken from here: a failure, or this request dropped while it waits, gives
+        // its place back.
+        let mut taking = Connection { connection: None, shared: self.shared.clone() };
+        taking.connection = Some(self.shared.pool.acquire().await?);
+        Ok(taking)
     }
 
     /// Closes the pool: the parked connections go back to it first, and none is parked after.
     pub(crate) async fn close(&self) {
-        let parked = self.shared.idle().take();
+        let parked = {
+            let mut state = self.shared.state();
+            state.closing = true;
+            state.taken -= state.parked.len() as u32;
+            std::mem::take(&mut state.parked)
+        };
         drop(parked);
         self.shared.pool.close().await;
     }
 
     /// The connections parked now.
     pub(crate) fn parked(&self) -> u32 {
-        self.shared.idle().as_ref().map_or(0, Vec::len) as u32
+        self.shared.state().parked.len() as u32
     }
 }
 
-/// A connection taken from [`Parked`], parked again when dropped.
+/// A place among the connections taken from [`Parked`]'s pool, with its connection once it
+/// has one; the connection is parked when this is dropped.
 pub(crate) struct Connection {
     connection: Option<PoolConnection<Postgres>>,
     shared: Arc<Shared>,
@@ -125,13 +157,18 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // A request dropped mid-statement parks its connection too: the next statement reads
         // what is left first.
-        // Once closing, the connection goes back to the pool.
-        if let Some(connection) = self.connection.take()
-            && let Some(idle) = self.shared.idle().as_mut()
-        {
-            idle.push(connection);
-            self.shared.parked.notify_one();
+        if let Some(connection) = self.connection.take() {
+            let mut state = self.shared.state();
+            if !state.closing {
+                state.parked.push(connection);
+                drop(state);
+                self.shared.changed.notify_one();
+                return;
+            }
         }
+        // No connection (it was lost, or the pool gave none), or closing: it goes back to the
+        // pool, and its place is free.
+        self.shared.given_back();
     }
 }
 

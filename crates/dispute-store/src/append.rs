@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::SerializedEvent;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::Acquire;
 use tokio::sync::oneshot;
 
@@ -84,20 +84,19 @@ const POSTGRES_CLAIMED: &str = concat!(
     " WHERE EXISTS (SELECT FROM record)"
 );
 
-/// The events of a group of appends, each an object of the array `$1`, inserted in its order.
+/// The events of a group of appends, their rows bound one value each: `VALUES` follows.
 const SQLITE_EVENTS: &str = "INSERT INTO events \
-     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-     SELECT value ->> 'aggregate_type', value ->> 'aggregate_id', value ->> 'sequence', \
-            value ->> 'event_type', value ->> 'event_version', value ->> 'payload', value ->> 'metadata' \
-     FROM json_each($1) ORDER BY key";
+     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
 
-/// The new records of a group of appends, each an object of the array `$1`; answers with the
-/// keys of those written (the others' keys are in use).
+/// The new records of a group of appends, their rows bound one value each (`VALUES` and
+/// [`SQLITE_NEW_RECORDS_END`] follow); answers with the keys of those written (the others' keys
+/// are in use).
 const SQLITE_NEW_RECORDS: &str = "INSERT INTO idempotency_keys \
-     (subject, key, response_status, response_body, fingerprint, claimed_at_ms, created_at_ms) \
-     SELECT value ->> 'subject', value ->> 'key', value ->> 'status', value ->> 'body', \
-            value ->> 'fingerprint', value ->> 'now_ms', value ->> 'now_ms' \
-     FROM json_each($1) WHERE true ON CONFLICT (subject, key) DO NOTHING RETURNING subject, key";
+     (subject, key, response_status, response_body, fingerprint, claimed_at_ms, created_at_ms) ";
+const SQLITE_NEW_RECORDS_END: &str = " ON CONFLICT (subject, key) DO NOTHING RETURNING subject, key";
+
+/// Rows per statement of a group, each row seven values.
+const SQLITE_ROWS: usize = crate::SQLITE_BOUND_VALUES / 7;
 
 /// A claim's answer: `$1` subject, `$2` key, `$3` status, `$4` body, `$5` the claim's
 /// `claimed_at_ms`.
@@ -300,25 +299,31 @@ async fn write_together(
     for (n, append) in queued.iter().enumerate() {
         if let Some(record @ Record { kind: RecordKind::New { fingerprint, now_ms }, .. }) = &append.record {
             if keys.insert((record.subject.as_str(), record.key.as_str())) {
-                new.push(json!({
-                    "subject": record.subject, "key": record.key, "status": record.status,
-                    "body": record.body, "fingerprint": fingerprint, "now_ms": now_ms,
-                }));
+                new.push((record, fingerprint, now_ms));
             } else {
                 refused[n] = true;
             }
         }
     }
-    if !new.is_empty() {
-        let written: Vec<(String, String)> = sqlx::query_as(SQLITE_NEW_RECORDS)
-            .bind(Value::Array(new).to_string())
-            .fetch_all(&mut **transaction)
-            .await?;
-        let written: HashSet<(&str, &str)> = written.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
-        for (n, append) in queued.iter().enumerate() {
-            if let Some(record @ Record { kind: RecordKind::New { .. }, .. }) = &append.record {
-                refused[n] |= !written.contains(&(record.subject.as_str(), record.key.as_str()));
-            }
+    let mut written: Vec<(String, String)> = Vec::new();
+    for rows in new.chunks(SQLITE_ROWS) {
+        let mut statement = sqlx::QueryBuilder::new(SQLITE_NEW_RECORDS);
+        statement.push_values(rows, |mut row, (record, fingerprint, now_ms)| {
+            row.push_bind(&record.subject)
+                .push_bind(&record.key)
+                .push_bind(record.status)
+                .push_bind(&record.body)
+                .push_bind(*fingerprint)
+                .push_bind(**now_ms)
+                .push_bind(**now_ms);
+        });
+        statement.push(SQLITE_NEW_RECORDS_END);
+        written.extend(statement.build_query_as::<(String, String)>().fetch_all(&mut **transaction).await?);
+    }
+    let written: HashSet<(&str, &str)> = written.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
+    for (n, append) in queued.iter().enumerate() {
+        if let Some(record @ Record { kind: RecordKind::New { .. }, .. }) = &append.record {
+            refused[n] |= !written.contains(&(record.subject.as_str(), record.key.as_str()));
         }
     }
     for (n, append) in queued.iter().enumerate() {
@@ -334,26 +339,24 @@ async fn write_together(
             refused[n] = answered.rows_affected() == 0;
         }
     }
-    let events: Vec<Value> = queued
+    let events: Vec<&SerializedEvent> = queued
         .iter()
         .zip(&refused)
         .filter(|(_, refused)| !**refused)
         .flat_map(|(append, _)| &append.events)
-        .map(|event| {
-            json!({
-                "aggregate_type": event.aggregate_type, "aggregate_id": event.aggregate_id,
-                "sequence": event.sequence, "event_type": event.event_type,
-                "event_version": event.event_version, "payload": event.payload.to_string(),
-                "metadata": event.metadata.to_string(),
-            })
-        })
         .collect();
-    if !events.is_empty() {
-        match sqlx::query(SQLITE_EVENTS)
-            .bind(Value::Array(events).to_string())
-            .execute(&mut **transaction)
-            .await
-        {
+    for rows in events.chunks(SQLITE_ROWS) {
+        let mut statement = sqlx::QueryBuilder::new(SQLITE_EVENTS);
+        statement.push_values(rows, |mut row, event| {
+            row.push_bind(&event.aggregate_type)
+                .push_bind(&event.aggregate_id)
+                .push_bind(event.sequence as i64)
+                .push_bind(&event.event_type)
+                .push_bind(&event.event_version)
+                .push_bind(event.payload.to_string())
+                .push_bind(event.metadata.to_string());
+        });
+        match statement.build().execute(&mut **transaction).await {
             Err(e) if is_duplicate_event(&e) => return Ok(None),
             written => written?,
         };

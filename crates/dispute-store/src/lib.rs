@@ -156,6 +156,10 @@ impl PoolStats {
     }
 }
 
+/// The most values SQLite binds to one statement: rows bound one value each go in statements
+/// of at most this many values.
+pub(crate) const SQLITE_BOUND_VALUES: usize = 32_766;
+
 /// The command side's storage: executes commands against their order's stream.
 pub struct Store {
     backend: Backend,

@@ -1,10 +1,12 @@
 //! The columns of the view tables, each declared once: its name and Rust type. The SQL type
 //! in each dialect follows from the Rust type ([`SqlType`]), the row structs and their
-//! reading (`sqlx::FromRow`) from the declaration, and from the column lists every statement
+//! reading (`sqlx::FromRow`) and binding ([`BindRow`]) from the declaration, and from the column lists every statement
 //! that names them: the projector's insert and upsert, the JSON row typing, drift's
 //! comparison. A test holds each list equal to the migrated tables of both dialects.
 
 use serde::Serialize;
+use sqlx::Sqlite;
+use sqlx::query_builder::Separated;
 
 /// One column of a view table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,11 @@ impl ViewShape {
     }
 }
 
+/// A row bound one value per column, in the declared order, for a statement's `VALUES`.
+pub(crate) trait BindRow {
+    fn bind<'q>(&'q self, row: &mut Separated<'_, 'q, Sqlite, &'static str>);
+}
+
 /// Declares a view table's row struct and its shape from one list of `name: Type` fields.
 macro_rules! view_table {
     (
@@ -83,6 +90,12 @@ macro_rules! view_table {
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
         pub struct $row {
             $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        impl BindRow for $row {
+            fn bind<'q>(&'q self, row: &mut Separated<'_, 'q, Sqlite, &'static str>) {
+                $( row.push_bind(&self.$field); )*
+            }
         }
 
         pub const $shape: ViewShape = ViewShape {

@@ -14,6 +14,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use columns::BindRow;
 pub use columns::{Column, DISPUTES, DisputeRow, SqlType, TIMELINE, TimelineRow, ViewShape};
 pub use read::{MerchantRow, QueueFilter, QueueRow, StatsRow, SummaryRow};
 pub use write::{LockedView, ViewBatch, ViewWriter};
@@ -84,24 +85,17 @@ impl Dialect {
         }
     }
 
-    /// The objects of the JSON array bound as `param` (`$1`, …) as rows of `columns`, typed as
-    /// the table is.
-    fn json_rows(self, columns: &[Column], param: &str) -> String {
-        match self {
-            Dialect::Postgres => {
-                let typed = columns.iter().map(|c| format!("{} {}", c.name, c.postgres)).collect::<Vec<_>>();
-                format!(
-                    "SELECT {} FROM json_to_recordset({param}::json) AS r({})",
-                    ViewShape::names(columns),
-                    typed.join(", ")
-                )
-            }
-            Dialect::Sqlite => {
-                let fields = columns.iter().map(|c| format!("value ->> '{}'", c.name)).collect::<Vec<_>>();
-                // `WHERE true` tells SQLite's parser that a following ON CONFLICT is an upsert.
-                format!("SELECT {} FROM json_each({param}) WHERE true", fields.join(", "))
-            }
-        }
+    /// PostgreSQL: the objects of the JSON array bound as `param` (`$1`, …) as rows of
+    /// `columns`, typed as the table is. SQLite takes a batch's rows as `VALUES`, bound one value
+    /// each ([`BindRow`]): through `json_each` it rendered each row's object as text and parsed
+    /// it again for every column.
+    fn json_rows(columns: &[Column], param: &str) -> String {
+        let typed = columns.iter().map(|c| format!("{} {}", c.name, c.postgres)).collect::<Vec<_>>();
+        format!(
+            "SELECT {} FROM json_to_recordset({param}::json) AS r({})",
+            ViewShape::names(columns),
+            typed.join(", ")
+        )
     }
 }
 

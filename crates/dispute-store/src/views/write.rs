@@ -1,37 +1,61 @@
 //! The projector's writes: a batch is at most three statements whatever its size (read and
 //! lock the views the batch continues, insert the timeline entries, upsert the changed views),
-//! each taking its rows as one JSON array, in one transaction. A batch that reads no stored
+//! each taking its rows as one JSON array on PostgreSQL, as bound `VALUES` on SQLite, in one
+//! transaction. A batch that reads no stored
 //! view (every order from its first event, as in a catch-up, or from a view the projector
 //! kept) skips the first; on PostgreSQL the other two are then one statement, its own
 //! transaction.
 
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 
-use super::{DISPUTES, Dialect, DisputeRow, TIMELINE, TimelineRow, ViewShape, ViewTables, json_array};
-use crate::{Backend, Store, StoreError};
+use super::{
+    BindRow, DISPUTES, Dialect, DisputeRow, TIMELINE, TimelineRow, ViewShape, ViewTables, json_array,
+};
+use crate::{Backend, SQLITE_BOUND_VALUES, Store, StoreError};
 
 /// The statements that write one set of view tables, built once for the store's dialect.
 #[derive(Debug, Clone)]
 struct WriteStatements {
     begin: &'static str,
     lock: String,
-    insert_timeline: String,
-    upsert_disputes: String,
-    /// PostgreSQL: both in one statement, the timeline's rows bound as `$1`, the views' as
-    /// `$2`, answering as `insert_timeline` does.
-    insert_both: Option<String>,
+    rows: Rows,
+}
+
+/// How a batch's rows reach the database.
+#[derive(Debug, Clone)]
+enum Rows {
+    /// PostgreSQL: each table's rows as one JSON array, bound as `$1`.
+    Json {
+        insert_timeline: String,
+        upsert_disputes: String,
+        /// Both in one statement, the timeline's rows bound as `$1`, the views' as `$2`,
+        /// answering as `insert_timeline` does.
+        insert_both: String,
+    },
+    /// SQLite: `VALUES`, bound one value each, between each statement's two halves.
+    Values { insert_timeline: Halves, upsert_disputes: Halves },
+}
+
+/// A statement's text before and after its rows.
+#[derive(Debug, Clone)]
+struct Halves {
+    head: String,
+    tail: String,
+}
+
+impl Halves {
+    /// The statement with its rows the objects of the JSON array bound as `param`.
+    fn json(&self, shape: &ViewShape, param: &str) -> String {
+        format!("{}{} {}", self.head, Dialect::json_rows(shape.columns, param), self.tail)
+    }
 }
 
 impl WriteStatements {
     fn new(dialect: Dialect, tables: &ViewTables) -> Self {
         let ViewTables { disputes, timeline } = tables;
-        let insert = |shape: &ViewShape, table: &str, param: &str| {
-            format!(
-                "INSERT INTO {table} ({}) {} ON CONFLICT ({}) ",
-                ViewShape::names(shape.columns),
-                dialect.json_rows(shape.columns, param),
-                ViewShape::names(shape.key_columns()),
-            )
+        let halves = |shape: &ViewShape, table: &str, on_conflict: String| Halves {
+            head: format!("INSERT INTO {table} ({}) ", ViewShape::names(shape.columns)),
+            tail: format!("ON CONFLICT ({}) {on_conflict}", ViewShape::names(shape.key_columns())),
         };
         let set = DISPUTES
             .value_columns()
@@ -40,22 +64,28 @@ impl WriteStatements {
             .collect::<Vec<_>>()
             .join(", ");
         let insert_timeline =
-            |param| insert(&TIMELINE, timeline, param) + "DO NOTHING RETURNING order_id, sequence";
-        let upsert_disputes = |param| {
-            insert(&DISPUTES, disputes, param)
-                + &format!("DO UPDATE SET {set} WHERE {disputes}.sequence < excluded.sequence")
+            halves(&TIMELINE, timeline, "DO NOTHING RETURNING order_id, sequence".to_string());
+        let upsert_disputes = halves(
+            &DISPUTES,
+            disputes,
+            format!("DO UPDATE SET {set} WHERE {disputes}.sequence < excluded.sequence"),
+        );
+        let rows = match dialect {
+            Dialect::Postgres => Rows::Json {
+                // The entries are inserted as the outer SELECT reads them, then the views
+                // upserted (a data-modifying WITH that nothing reads runs to its end after the
+                // statement's): the order of the transaction's two statements, so two
+                // projectors never deadlock.
+                insert_both: format!(
+                    "WITH entries AS ({}), views AS ({}) SELECT order_id, sequence FROM entries",
+                    insert_timeline.json(&TIMELINE, "$1"),
+                    upsert_disputes.json(&DISPUTES, "$2")
+                ),
+                insert_timeline: insert_timeline.json(&TIMELINE, "$1"),
+                upsert_disputes: upsert_disputes.json(&DISPUTES, "$1"),
+            },
+            Dialect::Sqlite => Rows::Values { insert_timeline, upsert_disputes },
         };
-        // The entries are inserted as the outer SELECT reads them, then the views upserted (a
-        // data-modifying WITH that nothing reads runs to its end after the statement's): the
-        // order of the transaction's two statements, so two projectors never deadlock.
-        // SQLite has no data-modifying WITH.
-        let insert_both = (dialect == Dialect::Postgres).then(|| {
-            format!(
-                "WITH entries AS ({}), views AS ({}) SELECT order_id, sequence FROM entries",
-                insert_timeline("$1"),
-                upsert_disputes("$2")
-            )
-        });
         Self {
             begin: dialect.begin_write(),
             // In order-id order, so two projectors never deadlock.
@@ -64,11 +94,27 @@ impl WriteStatements {
                 dialect.json_strings(),
                 dialect.for_update()
             ),
-            insert_timeline: insert_timeline("$1"),
-            upsert_disputes: upsert_disputes("$1"),
-            insert_both,
+            rows,
         }
     }
+}
+
+/// Runs `halves` with `rows` as its `VALUES`, as many rows a statement as SQLite binds, and
+/// returns what the statements answer.
+async fn write_values<R: BindRow>(
+    tx: &mut Transaction<'static, Sqlite>,
+    halves: &Halves,
+    shape: &ViewShape,
+    rows: &[R],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut answered = Vec::new();
+    for rows in rows.chunks(SQLITE_BOUND_VALUES / shape.columns.len()) {
+        let mut statement = QueryBuilder::new(&halves.head);
+        statement.push_values(rows, |mut row, values| values.bind(&mut row));
+        statement.push(" ").push(&halves.tail);
+        answered.extend(statement.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
+    }
+    Ok(answered)
 }
 
 /// Writes one set of view tables: the projector's only way to the database.
@@ -150,12 +196,15 @@ impl ViewWriter {
         if timeline.is_empty() {
             return Ok(Vec::new());
         }
-        match (&self.backend, &self.statements.insert_both) {
-            (Backend::Postgres(crate::Postgres { inserts, .. }), Some(both)) => {
+        match (&self.backend, &self.statements.rows) {
+            (Backend::Postgres(crate::Postgres { inserts, .. }), Rows::Json { insert_both, .. }) => {
                 let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
                 let mut connection = inserts.acquire().await?;
-                let new =
-                    sqlx::query_as(both).bind(timeline).bind(disputes).fetch_all(&mut *connection).await;
+                let new = sqlx::query_as(insert_both)
+                    .bind(timeline)
+                    .bind(disputes)
+                    .fetch_all(&mut *connection)
+                    .await;
                 Ok(connection.done(new)?)
             }
             _ => self.lock(&[]).await?.0.commit(timeline, disputes).await,
@@ -174,11 +223,18 @@ impl ViewBatch<'_> {
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let mut new = Vec::new();
         if !timeline.is_empty() {
-            let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
-            on_tx!(&mut self.tx, tx => {
-                new = sqlx::query_as(&self.statements.insert_timeline).bind(timeline).fetch_all(&mut **tx).await?;
-                sqlx::query(&self.statements.upsert_disputes).bind(disputes).execute(&mut **tx).await?;
-            });
+            match (&mut self.tx, &self.statements.rows) {
+                (Tx::Postgres(tx), Rows::Json { insert_timeline, upsert_disputes, .. }) => {
+                    let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
+                    new = sqlx::query_as(insert_timeline).bind(timeline).fetch_all(&mut **tx).await?;
+                    sqlx::query(upsert_disputes).bind(disputes).execute(&mut **tx).await?;
+                }
+                (Tx::Sqlite(tx), Rows::Values { insert_timeline, upsert_disputes }) => {
+                    new = write_values(tx, insert_timeline, &TIMELINE, timeline).await?;
+                    write_values(tx, upsert_disputes, &DISPUTES, disputes).await?;
+                }
+                _ => unreachable!("the statements are built for the store's dialect"),
+            }
         }
         on_tx!(self.tx, tx => tx.commit().await?);
         Ok(new)
@@ -191,22 +247,30 @@ mod tests {
 
     #[test]
     fn the_statements_name_every_declared_column() {
-        let statements = WriteStatements::new(Dialect::Postgres, &ViewTables::live());
+        let Rows::Json { upsert_disputes, .. } =
+            WriteStatements::new(Dialect::Postgres, &ViewTables::live()).rows
+        else {
+            panic!("PostgreSQL takes JSON rows")
+        };
         for column in DISPUTES.columns {
-            assert!(statements.upsert_disputes.contains(&format!("{} {}", column.name, column.postgres)));
+            assert!(upsert_disputes.contains(&format!("{} {}", column.name, column.postgres)));
         }
         for column in DISPUTES.value_columns() {
-            assert!(statements.upsert_disputes.contains(&format!("{0} = excluded.{0}", column.name)));
+            assert!(upsert_disputes.contains(&format!("{0} = excluded.{0}", column.name)));
         }
-        assert!(statements.upsert_disputes.ends_with("WHERE view_disputes.sequence < excluded.sequence"));
-        let statements = WriteStatements::new(Dialect::Sqlite, &ViewTables::live());
-        for column in TIMELINE.columns {
-            assert!(statements.insert_timeline.contains(&format!("value ->> '{}'", column.name)));
-        }
-        assert!(
-            statements
-                .insert_timeline
-                .ends_with("ON CONFLICT (order_id, sequence) DO NOTHING RETURNING order_id, sequence")
+        assert!(upsert_disputes.ends_with("WHERE view_disputes.sequence < excluded.sequence"));
+        let Rows::Values { insert_timeline, .. } =
+            WriteStatements::new(Dialect::Sqlite, &ViewTables::live()).rows
+        else {
+            panic!("SQLite takes VALUES")
+        };
+        assert_eq!(
+            insert_timeline.head,
+            "INSERT INTO view_timeline (order_id, sequence, event_type, actor_role, actor_id, time, data) "
+        );
+        assert_eq!(
+            insert_timeline.tail,
+            "ON CONFLICT (order_id, sequence) DO NOTHING RETURNING order_id, sequence"
         );
     }
 }

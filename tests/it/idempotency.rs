@@ -350,6 +350,42 @@ async fn a_payment_commits_with_its_answer_so_a_retry_replays_it_at_once_and_pay
 }
 
 #[tokio::test]
+async fn a_payment_retried_after_the_database_ended_every_session_is_paid_once() {
+    let (app, path, paid) = awaiting_payment().await;
+    // Connections the service keeps between statements, then every session ended by the
+    // server, as a restart or a failover does.
+    for n in 0..4 {
+        app.register(&order(&format!("o-warm-{n}"))).await.assert_ok();
+    }
+    app.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await;
+
+    // A payment client retries on the server's failures; each lost connection fails one
+    // request at most, and none is refused as the request's fault.
+    let mut failed = 0;
+    let first = loop {
+        let answer = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+        if answer.status == 200 {
+            break answer;
+        }
+        assert!(answer.status >= 500, "not the request's fault: {} {}", answer.status, answer.body);
+        failed += 1;
+        assert!(failed <= 40, "the service never recovered its connections: {}", answer.body);
+    };
+    assert_eq!((first.sequence(), first.status_text()), (4, "refunded"));
+    let retried = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
+    assert_eq!((retried.status, &retried.body), (200, &first.body));
+    assert!(replayed(&retried));
+    assert_eq!(events_with_key(&app, "o-1", "pay-1").await, vec![(4, "RefundPaid".to_string())]);
+    assert_eq!(stream_sequence(&app, "o-1").await, 4);
+    // And the service goes on.
+    app.register(&order("o-after")).await.assert_ok();
+}
+
+#[tokio::test]
 async fn a_payment_committed_before_its_answer_was_recorded_is_answered_as_committed_and_paid_once() {
     let (app, path, paid) = awaiting_payment().await;
 

@@ -1,8 +1,9 @@
 //! The columns of the view tables, each declared once: its name and Rust type. The SQL type
-//! in each dialect follows from the Rust type ([`SqlType`]), the row structs and their
-//! reading (`sqlx::FromRow`) and binding ([`BindRow`]) from the declaration, and from the column lists every statement
-//! that names them: the projector's insert and upsert, the JSON row typing, drift's
-//! comparison. A test holds each list equal to the migrated tables of both dialects.
+//! in each dialect follows from the Rust type ([`SqlType`]), the row structs, their reading
+//! (`sqlx::FromRow`) and their binding ([`BindRow`]) from the declaration, and from the column
+//! lists every statement that names them: the projector's insert and upsert, the JSON row
+//! typing, drift's comparison. A test holds each list equal to the migrated tables of both
+//! dialects.
 
 use serde::Serialize;
 use sqlx::Sqlite;

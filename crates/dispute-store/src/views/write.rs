@@ -1,10 +1,9 @@
 //! The projector's writes: a batch is at most three statements whatever its size (read and
 //! lock the views the batch continues, insert the timeline entries, upsert the changed views),
 //! each taking its rows as one JSON array on PostgreSQL, as bound `VALUES` on SQLite, in one
-//! transaction. A batch that reads no stored
-//! view (every order from its first event, as in a catch-up, or from a view the projector
-//! kept) skips the first; on PostgreSQL the other two are then one statement, its own
-//! transaction.
+//! transaction. A batch that reads no stored view (every order from its first event, as in a
+//! catch-up, or from a view the projector kept) skips the first; on PostgreSQL the other two
+//! are then one statement, its own transaction.
 
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 

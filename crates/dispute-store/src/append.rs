@@ -20,7 +20,7 @@ use sqlx::Acquire;
 use tokio::sync::oneshot;
 
 use crate::execute::{ExecuteError, StoreFailure};
-use crate::{Backend, Sqlite};
+use crate::{Backend, Sqlite, unpoisoned};
 
 /// The idempotency record committed with a command's events.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ async fn append_sqlite(
 ) -> Result<Appended, sqlx::Error> {
     let (done, answer) = oneshot::channel();
     let start = {
-        let mut waiting = lock(&sqlite.appends);
+        let mut waiting = unpoisoned(&sqlite.appends);
         waiting.appends.push(Queued { events: events.to_vec(), record: record.cloned(), done });
         !std::mem::replace(&mut waiting.committing, true)
     };
@@ -211,7 +211,7 @@ async fn commit_queued(sqlite: Sqlite) {
     loop {
         let turn = sqlite.turn.clone().lock_owned().await;
         let queued = {
-            let mut waiting = lock(&sqlite.appends);
+            let mut waiting = unpoisoned(&sqlite.appends);
             if waiting.appends.is_empty() {
                 waiting.committing = false;
                 return;
@@ -230,13 +230,9 @@ struct Unwinding<'a>(&'a Queue);
 impl Drop for Unwinding<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            lock(self.0).committing = false;
+            unpoisoned(self.0).committing = false;
         }
     }
-}
-
-fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, Waiting> {
-    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Commits `queued` in one transaction and answers each. If the commit fails, each is told so.

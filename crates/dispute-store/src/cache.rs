@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use dispute_domain::Dispute;
 use hashlink::LruCache;
 
-use crate::Outcome;
+use crate::{Outcome, unpoisoned};
 
 /// How many streams' heads a store keeps: about a kilobyte each.
 pub(crate) const CAPACITY: usize = 10_000;
@@ -62,7 +62,7 @@ impl Heads {
     /// A copy of the head cached for `order_id`: a command works on its own copy, so that
     /// nothing it does reaches the cache unless it commits.
     pub fn get(&self, order_id: &str) -> Option<Head> {
-        self.lock().get(order_id).cloned()
+        unpoisoned(&self.entries).get(order_id).cloned()
     }
 
     /// Keeps `head` unless the cache holds a later one of the stream already (a command in this
@@ -72,7 +72,7 @@ impl Heads {
         if head.sequence == 0 {
             return;
         }
-        let mut entries = self.lock();
+        let mut entries = unpoisoned(&self.entries);
         match entries.get_mut(order_id) {
             Some(cached) if cached.sequence > head.sequence => {}
             Some(cached) => *cached = head,
@@ -84,13 +84,7 @@ impl Heads {
 
     /// Forgets the head of `order_id`: the stream's state is unknown here.
     pub fn evict(&self, order_id: &str) {
-        self.lock().remove(order_id);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Head>> {
-        // A panic while holding the lock cannot leave an entry half-written: every write
-        // replaces or removes a whole entry.
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(&self.entries).remove(order_id);
     }
 }
 

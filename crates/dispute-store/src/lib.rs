@@ -156,6 +156,12 @@ impl PoolStats {
     }
 }
 
+/// Locks `mutex`, also after a panic while it was held: every holder in this crate leaves what
+/// it guards whole (an entry replaced or removed at once, a flag set or cleared).
+pub(crate) fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The most values SQLite binds to one statement: rows bound one value each go in statements
 /// of at most this many values.
 pub(crate) const SQLITE_BOUND_VALUES: usize = 32_766;

@@ -8,7 +8,7 @@
 //! by the database's refusal goes back to the pool, whose test closes it if it is broken.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
@@ -43,7 +43,7 @@ struct State {
 
 impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::unpoisoned(&self.state)
     }
 
     /// A taken connection goes back to the pool (dropped), or is forgotten.

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use hashlink::LruCache;
 use tokio::sync::Notify;
 
+use crate::unpoisoned;
+
 /// How many orders' projected views are remembered: as many as the projector keeps.
 const REMEMBERED: usize = 4096;
 
@@ -36,7 +38,7 @@ impl Projected {
     /// behind one remembered is not.
     pub fn committed<'a>(&self, orders: impl IntoIterator<Item = (&'a str, u64, &'a str)>) {
         {
-            let mut through = self.lock();
+            let mut through = unpoisoned(&self.through);
             for (order_id, sequence, view) in orders {
                 match through.get_mut(order_id) {
                     Some((known, _)) if *known >= sequence => {}
@@ -65,14 +67,14 @@ impl Projected {
     /// `sequence` or later and is remembered. The view stored may be further on: another
     /// process may have projected it since.
     pub fn view(&self, order_id: &str, sequence: u64) -> Option<Arc<str>> {
-        let mut through = self.lock();
+        let mut through = unpoisoned(&self.through);
         through.get(order_id).filter(|(known, _)| *known >= sequence).map(|(_, view)| view.clone())
     }
 
     /// Notes that a command committed `order_id`'s events up to `sequence` and handed them to
     /// this process's projector.
     pub(crate) fn handing(&self, order_id: &str, sequence: u64) {
-        let mut handed = self.handed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut handed = unpoisoned(&self.handed);
         match handed.get_mut(order_id) {
             Some(known) => *known = (*known).max(sequence),
             None => {
@@ -84,12 +86,8 @@ impl Projected {
     /// Whether this process's projector was handed `order_id`'s events up to `sequence` or
     /// further, as far as it remembers: it is about to project them, if it has not yet.
     pub fn handed(&self, order_id: &str, sequence: u64) -> bool {
-        let mut handed = self.handed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut handed = unpoisoned(&self.handed);
         handed.get(order_id).is_some_and(|known| *known >= sequence)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, (u64, Arc<str>)>> {
-        self.through.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -1,13 +1,15 @@
 //! The columns of the view tables, each declared once: its name and Rust type. The SQL type
 //! in each dialect follows from the Rust type ([`SqlType`]), the row structs, their reading
-//! (`sqlx::FromRow`) and their binding ([`BindRow`]) from the declaration, and from the column
-//! lists every statement that names them: the projector's insert and upsert, the JSON row
-//! typing, drift's comparison. A test holds each list equal to the migrated tables of both
+//! (`sqlx::FromRow`) and their binding ([`BindRow`], [`BindColumns`]) from the declaration, and
+//! from the column lists every statement that names them: the projector's insert and upsert,
+//! the arrays' typing, drift's comparison. A test holds each list equal to the migrated tables of both
 //! dialects.
 
 use serde::Serialize;
-use sqlx::Sqlite;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use sqlx::query_builder::Separated;
+use sqlx::{Postgres, Sqlite};
 
 /// One column of a view table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,16 @@ pub(crate) trait BindRow {
     fn bind<'q>(&'q self, row: &mut Separated<'_, 'q, Sqlite, &'static str>);
 }
 
+/// Rows bound one array per column, in the declared order, for PostgreSQL's `unnest`: each
+/// value travels in the protocol's binary form, where one JSON array of the rows had the
+/// server lex every value again (a view's whole JSON text as an escaped string).
+pub(crate) trait BindColumns: Sized {
+    fn bind_columns<'q, O>(
+        rows: &'q [Self],
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments>;
+}
+
 /// Declares a view table's row struct and its shape from one list of `name: Type` fields.
 macro_rules! view_table {
     (
@@ -96,6 +108,16 @@ macro_rules! view_table {
         impl BindRow for $row {
             fn bind<'q>(&'q self, row: &mut Separated<'_, 'q, Sqlite, &'static str>) {
                 $( row.push_bind(&self.$field); )*
+            }
+        }
+
+        impl BindColumns for $row {
+            fn bind_columns<'q, O>(
+                rows: &'q [Self],
+                query: QueryAs<'q, Postgres, O, PgArguments>,
+            ) -> QueryAs<'q, Postgres, O, PgArguments> {
+                $( let query = query.bind(rows.iter().map(|row| &row.$field).collect::<Vec<_>>()); )*
+                query
             }
         }
 

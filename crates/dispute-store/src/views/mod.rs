@@ -14,7 +14,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use columns::BindRow;
+pub(crate) use columns::{BindColumns, BindRow};
 pub use columns::{Column, DISPUTES, DisputeRow, SqlType, TIMELINE, TimelineRow, ViewShape};
 pub use read::{MerchantRow, QueueFilter, QueueRow, StatsRow, SummaryRow};
 pub use write::{LockedView, ViewBatch, ViewWriter};
@@ -85,17 +85,18 @@ impl Dialect {
         }
     }
 
-    /// PostgreSQL: the objects of the JSON array bound as `param` (`$1`, …) as rows of
-    /// `columns`, typed as the table is. SQLite takes a batch's rows as `VALUES`, bound one value
-    /// each ([`BindRow`]): through `json_each` it rendered each row's object as text and parsed
-    /// it again for every column.
-    fn json_rows(columns: &[Column], param: &str) -> String {
-        let typed = columns.iter().map(|c| format!("{} {}", c.name, c.postgres)).collect::<Vec<_>>();
-        format!(
-            "SELECT {} FROM json_to_recordset({param}::json) AS r({})",
-            ViewShape::names(columns),
-            typed.join(", ")
-        )
+    /// PostgreSQL: the arrays bound from `$first` on, one per column ([`BindColumns`]), as
+    /// rows of `columns`, typed as the table is. SQLite takes a batch's rows as `VALUES`, bound
+    /// one value each ([`BindRow`]): through `json_each` it rendered each row's object as text
+    /// and parsed it again for every column.
+    fn unnest_rows(columns: &[Column], first: usize) -> String {
+        let arrays = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}[]", first + i, c.postgres))
+            .collect::<Vec<_>>();
+        let names = ViewShape::names(columns);
+        format!("SELECT {names} FROM unnest({}) AS r({names})", arrays.join(", "))
     }
 }
 

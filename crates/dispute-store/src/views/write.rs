@@ -1,6 +1,6 @@
 //! The projector's writes: a batch is at most three statements whatever its size (read and
 //! lock the views the batch continues, insert the timeline entries, upsert the changed views),
-//! each taking its rows as one JSON array on PostgreSQL, as bound `VALUES` on SQLite, in one
+//! each taking its rows as one array per column on PostgreSQL, as bound `VALUES` on SQLite, in one
 //! transaction. A batch that reads no stored view (every order from its first event, as in a
 //! catch-up, or from a view the projector kept) skips the first; on PostgreSQL the other two
 //! are then one statement, its own transaction.
@@ -8,7 +8,8 @@
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 
 use super::{
-    BindRow, DISPUTES, Dialect, DisputeRow, TIMELINE, TimelineRow, ViewShape, ViewTables, json_array,
+    BindColumns, BindRow, DISPUTES, Dialect, DisputeRow, TIMELINE, TimelineRow, ViewShape, ViewTables,
+    json_array,
 };
 use crate::{Backend, SQLITE_BOUND_VALUES, Store, StoreError};
 
@@ -23,12 +24,12 @@ struct WriteStatements {
 /// How a batch's rows reach the database.
 #[derive(Debug, Clone)]
 enum Rows {
-    /// PostgreSQL: each table's rows as one JSON array, bound as `$1`.
-    Json {
+    /// PostgreSQL: each table's rows as one array per column, bound from `$1` on.
+    Arrays {
         insert_timeline: String,
         upsert_disputes: String,
-        /// Both in one statement, the timeline's rows bound as `$1`, the views' as `$2`,
-        /// answering as `insert_timeline` does.
+        /// Both in one statement, the timeline's arrays bound first, then the views', answering
+        /// as `insert_timeline` does.
         insert_both: String,
     },
     /// SQLite: `VALUES`, bound one value each, between each statement's two halves.
@@ -43,9 +44,9 @@ struct Halves {
 }
 
 impl Halves {
-    /// The statement with its rows the objects of the JSON array bound as `param`.
-    fn json(&self, shape: &ViewShape, param: &str) -> String {
-        format!("{}{} {}", self.head, Dialect::json_rows(shape.columns, param), self.tail)
+    /// The statement with its rows the arrays bound from `$first` on.
+    fn arrays(&self, shape: &ViewShape, first: usize) -> String {
+        format!("{}{} {}", self.head, Dialect::unnest_rows(shape.columns, first), self.tail)
     }
 }
 
@@ -70,18 +71,18 @@ impl WriteStatements {
             format!("DO UPDATE SET {set} WHERE {disputes}.sequence < excluded.sequence"),
         );
         let rows = match dialect {
-            Dialect::Postgres => Rows::Json {
+            Dialect::Postgres => Rows::Arrays {
                 // The entries are inserted as the outer SELECT reads them, then the views
                 // upserted (a data-modifying WITH that nothing reads runs to its end after the
                 // statement's): the order of the transaction's two statements, so two
                 // projectors never deadlock.
                 insert_both: format!(
                     "WITH entries AS ({}), views AS ({}) SELECT order_id, sequence FROM entries",
-                    insert_timeline.json(&TIMELINE, "$1"),
-                    upsert_disputes.json(&DISPUTES, "$2")
+                    insert_timeline.arrays(&TIMELINE, 1),
+                    upsert_disputes.arrays(&DISPUTES, 1 + TIMELINE.columns.len())
                 ),
-                insert_timeline: insert_timeline.json(&TIMELINE, "$1"),
-                upsert_disputes: upsert_disputes.json(&DISPUTES, "$1"),
+                insert_timeline: insert_timeline.arrays(&TIMELINE, 1),
+                upsert_disputes: upsert_disputes.arrays(&DISPUTES, 1),
             },
             Dialect::Sqlite => Rows::Values { insert_timeline, upsert_disputes },
         };
@@ -196,14 +197,11 @@ impl ViewWriter {
             return Ok(Vec::new());
         }
         match (&self.backend, &self.statements.rows) {
-            (Backend::Postgres(crate::Postgres { inserts, .. }), Rows::Json { insert_both, .. }) => {
-                let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
+            (Backend::Postgres(crate::Postgres { inserts, .. }), Rows::Arrays { insert_both, .. }) => {
+                let statement = TimelineRow::bind_columns(timeline, sqlx::query_as(insert_both));
+                let statement = DisputeRow::bind_columns(disputes, statement);
                 let mut connection = inserts.acquire().await?;
-                let new = sqlx::query_as(insert_both)
-                    .bind(timeline)
-                    .bind(disputes)
-                    .fetch_all(&mut *connection)
-                    .await;
+                let new = statement.fetch_all(&mut *connection).await;
                 Ok(connection.done(new)?)
             }
             _ => self.lock(&[]).await?.0.commit(timeline, disputes).await,
@@ -223,10 +221,15 @@ impl ViewBatch<'_> {
         let mut new = Vec::new();
         if !timeline.is_empty() {
             match (&mut self.tx, &self.statements.rows) {
-                (Tx::Postgres(tx), Rows::Json { insert_timeline, upsert_disputes, .. }) => {
-                    let (timeline, disputes) = (json_array(&timeline)?, json_array(&disputes)?);
-                    new = sqlx::query_as(insert_timeline).bind(timeline).fetch_all(&mut **tx).await?;
-                    sqlx::query(upsert_disputes).bind(disputes).execute(&mut **tx).await?;
+                (Tx::Postgres(tx), Rows::Arrays { insert_timeline, upsert_disputes, .. }) => {
+                    new = TimelineRow::bind_columns(timeline, sqlx::query_as(insert_timeline))
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    // It answers no rows: read as `()`, the binding is the same as for a
+                    // statement that answers some.
+                    DisputeRow::bind_columns(disputes, sqlx::query_as::<_, ()>(upsert_disputes))
+                        .fetch_all(&mut **tx)
+                        .await?;
                 }
                 (Tx::Sqlite(tx), Rows::Values { insert_timeline, upsert_disputes }) => {
                     new = write_values(tx, insert_timeline, &TIMELINE, timeline).await?;
@@ -246,13 +249,13 @@ mod tests {
 
     #[test]
     fn the_statements_name_every_declared_column() {
-        let Rows::Json { upsert_disputes, .. } =
+        let Rows::Arrays { upsert_disputes, .. } =
             WriteStatements::new(Dialect::Postgres, &ViewTables::live()).rows
         else {
-            panic!("PostgreSQL takes JSON rows")
+            panic!("PostgreSQL takes arrays")
         };
-        for column in DISPUTES.columns {
-            assert!(upsert_disputes.contains(&format!("{} {}", column.name, column.postgres)));
+        for (i, column) in DISPUTES.columns.iter().enumerate() {
+            assert!(upsert_disputes.contains(&format!("${}::{}[]", i + 1, column.postgres)));
         }
         for column in DISPUTES.value_columns() {
             assert!(upsert_disputes.contains(&format!("{0} = excluded.{0}", column.name)));

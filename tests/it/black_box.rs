@@ -447,6 +447,30 @@ async fn bench_prints_every_figure_on_postgres_and_nats_without_errors_also_held
 }
 
 #[tokio::test]
+async fn bench_loads_a_running_service_at_its_address_and_refuses_an_address_it_cannot_speak_to() {
+    let cwd = TempDir::new();
+    let data = TempDir::new();
+    let data_dir = data.path().to_str().expect("a UTF-8 path");
+    let env = [("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_JWT_SECRET", SECRET)];
+    let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
+    let target = format!("http://{}", server.listening());
+    let figures = bench_figures(cwd.path(), &env, &["--target", &target, "--duration", "2s", "--concurrency", "4"]);
+    assert_clean_figures(&figures);
+    let exit = server.terminate();
+    assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());
+
+    for target in ["https://127.0.0.1:1", "http://127.0.0.1:1/v1", "127.0.0.1:1"] {
+        let output = disputes_bench(cwd.path(), &env, &["--target", target, "--duration", "1s"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("disputes-bench runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{target} is refused");
+        assert!(stderr.contains("--target must be an http:// address"), "{target}: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn bench_refuses_a_rate_that_is_not_positive() {
     let cwd = TempDir::new();
     let data = TempDir::new();

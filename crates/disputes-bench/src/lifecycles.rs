@@ -2,13 +2,23 @@
 //! given concurrency and reports command rate, command latency and projection lag
 //! (command answered → visible in the dispute's view). Every command carries an
 //! `Idempotency-Key` of its own unless `--no-idempotency-key`.
+//!
+//! Each lifecycle driven at once has one HTTP/1.1 connection of its own, kept open, and sends
+//! its requests on it one after another: the load generator shares the machine with what it
+//! measures, so it does no more per request than a client must.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
 use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use dispute_api::TokenKeys;
 use dispute_domain::{Actor, Role, parse_duration};
 use serde_json::{Value, json};
@@ -73,8 +83,8 @@ struct Samples {
 }
 
 struct Load {
-    base: String,
-    client: reqwest::Client,
+    /// The service's address (`host:port`).
+    authority: String,
     system: String,
     buyer: String,
     merchant: String,
@@ -109,22 +119,18 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
         Some(_) => settings.minting_secret()?,
         None => settings.jwt_secret()?,
     };
-    let (base, app) = match &options.target {
-        Some(target) => (target.trim_end_matches('/').to_string(), None),
+    let (authority, app) = match &options.target {
+        Some(target) => (authority(target)?, None),
         None => {
             let config = settings.app_config("127.0.0.1:0".parse().expect("an address"))?;
             let app = App::start(config).await?;
-            (format!("http://{}", app.addr()), Some(app))
+            (app.addr().to_string(), Some(app))
         }
     };
     let keys = TokenKeys::new(&secret);
     let token = |role, sub: &str| keys.issue(&Actor::new(role, sub), chrono::Duration::hours(2));
     let load = Arc::new(Load {
-        base,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(options.concurrency)
-            .build()
-            .expect("client"),
+        authority,
         system: token(Role::System, "bench"),
         buyer: token(Role::Buyer, "bench-buyer"),
         merchant: token(Role::Merchant, "bench-merchant"),
@@ -265,21 +271,22 @@ async fn drive(
     mut pace: Option<Pace>,
 ) -> Samples {
     let mut samples = Samples::default();
+    let mut connection = Connection { authority: &load.authority, sender: None };
     let mut n = 0u64;
     while Instant::now() < until {
         let id = format!("bench-{}-{worker}-{n}", load.run);
-        match lifecycle(&load, &id, n, &mut samples, pace.as_mut()).await {
+        match lifecycle(&load, &mut connection, &id, n, &mut samples, pace.as_mut()).await {
             Ok(sequence) if lag_every > 0 && n.is_multiple_of(lag_every) => {
                 let started = Instant::now();
-                let url = format!("{}/v1/disputes/{id}", load.base);
-                let seen = load
-                    .client
-                    .get(url)
-                    .bearer_auth(&load.buyer)
+                let request = connection
+                    .request(Method::GET, &format!("/v1/disputes/{id}"), &load.buyer)
                     .header("X-Min-Sequence", sequence.to_string())
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success());
+                    .body(Full::default())
+                    .map_err(|e| e.to_string());
+                let seen = match request {
+                    Ok(request) => connection.send(request).await.map(|(status, _)| status.is_success()),
+                    Err(e) => Err(e),
+                };
                 match seen {
                     Ok(true) => samples.lags.push(started.elapsed().as_micros() as u64),
                     _ => samples.errors += 1,
@@ -302,6 +309,7 @@ async fn drive(
 /// Register, request, then one of three paths to a paid refund. Returns the last sequence.
 async fn lifecycle(
     load: &Load,
+    connection: &mut Connection<'_>,
     id: &str,
     n: u64,
     samples: &mut Samples,
@@ -317,10 +325,10 @@ async fn lifecycle(
     });
     let evidence =
         json!([{ "kind": "photo", "uri": "https://evidence.example/1.jpg", "sha256": "ab".repeat(32) }]);
-    let mut steps: Vec<(reqwest::Method, &str, &str, Value)> = vec![
-        (reqwest::Method::PUT, "", &load.system, order),
+    let mut steps: Vec<(Method, &str, &str, Value)> = vec![
+        (Method::PUT, "", &load.system, order),
         (
-            reqwest::Method::POST,
+            Method::POST,
             "request",
             &load.buyer,
             json!({
@@ -332,37 +340,37 @@ async fn lifecycle(
     let paid = |minor: i64| json!({ "amount": amount(minor), "channel": "alipay", "payment_ref": format!("pay-{id}") });
     match n % 3 {
         0 => {
-            steps.push((reqwest::Method::POST, "merchant-accept", &load.merchant, json!({})));
-            steps.push((reqwest::Method::POST, "refund-paid", &load.system, paid(6_000)));
+            steps.push((Method::POST, "merchant-accept", &load.merchant, json!({})));
+            steps.push((Method::POST, "refund-paid", &load.system, paid(6_000)));
         }
         1 => {
             steps.push((
-                reqwest::Method::POST,
+                Method::POST,
                 "merchant-offer",
                 &load.merchant,
                 json!({ "amount": amount(3_000), "note": "half" }),
             ));
-            steps.push((reqwest::Method::POST, "accept-offer", &load.buyer, json!({})));
-            steps.push((reqwest::Method::POST, "refund-paid", &load.system, paid(3_000)));
+            steps.push((Method::POST, "accept-offer", &load.buyer, json!({})));
+            steps.push((Method::POST, "refund-paid", &load.system, paid(3_000)));
         }
         _ => {
             steps.push((
-                reqwest::Method::POST,
+                Method::POST,
                 "merchant-reject",
                 &load.merchant,
                 json!({ "reason_code": "item_used", "note": "worn" }),
             ));
-            steps.push((reqwest::Method::POST, "escalate", &load.buyer, json!({ "note": "please review" })));
+            steps.push((Method::POST, "escalate", &load.buyer, json!({ "note": "please review" })));
             steps.push((
-                reqwest::Method::POST,
+                Method::POST,
                 "assign",
                 &load.arbitrator,
                 json!({ "arbitrator_id": "bench-arbitrator" }),
             ));
-            steps.push((reqwest::Method::POST, "judge", &load.arbitrator, json!({
+            steps.push((Method::POST, "judge", &load.arbitrator, json!({
                 "outcome": "refund_partial", "amount": amount(4_000), "return_required": false, "rationale": "shared fault",
             })));
-            steps.push((reqwest::Method::POST, "refund-paid", &load.system, paid(4_000)));
+            steps.push((Method::POST, "refund-paid", &load.system, paid(4_000)));
         }
     }
     let mut sequence = 0;
@@ -371,23 +379,23 @@ async fn lifecycle(
         if command == "refund-paid" {
             body["paid_at"] = json!(Utc::now());
         }
-        let url = if command.is_empty() {
-            format!("{}/v1/orders/{id}", load.base)
+        let path = if command.is_empty() {
+            format!("/v1/orders/{id}")
         } else {
-            format!("{}/v1/disputes/{id}/{command}", load.base)
+            format!("/v1/disputes/{id}/{command}")
         };
         if let Some(pace) = pace.as_deref_mut() {
             pace.wait().await;
         }
-        let mut request = load.client.request(method, url).bearer_auth(token).json(&body);
+        let mut request = connection.request(method, &path, token).header(CONTENT_TYPE, "application/json");
         if load.idempotency_keys {
             // The order id is unique per run, so this is unique per command.
             request = request.header("Idempotency-Key", format!("{id}-{step}"));
         }
+        let body = serde_json::to_vec(&body).map_err(|e| format!("{command}: {e}"))?;
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| format!("{command}: {e}"))?;
         let started = Instant::now();
-        let response = request.send().await.map_err(|e| format!("{command}: {e}"))?;
-        let status = response.status();
-        let answer = response.bytes().await.map_err(|e| format!("{command}: {e}"))?;
+        let (status, answer) = connection.send(request).await.map_err(|e| format!("{command}: {e}"))?;
         samples.commands.push(started.elapsed().as_micros() as u64);
         load.done.fetch_add(1, Ordering::Relaxed);
         if !status.is_success() {
@@ -398,4 +406,66 @@ async fn lifecycle(
             serde_json::from_slice::<Answered>(&answer).map_err(|e| format!("{command}: {e}"))?.sequence;
     }
     Ok(sequence)
+}
+
+/// The `host:port` of a `--target` URL: plain `http://`, as the load generator speaks.
+fn authority(target: &str) -> anyhow::Result<String> {
+    let uri: Uri = target.parse()?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(authority)) if matches!(uri.path(), "" | "/") => Ok(authority.to_string()),
+        _ => anyhow::bail!("--target must be an http:// address with no path, e.g. http://127.0.0.1:8080"),
+    }
+}
+
+/// A worker's HTTP/1.1 connection to the service, opened at its first request and again after
+/// a failure.
+struct Connection<'a> {
+    authority: &'a str,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection<'_> {
+    /// A request to `path` with `token` as its bearer token.
+    fn request(&self, method: Method, path: &str, token: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.authority)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+    }
+
+    /// Sends `request` and reads the whole answer.
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+        let answered = self.exchange(request).await;
+        if answered.is_err() {
+            // A connection that failed is not used again.
+            self.sender = None;
+        }
+        answered
+    }
+
+    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+        let sender = match &mut self.sender {
+            Some(sender) => sender,
+            None => self.sender.insert(open(self.authority).await?),
+        };
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?;
+        Ok((status, body.to_bytes()))
+    }
+}
+
+async fn open(authority: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("{authority}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "load connection ended");
+        }
+    });
+    Ok(sender)
 }

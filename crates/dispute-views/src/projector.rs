@@ -8,6 +8,7 @@
 //! stored already is left as it is where it is as far or further (views only move forward,
 //! timeline entries are kept).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -48,31 +49,39 @@ pub struct Projector {
     kept: LruCache<String, (u64, DisputeView)>,
 }
 
-/// One event as the projector needs it, from the log or from the bus.
+/// One event as the projector needs it, from the log or from the bus. An event read from the
+/// log lends its payload: the projector reads it, and keeps nothing of it but text.
 #[derive(Debug, Clone)]
-pub struct Incoming {
+pub struct Incoming<'a> {
     pub order_id: String,
     pub sequence: u64,
     pub event_type: String,
     /// Externally tagged: `{"<EventType>": {…}}`.
-    pub payload: Value,
+    pub payload: Cow<'a, Value>,
     pub actor_role: String,
     pub actor_id: String,
     pub time: String,
 }
 
-impl From<&StoredEvent> for Incoming {
-    fn from(e: &StoredEvent) -> Self {
-        // Metadata the store never wrote (it always writes all of it) leaves the actor and time empty.
-        let (actor_role, time, actor_id) = match e.typed_metadata() {
-            Ok(meta) => (meta.actor_role.as_str().to_string(), meta.time_text(), meta.actor_id),
-            Err(_) => Default::default(),
-        };
+/// What the projector reads of an event's metadata: who, and when.
+#[derive(Deserialize)]
+struct Caused {
+    actor_role: String,
+    actor_id: String,
+    time: String,
+}
+
+impl<'a> From<&'a StoredEvent> for Incoming<'a> {
+    fn from(e: &'a StoredEvent) -> Self {
+        // Metadata the store never wrote (it always writes all of it) leaves the actor and time
+        // empty. The time is kept as stored: every event's is written in one form.
+        let Caused { actor_role, actor_id, time } = Caused::deserialize(&e.metadata)
+            .unwrap_or(Caused { actor_role: String::new(), actor_id: String::new(), time: String::new() });
         Self {
             order_id: e.order_id.clone(),
             sequence: e.sequence,
             event_type: e.event_type.clone(),
-            payload: e.payload.clone(),
+            payload: Cow::Borrowed(&e.payload),
             actor_role,
             actor_id,
             time,
@@ -80,7 +89,7 @@ impl From<&StoredEvent> for Incoming {
     }
 }
 
-impl From<&dispute_bus::CloudEvent> for Incoming {
+impl From<&dispute_bus::CloudEvent> for Incoming<'static> {
     fn from(e: &dispute_bus::CloudEvent) -> Self {
         let (role, id) = e.actor.split_once(':').unwrap_or((e.actor.as_str(), ""));
         let payload = e.payload().unwrap_or(Value::Null);
@@ -88,7 +97,7 @@ impl From<&dispute_bus::CloudEvent> for Incoming {
             order_id: e.subject.clone(),
             sequence: e.sequence,
             event_type: payload.as_object().and_then(|p| p.keys().next().cloned()).unwrap_or_default(),
-            payload,
+            payload: Cow::Owned(payload),
             actor_role: role.to_string(),
             actor_id: id.to_string(),
             time: e.time.clone(),
@@ -118,15 +127,15 @@ impl Projector {
     }
 
     /// Applies one event (and any missing before it). Returns false for a duplicate.
-    pub async fn apply(&mut self, incoming: &Incoming) -> Result<bool, ViewError> {
+    pub async fn apply(&mut self, incoming: &Incoming<'_>) -> Result<bool, ViewError> {
         Ok(self.apply_batch(std::slice::from_ref(incoming)).await? == 1)
     }
 
     /// Applies events of any orders in one transaction, each order's in sequence order, with
     /// any gap before them filled from the event store. Returns how many were new; duplicates
     /// change nothing.
-    pub async fn apply_batch(&mut self, batch: &[Incoming]) -> Result<usize, ViewError> {
-        let mut orders: BTreeMap<&str, Vec<&Incoming>> = BTreeMap::new();
+    pub async fn apply_batch(&mut self, batch: &[Incoming<'_>]) -> Result<usize, ViewError> {
+        let mut orders: BTreeMap<&str, Vec<&Incoming<'_>>> = BTreeMap::new();
         for incoming in batch {
             orders.entry(&incoming.order_id).or_default().push(incoming);
         }
@@ -234,7 +243,7 @@ impl<'a> Changes<'a> {
         order_id: &'a str,
         mut last: u64,
         mut view: Option<DisputeView>,
-        mut events: Vec<&Incoming>,
+        mut events: Vec<&Incoming<'_>>,
     ) -> Result<(), ViewError> {
         events.sort_by_key(|e| e.sequence);
         let reflected = last;
@@ -258,7 +267,7 @@ impl<'a> Changes<'a> {
             }
             let missing: Vec<Incoming> = missing.iter().map(Incoming::from).collect();
             for event in missing.iter().chain([incoming]) {
-                let domain_event = DisputeEvent::deserialize(&event.payload)?;
+                let domain_event = DisputeEvent::deserialize(event.payload.as_ref())?;
                 match &mut view {
                     Some(view) => view.apply(event.sequence, parse_time(&event.time), &domain_event),
                     None => {
@@ -311,7 +320,7 @@ fn dispute_row(view: &DisputeView) -> Result<DisputeRow, ViewError> {
 }
 
 /// The `view_timeline` row of an event.
-fn timeline_row(event: &Incoming) -> TimelineRow {
+fn timeline_row(event: &Incoming<'_>) -> TimelineRow {
     TimelineRow {
         order_id: event.order_id.clone(),
         sequence: event.sequence as i64,

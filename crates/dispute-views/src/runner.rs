@@ -59,12 +59,21 @@ impl Feeds {
     /// Projects `first` and the copies that have arrived after it, in one transaction, but for
     /// events already projected. A failure is logged and left to JetStream.
     async fn project_copies(&mut self, first: Batch) {
-        let mut incoming: Vec<Incoming> = first.iter().map(Incoming::from).collect();
-        while incoming.len() < BATCH {
+        let mut events = first.len();
+        let mut batches = vec![first];
+        while events < BATCH {
             let Some(more) = self.try_copy() else { break };
-            incoming.extend(more.iter().map(Incoming::from));
+            events += more.len();
+            batches.push(more);
         }
-        incoming.retain(|event| !self.projector.holds(&event.order_id, event.sequence));
+        // A relay's copy holds mostly events this process projected from its own commits.
+        let projector = &self.projector;
+        let incoming: Vec<Incoming> = batches
+            .iter()
+            .flat_map(|batch| batch.iter())
+            .filter(|event| !projector.holds(&event.order_id, event.sequence))
+            .map(Incoming::from)
+            .collect();
         if let Err(e) = self.projector.apply_batch(&incoming).await {
             tracing::warn!(error = %e, events = incoming.len(), "projecting batches handed over failed; JetStream will bring them");
         }

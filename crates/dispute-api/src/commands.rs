@@ -350,7 +350,7 @@ fn fingerprint(route: &CommandRoute, order_id: &str, headers: &HeaderMap, body: 
         hasher.update(part);
     }
     hasher.update(&canonical);
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    dispute_store::chain::hex(&hasher.finalize())
 }
 
 /// `value` as compact JSON with every object's keys sorted, whatever order `serde_json::Map`

@@ -290,7 +290,8 @@ fn plain_len(bytes: &[u8]) -> usize {
     clean + rest.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').unwrap_or(rest.len())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` as lower-case hexadecimal, two digits a byte: how every digest here is written.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -169,8 +169,7 @@ async fn verify(
         let text = HeadsRecord::render(&report.heads);
         std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(text.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = dispute_store::chain::hex(&sha2::Sha256::digest(text.as_bytes()));
         println!("heads saved to {} (sha256 {hex})", path.display());
     }
     Ok(ExitCode::SUCCESS)

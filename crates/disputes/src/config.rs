@@ -359,7 +359,7 @@ impl Settings {
         let secret: String = {
             use rand::Rng;
             let bytes: [u8; 32] = rand::rng().random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            dispute_store::chain::hex(&bytes)
         };
         write_new_secret(&path, &secret).map_err(file_error)?;
         // Another process may have created it first: whatever is on disk wins.

@@ -454,7 +454,8 @@ async fn bench_loads_a_running_service_at_its_address_and_refuses_an_address_it_
     let env = [("DISPUTES_DATA_DIR", data_dir), ("DISPUTES_JWT_SECRET", SECRET)];
     let mut server = Process::spawn(disputes(cwd.path(), &env, &["serve", "--addr", "127.0.0.1:0"]));
     let target = format!("http://{}", server.listening());
-    let figures = bench_figures(cwd.path(), &env, &["--target", &target, "--duration", "2s", "--concurrency", "4"]);
+    let figures =
+        bench_figures(cwd.path(), &env, &["--target", &target, "--duration", "2s", "--concurrency", "4"]);
     assert_clean_figures(&figures);
     let exit = server.terminate();
     assert!(exit.success(), "a clean stop exits 0, got {exit}; stderr:\n{}", server.stderr());

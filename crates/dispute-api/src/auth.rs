@@ -239,8 +239,7 @@ impl TokenKeys {
         }
         let actor = Actor::new(role, sub);
         let valid_until = exp.saturating_add(LEEWAY_SECONDS as i64);
-        self.remembered()
-            .insert(token.to_string(), Verified { actor: actor.clone(), valid_until });
+        self.remembered().insert(token.to_string(), Verified { actor: actor.clone(), valid_until });
         Some(actor)
     }
 }

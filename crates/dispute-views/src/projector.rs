@@ -64,7 +64,7 @@ pub struct Incoming<'a> {
 }
 
 /// What the projector reads of an event's metadata: who, and when.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct Caused {
     actor_role: String,
     actor_id: String,
@@ -75,8 +75,7 @@ impl<'a> From<&'a StoredEvent> for Incoming<'a> {
     fn from(e: &'a StoredEvent) -> Self {
         // Metadata the store never wrote (it always writes all of it) leaves the actor and time
         // empty. The time is kept as stored: every event's is written in one form.
-        let Caused { actor_role, actor_id, time } = Caused::deserialize(&e.metadata)
-            .unwrap_or(Caused { actor_role: String::new(), actor_id: String::new(), time: String::new() });
+        let Caused { actor_role, actor_id, time } = Caused::deserialize(&e.metadata).unwrap_or_default();
         Self {
             order_id: e.order_id.clone(),
             sequence: e.sequence,

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use clap::Args;
+use dispute_api::TokenKeys;
+use dispute_domain::{Actor, Role, parse_duration};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use dispute_api::TokenKeys;
-use dispute_domain::{Actor, Role, parse_duration};
 use serde_json::{Value, json};
 
 use disputes::App;

@@ -2,8 +2,8 @@
 //! in each dialect follows from the Rust type ([`SqlType`]), the row structs, their reading
 //! (`sqlx::FromRow`) and their binding ([`BindRow`], [`BindColumns`]) from the declaration, and
 //! from the column lists every statement that names them: the projector's insert and upsert,
-//! the arrays' typing, drift's comparison. A test holds each list equal to the migrated tables of both
-//! dialects.
+//! the arrays' typing, drift's comparison. A test holds each list equal to the migrated tables
+//! of both dialects.
 
 use serde::Serialize;
 use sqlx::postgres::PgArguments;

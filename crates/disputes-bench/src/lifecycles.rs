@@ -280,13 +280,9 @@ async fn drive(
                 let started = Instant::now();
                 let request = connection
                     .request(Method::GET, &format!("/v1/disputes/{id}"), &load.buyer)
-                    .header("X-Min-Sequence", sequence.to_string())
-                    .body(Full::default())
-                    .map_err(|e| e.to_string());
-                let seen = match request {
-                    Ok(request) => connection.send(request).await.map(|(status, _)| status.is_success()),
-                    Err(e) => Err(e),
-                };
+                    .header("X-Min-Sequence", sequence.to_string());
+                let seen =
+                    connection.send(request, Bytes::new()).await.map(|(status, _)| status.is_success());
                 match seen {
                     Ok(true) => samples.lags.push(started.elapsed().as_micros() as u64),
                     _ => samples.errors += 1,
@@ -393,9 +389,9 @@ async fn lifecycle(
             request = request.header("Idempotency-Key", format!("{id}-{step}"));
         }
         let body = serde_json::to_vec(&body).map_err(|e| format!("{command}: {e}"))?;
-        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| format!("{command}: {e}"))?;
         let started = Instant::now();
-        let (status, answer) = connection.send(request).await.map_err(|e| format!("{command}: {e}"))?;
+        let (status, answer) =
+            connection.send(request, Bytes::from(body)).await.map_err(|e| format!("{command}: {e}"))?;
         samples.commands.push(started.elapsed().as_micros() as u64);
         load.done.fetch_add(1, Ordering::Relaxed);
         if !status.is_success() {
@@ -434,8 +430,13 @@ impl Connection<'_> {
             .header(AUTHORIZATION, format!("Bearer {token}"))
     }
 
-    /// Sends `request` and reads the whole answer.
-    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+    /// Sends `request` with `body` and reads the whole answer.
+    async fn send(
+        &mut self,
+        request: hyper::http::request::Builder,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         let answered = self.exchange(request).await;
         if answered.is_err() {
             // A connection that failed is not used again.

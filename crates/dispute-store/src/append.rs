@@ -7,7 +7,9 @@
 //! request, or a claim taken over, writes nothing at all. postgres-es's own append (BEGIN, one
 //! INSERT per event, COMMIT) took three round trips and could not take the record into its
 //! transaction (`docs/BENCHMARKS.md`, "One commit per command"). On SQLite the same rows are
-//! written in one transaction on the events' connections, whose commit is flushed.
+//! written in one transaction on the events' connections, whose commit is flushed: the appends
+//! queued meanwhile together, as one script with its `BEGIN` and `COMMIT` when no key is in use
+//! and no sequence taken, else a statement at a time.
 //!
 //! A duplicate `(order, sequence)` is the optimistic lock: another command committed first.
 
@@ -43,7 +45,7 @@ pub(crate) enum RecordKind {
 }
 
 /// What an append did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Appended {
     /// The events, and the record if any, are committed.
     Committed,
@@ -239,6 +241,9 @@ impl Drop for Unwinding<'_> {
 async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
     let committed: Result<Vec<Appended>, sqlx::Error> = async {
         let mut connection = pool.acquire().await?;
+        if commit_at_once(&mut connection, &queued).await? {
+            return Ok(vec![Appended::Committed; queued.len()]);
+        }
         let mut transaction = connection.begin().await?;
         if let Some(outcomes) = write_together(&mut transaction, &queued).await? {
             transaction.commit().await?;
@@ -280,6 +285,72 @@ async fn commit_together(pool: &sqlx::SqlitePool, queued: Vec<Queued>) {
     }
 }
 
+/// Commits a group in one exchange with SQLite's worker thread ([`crate::sqlite_script`]).
+/// Only for the common group: no claim to answer, and every key new. Its records are inserted
+/// as such, not as "unless the key is in use": a key in use, like an event's sequence taken,
+/// fails the script, which rolls it back. Returns `false` with nothing written when the group
+/// is not that one, or failed so: [`write_together`] sorts those out.
+async fn commit_at_once(
+    connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    queued: &[Queued],
+) -> Result<bool, sqlx::Error> {
+    let mut new = Vec::new();
+    for append in queued {
+        match &append.record {
+            Some(record @ Record { kind: RecordKind::New { fingerprint, now_ms }, .. }) => {
+                new.push((record, fingerprint, now_ms));
+            }
+            Some(Record { kind: RecordKind::Claimed { .. }, .. }) => return Ok(false),
+            None => {}
+        }
+    }
+    let mut script = sqlx::QueryBuilder::new("BEGIN IMMEDIATE");
+    for rows in new.chunks(SQLITE_ROWS) {
+        script.push("; ").push(SQLITE_NEW_RECORDS);
+        push_new_records(&mut script, rows);
+    }
+    let events: Vec<&SerializedEvent> = queued.iter().flat_map(|append| &append.events).collect();
+    for rows in events.chunks(SQLITE_ROWS) {
+        script.push("; ").push(SQLITE_EVENTS);
+        push_events(&mut script, rows);
+    }
+    script.push("; COMMIT");
+    match crate::sqlite_script(connection, script.build_query_as::<()>()).await {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::UniqueViolation => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A key's new record: the record, its fingerprint and the time of its request (ms).
+type NewRecord<'a> = (&'a Record, &'a String, &'a i64);
+
+/// Appends the `VALUES` of `rows` to an insert of records.
+fn push_new_records<'a>(statement: &mut sqlx::QueryBuilder<'a, sqlx::Sqlite>, rows: &'a [NewRecord<'a>]) {
+    statement.push_values(rows, |mut row, (record, fingerprint, now_ms)| {
+        row.push_bind(&record.subject)
+            .push_bind(&record.key)
+            .push_bind(record.status)
+            .push_bind(&record.body)
+            .push_bind(*fingerprint)
+            .push_bind(**now_ms)
+            .push_bind(**now_ms);
+    });
+}
+
+/// Appends the `VALUES` of `rows` to an insert of events.
+fn push_events<'a>(statement: &mut sqlx::QueryBuilder<'a, sqlx::Sqlite>, rows: &[&'a SerializedEvent]) {
+    statement.push_values(rows, |mut row, event| {
+        row.push_bind(&event.aggregate_type)
+            .push_bind(&event.aggregate_id)
+            .push_bind(event.sequence as i64)
+            .push_bind(&event.event_type)
+            .push_bind(&event.event_version)
+            .push_bind(event.payload.to_string())
+            .push_bind(event.metadata.to_string());
+    });
+}
+
 /// Writes a group's rows with a statement per table, not per row: each statement is an exchange
 /// with SQLite's worker thread, and the writers' turn waits for every one. The new records
 /// first (a key taken twice in the group is in use for the second), then each claim's answer,
@@ -304,15 +375,7 @@ async fn write_together(
     let mut written: Vec<(String, String)> = Vec::new();
     for rows in new.chunks(SQLITE_ROWS) {
         let mut statement = sqlx::QueryBuilder::new(SQLITE_NEW_RECORDS);
-        statement.push_values(rows, |mut row, (record, fingerprint, now_ms)| {
-            row.push_bind(&record.subject)
-                .push_bind(&record.key)
-                .push_bind(record.status)
-                .push_bind(&record.body)
-                .push_bind(*fingerprint)
-                .push_bind(**now_ms)
-                .push_bind(**now_ms);
-        });
+        push_new_records(&mut statement, rows);
         statement.push(SQLITE_NEW_RECORDS_END);
         written.extend(statement.build_query_as::<(String, String)>().fetch_all(&mut **transaction).await?);
     }
@@ -343,15 +406,7 @@ async fn write_together(
         .collect();
     for rows in events.chunks(SQLITE_ROWS) {
         let mut statement = sqlx::QueryBuilder::new(SQLITE_EVENTS);
-        statement.push_values(rows, |mut row, event| {
-            row.push_bind(&event.aggregate_type)
-                .push_bind(&event.aggregate_id)
-                .push_bind(event.sequence as i64)
-                .push_bind(&event.event_type)
-                .push_bind(&event.event_version)
-                .push_bind(event.payload.to_string())
-                .push_bind(event.metadata.to_string());
-        });
+        push_events(&mut statement, rows);
         match statement.build().execute(&mut **transaction).await {
             Err(e) if is_duplicate_event(&e) => return Ok(None),
             written => written?,

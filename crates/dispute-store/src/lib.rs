@@ -166,6 +166,35 @@ pub(crate) fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuar
 /// of at most this many values.
 pub(crate) const SQLITE_BOUND_VALUES: usize = 32_766;
 
+/// Runs `script` on an embedded store's connection: statements separated by `;` that begin a
+/// transaction (`BEGIN IMMEDIATE; …`), sent to the connection's worker thread in one exchange
+/// and run there one after the other, each taking its bound values in turn. A transaction begun
+/// and ended statement by statement costs an exchange per statement, and on a busy machine each
+/// waits for the worker thread, then for the task, to be scheduled again, all while this
+/// process's writers' turn is held. On a failure the transaction is rolled back, so the
+/// connection goes back to its pool with none open.
+pub(crate) async fn sqlite_script<'q, O>(
+    connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    script: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Result<Vec<O>, sqlx::Error>
+where
+    O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
+    let ran = script.fetch_all(&mut **connection).await;
+    if ran.is_err() {
+        sqlite_roll_back(connection).await;
+    }
+    ran
+}
+
+/// Rolls back the transaction a script began on `connection`. A connection that cannot (none is
+/// open, or it is broken) is closed when dropped rather than given back in a state not known.
+pub(crate) async fn sqlite_roll_back(connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    if sqlx::query("ROLLBACK").execute(&mut **connection).await.is_err() {
+        connection.close_on_drop();
+    }
+}
+
 /// The command side's storage: executes commands against their order's stream.
 pub struct Store {
     backend: Backend,

@@ -3,7 +3,8 @@
 //! each taking its rows as one array per column on PostgreSQL, as bound `VALUES` on SQLite, in one
 //! transaction. A batch that reads no stored view (every order from its first event, as in a
 //! catch-up, or from a view the projector kept) skips the first; on PostgreSQL the other two
-//! are then one statement, its own transaction.
+//! are then one statement, its own transaction, and on SQLite one script with its `BEGIN` and
+//! `COMMIT`, sent to the connection's worker thread at once.
 
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 
@@ -109,12 +110,41 @@ async fn write_values<R: BindRow>(
 ) -> Result<Vec<(String, i64)>, StoreError> {
     let mut answered = Vec::new();
     for rows in rows.chunks(SQLITE_BOUND_VALUES / shape.columns.len()) {
-        let mut statement = QueryBuilder::new(&halves.head);
-        statement.push_values(rows, |mut row, values| values.bind(&mut row));
-        statement.push(" ").push(&halves.tail);
+        let mut statement = QueryBuilder::new("");
+        push_values(&mut statement, halves, rows);
         answered.extend(statement.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
     }
     Ok(answered)
+}
+
+/// Appends `halves` with `rows` as its `VALUES`, to a statement or a script.
+fn push_values<'a, R: BindRow>(statement: &mut QueryBuilder<'a, Sqlite>, halves: &Halves, rows: &'a [R]) {
+    statement.push(&halves.head);
+    statement.push_values(rows, |mut row, values| values.bind(&mut row));
+    statement.push(" ").push(&halves.tail);
+}
+
+/// A batch that reads no stored view, on SQLite: its transaction as one script
+/// ([`crate::sqlite_script`]), a statement per table and per as many rows as SQLite binds.
+async fn write_script(
+    sqlite: &crate::Sqlite,
+    halves: (&Halves, &Halves),
+    timeline: &[TimelineRow],
+    disputes: &[DisputeRow],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut script = QueryBuilder::new(Dialect::Sqlite.begin_write());
+    for rows in timeline.chunks(SQLITE_BOUND_VALUES / TIMELINE.columns.len()) {
+        script.push("; ");
+        push_values(&mut script, halves.0, rows);
+    }
+    for rows in disputes.chunks(SQLITE_BOUND_VALUES / DISPUTES.columns.len()) {
+        script.push("; ");
+        push_values(&mut script, halves.1, rows);
+    }
+    script.push("; COMMIT");
+    let _turn = sqlite.turn.clone().lock_owned().await;
+    let mut connection = sqlite.pool.acquire().await?;
+    Ok(crate::sqlite_script(&mut connection, script.build_query_as()).await?)
 }
 
 /// Writes one set of view tables: the projector's only way to the database.
@@ -203,6 +233,9 @@ impl ViewWriter {
                 let mut connection = inserts.acquire().await?;
                 let new = statement.fetch_all(&mut *connection).await;
                 Ok(connection.done(new)?)
+            }
+            (Backend::Sqlite(sqlite), Rows::Values { insert_timeline, upsert_disputes }) => {
+                write_script(sqlite, (insert_timeline, upsert_disputes), timeline, disputes).await
             }
             _ => self.lock(&[]).await?.0.commit(timeline, disputes).await,
         }

@@ -677,8 +677,13 @@ async fn sigkill_under_keyed_load_leaves_every_key_one_effect_and_its_true_answe
             }
         });
     }
-    for pause_ms in [300, 700, 500].into_iter().take(KILLS) {
-        tokio::time::sleep(StdDuration::from_millis(pause_ms)).await;
+    // Each kill comes once a further share of the scripts has been taken up, so that each lands
+    // while the workers are mid-script, however fast the machine runs them.
+    for kill in 1..=KILLS {
+        let left = ORDERS - ORDERS * kill / (KILLS + 1);
+        while queue.lock().expect("the queue").len() > left {
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
         server.child.kill().expect("SIGKILL");
         tokio::task::block_in_place(|| server.wait());
         server = spawn();

@@ -181,18 +181,12 @@ where
     O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
 {
     let ran = script.fetch_all(&mut **connection).await;
-    if ran.is_err() {
-        sqlite_roll_back(connection).await;
-    }
-    ran
-}
-
-/// Rolls back the transaction a script began on `connection`. A connection that cannot (none is
-/// open, or it is broken) is closed when dropped rather than given back in a state not known.
-pub(crate) async fn sqlite_roll_back(connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
-    if sqlx::query("ROLLBACK").execute(&mut **connection).await.is_err() {
+    // A connection that cannot roll back (none is open, or it is broken) is closed when
+    // dropped rather than given back in a state not known.
+    if ran.is_err() && sqlx::query("ROLLBACK").execute(&mut **connection).await.is_err() {
         connection.close_on_drop();
     }
+    ran
 }
 
 /// The command side's storage: executes commands against their order's stream.

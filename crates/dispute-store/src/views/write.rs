@@ -100,32 +100,36 @@ impl WriteStatements {
     }
 }
 
-/// Runs `halves` with `rows` as its `VALUES`, as many rows a statement as SQLite binds, and
-/// returns what the statements answer.
+/// Runs `halves` with `rows` as its `VALUES` and returns what the statements answer: one
+/// exchange with the connection's worker thread, however many statements the rows need.
 async fn write_values<R: BindRow>(
     tx: &mut Transaction<'static, Sqlite>,
     halves: &Halves,
     shape: &ViewShape,
     rows: &[R],
 ) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut answered = Vec::new();
-    for rows in rows.chunks(SQLITE_BOUND_VALUES / shape.columns.len()) {
-        let mut statement = QueryBuilder::new("");
-        push_values(&mut statement, halves, rows);
-        answered.extend(statement.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
-    }
-    Ok(answered)
+    let mut statements = QueryBuilder::new("");
+    push_rows(&mut statements, halves, shape, rows);
+    Ok(statements.build_query_as().fetch_all(&mut **tx).await?)
 }
 
-/// Appends `halves` with `rows` as its `VALUES`, to a statement or a script.
-fn push_values<'a, R: BindRow>(statement: &mut QueryBuilder<'a, Sqlite>, halves: &Halves, rows: &'a [R]) {
-    statement.push(&halves.head);
-    statement.push_values(rows, |mut row, values| values.bind(&mut row));
-    statement.push(" ").push(&halves.tail);
+/// Appends `halves` with `rows` as its `VALUES` to a script, each statement after a `;`, as many
+/// rows a statement as SQLite binds.
+fn push_rows<'a, R: BindRow>(
+    script: &mut QueryBuilder<'a, Sqlite>,
+    halves: &Halves,
+    shape: &ViewShape,
+    rows: &'a [R],
+) {
+    for rows in rows.chunks(SQLITE_BOUND_VALUES / shape.columns.len()) {
+        script.push("; ").push(&halves.head);
+        script.push_values(rows, |mut row, values| values.bind(&mut row));
+        script.push(" ").push(&halves.tail);
+    }
 }
 
 /// A batch that reads no stored view, on SQLite: its transaction as one script
-/// ([`crate::sqlite_script`]), a statement per table and per as many rows as SQLite binds.
+/// ([`crate::sqlite_script`]).
 async fn write_script(
     sqlite: &crate::Sqlite,
     halves: (&Halves, &Halves),
@@ -133,14 +137,8 @@ async fn write_script(
     disputes: &[DisputeRow],
 ) -> Result<Vec<(String, i64)>, StoreError> {
     let mut script = QueryBuilder::new(Dialect::Sqlite.begin_write());
-    for rows in timeline.chunks(SQLITE_BOUND_VALUES / TIMELINE.columns.len()) {
-        script.push("; ");
-        push_values(&mut script, halves.0, rows);
-    }
-    for rows in disputes.chunks(SQLITE_BOUND_VALUES / DISPUTES.columns.len()) {
-        script.push("; ");
-        push_values(&mut script, halves.1, rows);
-    }
+    push_rows(&mut script, halves.0, &TIMELINE, timeline);
+    push_rows(&mut script, halves.1, &DISPUTES, disputes);
     script.push("; COMMIT");
     let _turn = sqlite.turn.clone().lock_owned().await;
     let mut connection = sqlite.pool.acquire().await?;

@@ -363,4 +363,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!((events, others), (2, 1));
     }
+
+    /// `.cargo/config.toml` builds SQLite without memory statistics, which would otherwise
+    /// serialise every allocation of every connection on one mutex.
+    #[tokio::test]
+    async fn sqlite_is_built_without_memory_statistics() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.expect("an in-memory database");
+        let options: Vec<String> =
+            sqlx::query_scalar("PRAGMA compile_options").fetch_all(&pool).await.expect("the compile options");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "compile options: {options:?}");
+    }
 }

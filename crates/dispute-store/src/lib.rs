@@ -80,6 +80,8 @@ pub(crate) struct Sqlite {
     pub(crate) turn: Arc<tokio::sync::Mutex<()>>,
     /// The commands' appends waiting for the next turn, committed together ([`append`]).
     pub(crate) appends: append::Queue,
+    /// The database file, which [`Store::scan_in_stream_order`] opens a connection of its own to.
+    pub(crate) path: std::path::PathBuf,
 }
 
 /// Runs the same sqlx expression against whichever pool the backend holds.
@@ -131,6 +133,8 @@ pub enum StoreError {
     DataDir { path: String, source: std::io::Error },
     #[error("event store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("reading the SQLite log failed: {0}")]
+    Scan(#[from] rusqlite::Error),
 }
 
 /// How many connections the pool holds: open ones in use or idle, and the most it opens.
@@ -254,7 +258,13 @@ impl Store {
                     .connect_with(options.synchronous(SqliteSynchronous::Normal))
                     .await
                     .map_err(StoreError::Connect)?;
-                Backend::Sqlite(Sqlite { pool, events, turn: Arc::default(), appends: Arc::default() })
+                Backend::Sqlite(Sqlite {
+                    pool,
+                    events,
+                    turn: Arc::default(),
+                    appends: Arc::default(),
+                    path: path.clone(),
+                })
             }
         };
         let events = match &backend {

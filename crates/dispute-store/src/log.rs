@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -341,39 +342,40 @@ pub(crate) async fn pg_events_after<'c>(
     rows.into_iter().map(stored_event).collect()
 }
 
-/// The log in stream order, for [`Store::scan_in_stream_order`].
-const IN_STREAM_ORDER: &str = "FROM events WHERE aggregate_type = 'dispute' \
-                               ORDER BY aggregate_type, aggregate_id, sequence";
-
 type Batches = mpsc::Sender<Result<Vec<RawEvent>, StoreError>>;
 
-/// Through a cursor fetched a batch at a time: told that rows are wanted as they come, the
-/// planner reads the primary key in order rather than sorting the whole log first (which
-/// turns every row to text before the sort, spills it to disk and, with parallel workers,
-/// takes every core the audit itself needs). One transaction: one snapshot.
+/// As rows arrive from one query, which reads one snapshot. The planner is told not to sort:
+/// it reads the primary key in order rather than sort the whole log first (which turns every
+/// row to text before the sort, spills it to disk and, with parallel workers, takes every core
+/// the audit itself needs). Not a cursor: a `FETCH` is a utility statement, whose rows the
+/// server stores aside (past `work_mem`, in a file) before it sends them. Not pages either: on
+/// PostgreSQL 15 a page's lower bound is compared with every row it reads, in the column's
+/// collation.
 async fn pg_scan_in_stream_order(
     pool: &sqlx::PgPool,
     batch: usize,
     batches: &Batches,
 ) -> Result<(), StoreError> {
     let mut transaction = pool.begin().await?;
-    let declare = format!(
-        "DECLARE log_in_stream_order NO SCROLL CURSOR FOR \
-         SELECT aggregate_id, sequence, event_type, event_version, payload::text, metadata::text \
-         {IN_STREAM_ORDER}"
-    );
-    sqlx::query(&declare).execute(&mut *transaction).await?;
-    let fetch = format!("FETCH {batch} FROM log_in_stream_order");
-    loop {
-        let rows: Vec<RawRow> = sqlx::query_as(&fetch).persistent(false).fetch_all(&mut *transaction).await?;
-        let last = rows.len() < batch;
-        if !rows.is_empty() && batches.send(Ok(rows.into_iter().map(RawEvent::from).collect())).await.is_err()
-        {
-            break;
+    sqlx::query("SET LOCAL enable_sort = off").execute(&mut *transaction).await?;
+    let mut rows = sqlx::query_as::<_, RawRow>(
+        "SELECT aggregate_id, sequence, event_type, event_version, payload::text, metadata::text \
+         FROM events WHERE aggregate_type = 'dispute' ORDER BY aggregate_type, aggregate_id, sequence",
+    )
+    .fetch(&mut *transaction);
+    let mut events = Vec::with_capacity(batch);
+    while let Some(row) = rows.try_next().await? {
+        events.push(RawEvent::from(row));
+        if events.len() == batch {
+            let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
+            if batches.send(Ok(full)).await.is_err() {
+                return Ok(());
+            }
         }
-        if last {
-            break;
-        }
+    }
+    drop(rows);
+    if !events.is_empty() {
+        let _ = batches.send(Ok(events)).await;
     }
     transaction.rollback().await?;
     Ok(())
@@ -394,9 +396,10 @@ fn sqlite_scan_in_stream_order(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let mut statement = connection.prepare(&format!(
-        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata {IN_STREAM_ORDER}"
-    ))?;
+    let mut statement = connection.prepare(
+        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata FROM events \
+         WHERE aggregate_type = 'dispute' ORDER BY aggregate_type, aggregate_id, sequence",
+    )?;
     let mut rows = statement.query([])?;
     let mut events = Vec::with_capacity(batch);
     while let Some(row) = rows.next()? {

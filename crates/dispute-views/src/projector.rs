@@ -244,7 +244,9 @@ impl<'a> Changes<'a> {
         mut view: Option<DisputeView>,
         mut events: Vec<&Incoming<'_>>,
     ) -> Result<(), ViewError> {
+        // One event can come twice in a batch: from a command's commit and from the relay.
         events.sort_by_key(|e| e.sequence);
+        events.dedup_by_key(|e| e.sequence);
         let reflected = last;
         for incoming in events {
             if incoming.sequence <= last {

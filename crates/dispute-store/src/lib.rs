@@ -82,6 +82,8 @@ pub(crate) struct Sqlite {
     pub(crate) appends: append::Queue,
     /// The database file, which [`Store::scan_in_stream_order`] opens a connection of its own to.
     pub(crate) path: std::path::PathBuf,
+    /// Read-only connections for [`Store::events_after`], kept between reads.
+    pub(crate) readers: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
 }
 
 /// Runs the same sqlx expression against whichever pool the backend holds.
@@ -264,6 +266,7 @@ impl Store {
                     turn: Arc::default(),
                     appends: Arc::default(),
                     path: path.clone(),
+                    readers: Arc::default(),
                 })
             }
         };
@@ -339,7 +342,10 @@ impl Store {
         self.tail.close().await;
         match &self.backend {
             Backend::Postgres(Postgres { pool, inserts }) => tokio::join!(pool.close(), inserts.close()),
-            Backend::Sqlite(Sqlite { pool, events, .. }) => tokio::join!(pool.close(), events.close()),
+            Backend::Sqlite(Sqlite { pool, events, readers, .. }) => {
+                unpoisoned(readers).clear();
+                tokio::join!(pool.close(), events.close())
+            }
         };
     }
 }

@@ -178,16 +178,20 @@ impl Store {
     pub async fn events_after(&self, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         match &self.backend {
             Backend::Postgres(crate::Postgres { pool, .. }) => pg_events_after(pool, after, limit).await,
-            Backend::Sqlite(crate::Sqlite { pool, .. }) => {
-                let rows: Vec<Row> = sqlx::query_as(
-                    "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, 0, rowid \
-                     FROM events WHERE rowid > $1 ORDER BY rowid LIMIT $2",
-                )
-                .bind(after.position)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-                rows.into_iter().map(stored_event).collect()
+            Backend::Sqlite(sqlite) => {
+                let (readers, path) = (sqlite.readers.clone(), sqlite.path.clone());
+                match tokio::task::spawn_blocking(move || {
+                    sqlite_events_after(&readers, &path, after.position, limit)
+                })
+                .await
+                {
+                    Ok(events) => events,
+                    Err(e) => match e.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        // The runtime is shutting down.
+                        Err(_) => Err(StoreError::Query(sqlx::Error::PoolClosed)),
+                    },
+                }
             }
         }
     }
@@ -391,11 +395,7 @@ fn sqlite_scan_in_stream_order(
     batch: usize,
     batches: &Batches,
 ) -> Result<(), StoreError> {
-    use rusqlite::OpenFlags;
-    let connection = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let connection = sqlite_reader(path)?;
     let mut statement = connection.prepare(
         "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata FROM events \
          WHERE aggregate_type = 'dispute' ORDER BY aggregate_type, aggregate_id, sequence",
@@ -403,14 +403,13 @@ fn sqlite_scan_in_stream_order(
     let mut rows = statement.query([])?;
     let mut events = Vec::with_capacity(batch);
     while let Some(row) = rows.next()? {
-        let text = |i: usize| -> rusqlite::Result<String> { Ok(row.get_ref(i)?.as_str()?.to_owned()) };
         events.push(RawEvent {
-            order_id: text(0)?,
+            order_id: text(row, 0)?,
             sequence: row.get::<_, i64>(1)? as u64,
-            event_type: text(2)?,
-            event_version: text(3)?,
-            payload: text(4)?,
-            metadata: text(5)?,
+            event_type: text(row, 2)?,
+            event_version: text(row, 3)?,
+            payload: text(row, 4)?,
+            metadata: text(row, 5)?,
         });
         if events.len() == batch {
             let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
@@ -423,6 +422,59 @@ fn sqlite_scan_in_stream_order(
         let _ = batches.blocking_send(Ok(events));
     }
     Ok(())
+}
+
+/// The SQLite side of [`Store::events_after`], on a blocking thread: through one of `readers`
+/// (read-only connections kept between reads; one is opened when none is free), for the same
+/// reason as [`sqlite_scan_in_stream_order`].
+fn sqlite_events_after(
+    readers: &std::sync::Mutex<Vec<rusqlite::Connection>>,
+    path: &std::path::Path,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let kept = crate::unpoisoned(readers).pop();
+    let connection = match kept {
+        Some(connection) => connection,
+        None => sqlite_reader(path)?,
+    };
+    let events = {
+        let mut statement = connection.prepare_cached(
+            "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, rowid \
+             FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let mut rows = statement.query((after, limit))?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next()? {
+            events.push(stored_event((
+                text(row, 0)?,
+                row.get(1)?,
+                text(row, 2)?,
+                text(row, 3)?,
+                text(row, 4)?,
+                text(row, 5)?,
+                0,
+                row.get(6)?,
+            ))?);
+        }
+        events
+    };
+    crate::unpoisoned(readers).push(connection);
+    Ok(events)
+}
+
+/// A read-only connection to the SQLite store's file, for the reads of the log that bypass sqlx.
+fn sqlite_reader(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// Column `i` of `row` as text, read in place.
+fn text(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    Ok(row.get_ref(i)?.as_str()?.to_owned())
 }
 
 fn stored_event(row: Row) -> Result<StoredEvent, StoreError> {

@@ -80,10 +80,8 @@ pub(crate) struct Sqlite {
     pub(crate) turn: Arc<tokio::sync::Mutex<()>>,
     /// The commands' appends waiting for the next turn, committed together ([`append`]).
     pub(crate) appends: append::Queue,
-    /// The database file, which [`Store::scan_in_stream_order`] opens a connection of its own to.
-    pub(crate) path: std::path::PathBuf,
-    /// Read-only connections for [`Store::events_after`], kept between reads.
-    pub(crate) readers: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
+    /// The log's bulk reads: [`Store::events_after`], [`Store::scan_in_stream_order`].
+    pub(crate) readers: Arc<log::Readers>,
 }
 
 /// Runs the same sqlx expression against whichever pool the backend holds.
@@ -136,7 +134,7 @@ pub enum StoreError {
     #[error("event store query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("reading the SQLite log failed: {0}")]
-    Scan(#[from] rusqlite::Error),
+    SqliteRead(#[from] rusqlite::Error),
 }
 
 /// How many connections the pool holds: open ones in use or idle, and the most it opens.
@@ -265,8 +263,7 @@ impl Store {
                     events,
                     turn: Arc::default(),
                     appends: Arc::default(),
-                    path: path.clone(),
-                    readers: Arc::default(),
+                    readers: Arc::new(log::Readers::new(path.clone())),
                 })
             }
         };
@@ -343,7 +340,7 @@ impl Store {
         match &self.backend {
             Backend::Postgres(Postgres { pool, inserts }) => tokio::join!(pool.close(), inserts.close()),
             Backend::Sqlite(Sqlite { pool, events, readers, .. }) => {
-                unpoisoned(readers).clear();
+                readers.close();
                 tokio::join!(pool.close(), events.close())
             }
         };

@@ -179,9 +179,9 @@ impl Store {
         match &self.backend {
             Backend::Postgres(crate::Postgres { pool, .. }) => pg_events_after(pool, after, limit).await,
             Backend::Sqlite(sqlite) => {
-                let (readers, path) = (sqlite.readers.clone(), sqlite.path.clone());
+                let readers = sqlite.readers.clone();
                 match tokio::task::spawn_blocking(move || {
-                    sqlite_events_after(&readers, &path, after.position, limit)
+                    readers.read(|connection| sqlite_events_after(connection, after.position, limit))
                 })
                 .await
                 {
@@ -244,9 +244,11 @@ impl Store {
                 });
             }
             Backend::Sqlite(sqlite) => {
-                let path = sqlite.path.clone();
+                let readers = sqlite.readers.clone();
                 tokio::task::spawn_blocking(move || {
-                    if let Err(e) = sqlite_scan_in_stream_order(&path, batch, &sender) {
+                    let scan =
+                        readers.read(|connection| sqlite_scan_in_stream_order(connection, batch, &sender));
+                    if let Err(e) = scan {
                         let _ = sender.blocking_send(Err(e));
                     }
                 });
@@ -385,17 +387,13 @@ async fn pg_scan_in_stream_order(
     Ok(())
 }
 
-/// As rows arrive from one query, which reads one snapshot, on a connection of its own in a
-/// blocking thread. Not through sqlx: its SQLite connections copy every value of every row and
-/// hand each row to the async side on its own, which cost three quarters of an audit's time
-/// (docs/BENCHMARKS.md, "The SQLite log read in one pass"). Here a row's text is read in place
-/// and the receiver is woken once a batch.
+/// As rows arrive from one query, which reads one snapshot, in a blocking thread ([`Readers`]):
+/// a row's text is read in place and the receiver is woken once a batch.
 fn sqlite_scan_in_stream_order(
-    path: &std::path::Path,
+    connection: &rusqlite::Connection,
     batch: usize,
     batches: &Batches,
 ) -> Result<(), StoreError> {
-    let connection = sqlite_reader(path)?;
     let mut statement = connection.prepare(
         "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata FROM events \
          WHERE aggregate_type = 'dispute' ORDER BY aggregate_type, aggregate_id, sequence",
@@ -424,52 +422,70 @@ fn sqlite_scan_in_stream_order(
     Ok(())
 }
 
-/// The SQLite side of [`Store::events_after`], on a blocking thread: through one of `readers`
-/// (read-only connections kept between reads; one is opened when none is free), for the same
-/// reason as [`sqlite_scan_in_stream_order`].
+/// The SQLite side of [`Store::events_after`], in a blocking thread ([`Readers`]).
 fn sqlite_events_after(
-    readers: &std::sync::Mutex<Vec<rusqlite::Connection>>,
-    path: &std::path::Path,
+    connection: &rusqlite::Connection,
     after: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let kept = crate::unpoisoned(readers).pop();
-    let connection = match kept {
-        Some(connection) => connection,
-        None => sqlite_reader(path)?,
-    };
-    let events = {
-        let mut statement = connection.prepare_cached(
-            "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, rowid \
-             FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-        )?;
-        let mut rows = statement.query((after, limit))?;
-        let mut events = Vec::new();
-        while let Some(row) = rows.next()? {
-            events.push(stored_event((
-                text(row, 0)?,
-                row.get(1)?,
-                text(row, 2)?,
-                text(row, 3)?,
-                text(row, 4)?,
-                text(row, 5)?,
-                0,
-                row.get(6)?,
-            ))?);
-        }
-        events
-    };
-    crate::unpoisoned(readers).push(connection);
+    let mut statement = connection.prepare_cached(
+        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, rowid \
+         FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    )?;
+    let mut rows = statement.query((after, limit))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(stored_event((
+            text(row, 0)?,
+            row.get(1)?,
+            text(row, 2)?,
+            text(row, 3)?,
+            text(row, 4)?,
+            text(row, 5)?,
+            0,
+            row.get(6)?,
+        ))?);
+    }
     Ok(events)
 }
 
-/// A read-only connection to the SQLite store's file, for the reads of the log that bypass sqlx.
-fn sqlite_reader(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+/// Read-only connections to the SQLite store's file for the log's bulk reads, which bypass
+/// sqlx: its SQLite connections copy every value of every row and hand each row to the async
+/// side on its own, which cost three quarters of an audit's time (docs/BENCHMARKS.md, "The
+/// SQLite log read in one pass"). Kept between reads; one is opened when none is free.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: std::path::PathBuf,
+    kept: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl Readers {
+    pub(crate) fn new(path: std::path::PathBuf) -> Self {
+        Self { path, kept: std::sync::Mutex::default() }
+    }
+
+    /// Runs `read` on a kept connection or a new one. Blocks: for a blocking thread.
+    pub(crate) fn read<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let kept = crate::unpoisoned(&self.kept).pop();
+        let connection = match kept {
+            Some(connection) => connection,
+            None => rusqlite::Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?,
+        };
+        let read = read(&connection);
+        crate::unpoisoned(&self.kept).push(connection);
+        read
+    }
+
+    /// Closes the kept connections.
+    pub(crate) fn close(&self) {
+        crate::unpoisoned(&self.kept).clear();
+    }
 }
 
 /// Column `i` of `row` as text, read in place.

@@ -5,8 +5,10 @@ use dispute_store::{EventMetadata, StoredEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// `D` is the data: owned as read off the stream, borrowed from the stored event when published
+/// ([`CloudEvent::from_stored`]), so that publishing copies none of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CloudEvent {
+pub struct CloudEvent<D = Value> {
     pub specversion: String,
     /// `<order_id>:<sequence>`, also the JetStream message id (de-duplication).
     pub id: String,
@@ -19,7 +21,7 @@ pub struct CloudEvent {
     pub time: String,
     pub datacontenttype: String,
     /// The event's fields (the payload without its type tag).
-    pub data: Value,
+    pub data: D,
     pub sequence: u64,
     /// `<role>:<id>` of who caused the event.
     pub actor: String,
@@ -31,13 +33,13 @@ pub struct CloudEvent {
     pub correlationid: String,
 }
 
-impl CloudEvent {
-    pub fn from_stored(event: &StoredEvent, source: &str) -> Self {
+impl<'a> CloudEvent<&'a Value> {
+    pub fn from_stored(event: &'a StoredEvent, source: &str) -> Self {
         // Metadata that does not read is published empty rather than stopping the relay.
         let meta = event.typed_metadata().ok();
         let meta = meta.as_ref();
         let text = |field: fn(&EventMetadata) -> Option<String>| meta.and_then(field).unwrap_or_default();
-        let data = event.payload.get(&event.event_type).cloned().unwrap_or_else(|| event.payload.clone());
+        let data = event.payload.get(&event.event_type).unwrap_or(&event.payload);
         Self {
             specversion: "1.0".to_string(),
             id: message_id(&event.order_id, event.sequence),
@@ -58,11 +60,14 @@ impl CloudEvent {
             correlationid: text(|m| Some(m.correlation_id.clone())),
         }
     }
+}
 
-    /// The stored payload again (`{"<EventType>": data}`), for readers that fold events.
-    pub fn payload(&self) -> Option<Value> {
+impl CloudEvent {
+    /// The stored payload again (`{"<EventType>": data}`), for readers that fold events: the
+    /// data moves into it.
+    pub fn into_payload(self) -> Option<Value> {
         let name = self.event_type.strip_prefix("disputes.")?.rsplit_once(".v")?.0;
-        Some(serde_json::json!({ name: self.data }))
+        Some(Value::Object(serde_json::Map::from_iter([(name.to_string(), self.data)])))
     }
 }
 

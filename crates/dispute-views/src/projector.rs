@@ -88,18 +88,24 @@ impl<'a> From<&'a StoredEvent> for Incoming<'a> {
     }
 }
 
-impl From<&dispute_bus::CloudEvent> for Incoming<'static> {
-    fn from(e: &dispute_bus::CloudEvent) -> Self {
-        let (role, id) = e.actor.split_once(':').unwrap_or((e.actor.as_str(), ""));
-        let payload = e.payload().unwrap_or(Value::Null);
+impl From<dispute_bus::CloudEvent> for Incoming<'static> {
+    /// Moves the event's fields and data rather than copying them.
+    fn from(mut e: dispute_bus::CloudEvent) -> Self {
+        let (actor_role, actor_id) = match e.actor.split_once(':') {
+            Some((role, id)) => (role.to_string(), id.to_string()),
+            None => (std::mem::take(&mut e.actor), String::new()),
+        };
+        let (order_id, time, sequence) =
+            (std::mem::take(&mut e.subject), std::mem::take(&mut e.time), e.sequence);
+        let payload = e.into_payload().unwrap_or(Value::Null);
         Self {
-            order_id: e.subject.clone(),
-            sequence: e.sequence,
+            order_id,
+            sequence,
             event_type: payload.as_object().and_then(|p| p.keys().next().cloned()).unwrap_or_default(),
             payload: Cow::Owned(payload),
-            actor_role: role.to_string(),
-            actor_id: id.to_string(),
-            time: e.time.clone(),
+            actor_role,
+            actor_id,
+            time,
         }
     }
 }

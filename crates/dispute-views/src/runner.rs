@@ -185,7 +185,7 @@ async fn consume(bus: &NatsBus, feeds: &mut Feeds, stop: &CancellationToken) -> 
             }
             match serde_json::from_slice::<CloudEvent>(&message.payload) {
                 Ok(event) => {
-                    let event = Incoming::from(&event);
+                    let event = Incoming::from(event);
                     if !feeds.projector.holds(&event.order_id, event.sequence) {
                         events.push(event);
                     }

@@ -5,6 +5,7 @@
 //! `TEST_DATABASE_URL` names the PostgreSQL server (default: the local one, TLS off).
 
 pub mod binary;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -233,7 +234,11 @@ impl TestApp {
     }
 
     pub async fn postgres_with(setup: Setup) -> Self {
-        let db = TestDatabase::create().await;
+        Self::postgres_on(TestDatabase::create().await, setup).await
+    }
+
+    /// The service on `db`, reached at its `url` (which may lead through a [`proxy::Proxy`]).
+    pub async fn postgres_on(db: TestDatabase, setup: Setup) -> Self {
         Self::start(Backing::Postgres(db), Arc::new(ManualClock::new(epoch())), setup).await
     }
 

@@ -1009,6 +1009,51 @@ async fn not_ready_says_when_to_retry() {
     assert_eq!(header(&answer, "retry-after"), Some("5"));
 }
 
+/// A lost connection to the database is the store not answering, not an internal failure:
+/// 503 `not_ready` with `Retry-After`, for a command and for a read, nothing written; once the
+/// database answers again, the same command goes through, once.
+#[tokio::test]
+async fn a_lost_database_connection_answers_not_ready_and_the_command_goes_through_after_it() {
+    let mut db = TestDatabase::create().await;
+    let proxy = proxy::Proxy::start(&db.url).await;
+    db.url = proxy.url().to_string();
+    let app = TestApp::postgres_on(db, Setup::default()).await;
+    app.register(&order("o-1")).await.assert_ok();
+
+    proxy.cut();
+    let app = &app;
+    let command = || {
+        let key = [("idempotency-key", "request-o-1")];
+        let body = json!({
+            "kind": "refund_only", "reason": "quality_issue", "amount": cny(6_000),
+            "description": "the item is not what I paid for", "evidence": [evidence("photo")],
+        });
+        let token = app.token(Role::Buyer, BUYER);
+        async move { app.send(Method::POST, "/v1/disputes/o-1/request", Some(&token), Some(&body), &key).await }
+    };
+    let lost = command().await;
+    lost.assert_problem(503, "not_ready");
+    assert_eq!(header(&lost, "retry-after"), Some("5"));
+    let queue = app.token(Role::Arbitrator, "arb-1");
+    app.send(Method::GET, "/v1/platform/queue", Some(&queue), None, &[])
+        .await
+        .assert_problem(503, "not_ready");
+
+    proxy.heal();
+    // Each connection the pool held dies with one statement: retry until the pool has none left.
+    let mut answer = command().await;
+    for _ in 0..40 {
+        if answer.status != 503 {
+            break;
+        }
+        answer.assert_problem(503, "not_ready");
+        answer = command().await;
+    }
+    assert_eq!(answer.assert_ok().sequence(), 2, "{}", answer.body);
+    let (_, sequence) = app.store.load("o-1").await.expect("the stream loads");
+    assert_eq!(sequence, 2, "the command took effect once");
+}
+
 /// A refusal says what would have been allowed: how much is refundable, when the window
 /// ended, that a ruling on appeal is final.
 #[tokio::test]

@@ -212,20 +212,34 @@ impl From<ExecuteError> for ApiError {
             ExecuteError::ClaimLost => {
                 ApiError::IdempotencyKeyInFlight { retry_after: std::time::Duration::from_secs(1) }
             }
-            err @ ExecuteError::Store(_) => ApiError::Internal(err.to_string()),
+            err @ ExecuteError::Store(_) => ApiError::failed(&err, err.is_unavailable()),
         }
     }
 }
 
 impl From<dispute_views::ViewError> for ApiError {
     fn from(err: dispute_views::ViewError) -> Self {
-        ApiError::Internal(err.to_string())
+        let unavailable = matches!(&err, dispute_views::ViewError::Store(e) if e.is_unavailable());
+        ApiError::failed(&err, unavailable)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError::Internal(err.to_string())
+        ApiError::failed(&err, err.is_unavailable())
+    }
+}
+
+impl ApiError {
+    /// A failure of the store: 503 `not_ready` when the database did not answer (a lost
+    /// session, a restart), which the same request may get past a moment later; else internal.
+    fn failed(err: &dyn std::fmt::Display, unavailable: bool) -> Self {
+        if unavailable {
+            tracing::warn!(error = %err, "the event store does not answer");
+            ApiError::NotReady
+        } else {
+            ApiError::Internal(err.to_string())
+        }
     }
 }
 

@@ -270,7 +270,8 @@ pub(crate) fn command_example(kind: ActionKind) -> Option<serde_json::Value> {
 
 /// What the edge adds to every operation, documented where the edge's layers are known: the
 /// correlation id on every request and answer, the time limit, the internal failure, and for
-/// the authenticated routes the bearer token, its 401, the role's 403 and the rate limit's 429.
+/// the authenticated routes the bearer token, its 401, the role's 403, the rate limit's 429
+/// and the store's 503.
 pub(crate) struct Edge;
 
 impl Modify for Edge {
@@ -333,6 +334,14 @@ fn edge(operation: &mut Operation) {
         );
         add("403", problem("The caller's role may not do this.", &["forbidden"]));
         add("429", retry_after(problem("Too many requests from this caller.", &["rate_limited"])));
+        add(
+            "503",
+            retry_after(problem(
+                "The event store did not answer (a lost connection, a restart). Repeat the request \
+                 after the wait: a command repeated with its `Idempotency-Key` takes effect once.",
+                &["not_ready"],
+            )),
+        );
     }
     if operation.request_body.is_some() {
         add("413", problem("The body is larger than 64 KiB.", &["payload_too_large"]));

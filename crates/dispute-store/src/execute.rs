@@ -66,6 +66,18 @@ pub enum ExecuteError {
     Store(#[source] StoreFailure),
 }
 
+impl ExecuteError {
+    /// The database did not answer: see [`crate::unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ExecuteError::Store(StoreFailure::Database(e)) => {
+                e.downcast_ref().is_some_and(crate::unavailable)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why the store could not execute a command.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreFailure {

@@ -137,6 +137,33 @@ pub enum StoreError {
     SqliteRead(#[from] rusqlite::Error),
 }
 
+impl StoreError {
+    /// The database did not answer (see [`unavailable`]): nothing was wrong with the request,
+    /// and the same request may succeed a little later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect(e) | StoreError::Query(e) => unavailable(e),
+            StoreError::Migrate(_) | StoreError::DataDir { .. } | StoreError::SqliteRead(_) => false,
+        }
+    }
+}
+
+/// Whether `err` says the database did not answer rather than that a statement failed: the
+/// connection was lost or refused (a restarted server, a terminated session), none came free
+/// in time, the pool is closed, or the server is shutting down or starting up (SQLSTATE class
+/// 08, and 57P01–57P03).
+pub fn unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            true
+        }
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
 /// How many connections the pool holds: open ones in use or idle, and the most it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {

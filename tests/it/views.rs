@@ -1143,7 +1143,16 @@ async fn a_merchant_page_holds_at_most_200_disputes_and_a_larger_limit_is_refuse
 
 #[tokio::test]
 async fn the_merchant_summary_counts_statuses_amounts_the_dispute_rate_and_rulings() {
-    let app = TestApp::postgres().await;
+    merchant_summary_counts(TestApp::postgres().await).await;
+}
+
+/// The summary is counted and summed in the database: alike in both dialects.
+#[tokio::test]
+async fn the_merchant_summary_counts_alike_on_the_embedded_store() {
+    merchant_summary_counts(TestApp::sqlite().await).await;
+}
+
+async fn merchant_summary_counts(app: TestApp) {
     let path = format!("/v1/merchants/{MERCHANT}/summary");
     let empty = read(&app, &path, Role::Merchant, MERCHANT).await;
     assert_eq!(
@@ -1445,7 +1454,16 @@ async fn stats(app: &TestApp) -> Value {
 
 #[tokio::test]
 async fn platform_stats_count_reasons_outcomes_resolutions_and_workload() {
-    let app = TestApp::postgres().await;
+    platform_stats_count(TestApp::postgres().await).await;
+}
+
+/// The statistics are counted in the database: alike in both dialects.
+#[tokio::test]
+async fn platform_stats_count_alike_on_the_embedded_store() {
+    platform_stats_count(TestApp::sqlite().await).await;
+}
+
+async fn platform_stats_count(app: TestApp) {
     let empty = stats(&app).await;
     assert_eq!(
         (&empty["by_reason"], &empty["by_outcome"], &empty["resolved"], &empty["workload"]),

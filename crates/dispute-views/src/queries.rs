@@ -201,20 +201,22 @@ impl Views {
         let mut refunded: BTreeMap<String, i64> = BTreeMap::new();
         for SummaryRow {
             status,
-            round,
+            disputed,
             currency,
+            orders,
             requested_minor,
             refunded_minor,
             merchant_wins,
             merchant_losses,
         } in rows
         {
-            summary.orders += 1;
-            if round == 0 {
+            let orders = orders as u64;
+            summary.orders += orders;
+            if !disputed {
                 continue;
             }
-            summary.disputes += 1;
-            *summary.by_status.entry(status).or_default() += 1;
+            summary.disputes += orders;
+            *summary.by_status.entry(status).or_default() += orders;
             *requested.entry(currency.clone()).or_default() += requested_minor;
             *refunded.entry(currency).or_default() += refunded_minor;
             summary.arbitration_wins += merchant_wins as u64;
@@ -292,21 +294,18 @@ impl Views {
         let rows = self.store.platform_stats_rows().await?;
         let mut stats = PlatformStats::default();
         let mut total_ms = 0i64;
-        for StatsRow { status, reason, outcome, assignee, requested_at_ms, resolved_at_ms } in rows {
+        for StatsRow { reason, outcome, reviewing, disputes, resolved, resolution_ms } in rows {
+            let disputes = disputes as u64;
             if let Some(reason) = reason {
-                *stats.by_reason.entry(reason).or_default() += 1;
+                *stats.by_reason.entry(reason).or_default() += disputes;
             }
             if let Some(outcome) = outcome {
-                *stats.by_outcome.entry(outcome).or_default() += 1;
+                *stats.by_outcome.entry(outcome).or_default() += disputes;
             }
-            if let (Some(start), Some(end)) = (requested_at_ms, resolved_at_ms) {
-                stats.resolved += 1;
-                total_ms += end - start;
-            }
-            if status == "under_review"
-                && let Some(assignee) = assignee
-            {
-                *stats.workload.entry(assignee).or_default() += 1;
+            stats.resolved += resolved as u64;
+            total_ms += resolution_ms.unwrap_or(0);
+            if let Some(arbitrator) = reviewing {
+                *stats.workload.entry(arbitrator).or_default() += disputes;
             }
         }
         if stats.resolved > 0 {

@@ -15,9 +15,14 @@ const MERCHANT: &str = "SELECT order_id, merchant_due_ms, view FROM view_dispute
        AND (merchant_due_ms > $3 OR (merchant_due_ms = $3 AND order_id > $4)) \
      ORDER BY merchant_due_ms, order_id LIMIT $5";
 
-const MERCHANT_SUMMARY: &str = "SELECT status, round, currency, requested_minor, refunded_minor, \
-       merchant_wins, merchant_losses \
-     FROM view_disputes WHERE merchant_id = $1";
+/// A merchant's orders counted and summed in the database, one row per status and currency
+/// (and whether the order is disputed): a handful of rows however many orders.
+const MERCHANT_SUMMARY: &str = "SELECT status, round > 0 AS disputed, currency, count(*) AS orders, \
+       CAST(sum(requested_minor) AS BIGINT) AS requested_minor, \
+       CAST(sum(refunded_minor) AS BIGINT) AS refunded_minor, \
+       CAST(sum(merchant_wins) AS BIGINT) AS merchant_wins, \
+       CAST(sum(merchant_losses) AS BIGINT) AS merchant_losses \
+     FROM view_disputes WHERE merchant_id = $1 GROUP BY status, round > 0, currency";
 
 /// Longest waiting first, with a reason `$1`, an assignee `$2`, the assignment SLA breached
 /// at `$4` or not (`$3`) if given, from a keyset cursor `($5, $6)`, `$7` rows at most. The
@@ -36,8 +41,15 @@ const PLATFORM_QUEUE: &str = "SELECT order_id, sequence, waiting_since_ms, assig
 const REFUND_PENDING: &str =
     "SELECT view FROM view_disputes WHERE status = 'refund_pending' ORDER BY order_id";
 
-const PLATFORM_STATS: &str = "SELECT status, reason, outcome, assignee, requested_at_ms, resolved_at_ms \
-     FROM view_disputes WHERE round > 0";
+/// Every dispute (an order with at least one request) counted in the database, one row per
+/// reason, outcome and arbitrator reviewing it: as many rows as combinations, not disputes.
+/// `resolved` counts the disputes with both times, `resolution_ms` sums their spans.
+const PLATFORM_STATS: &str = "SELECT reason, outcome, \
+       CASE WHEN status = 'under_review' THEN assignee END AS reviewing, count(*) AS disputes, \
+       count(resolved_at_ms - requested_at_ms) AS resolved, \
+       CAST(sum(resolved_at_ms - requested_at_ms) AS BIGINT) AS resolution_ms \
+     FROM view_disputes WHERE round > 0 \
+     GROUP BY reason, outcome, CASE WHEN status = 'under_review' THEN assignee END";
 
 /// One dispute of a merchant's list.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -48,16 +60,19 @@ pub struct MerchantRow {
     pub view: String,
 }
 
-/// What a merchant's summary counts of one order.
+/// A merchant's summary over its orders with one status and currency, disputed or not.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SummaryRow {
     pub status: String,
-    pub round: i32,
+    /// Whether the orders have had a refund request.
+    pub disputed: bool,
     pub currency: String,
+    pub orders: i64,
+    /// Summed over the orders.
     pub requested_minor: i64,
     pub refunded_minor: i64,
-    pub merchant_wins: i32,
-    pub merchant_losses: i32,
+    pub merchant_wins: i64,
+    pub merchant_losses: i64,
 }
 
 /// One dispute waiting for the platform.
@@ -89,15 +104,18 @@ pub struct QueueFilter {
     pub limit: i64,
 }
 
-/// What the platform's statistics count of one dispute.
+/// The platform's statistics over the disputes with one reason, outcome and reviewing
+/// arbitrator.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StatsRow {
-    pub status: String,
     pub reason: Option<String>,
     pub outcome: Option<String>,
-    pub assignee: Option<String>,
-    pub requested_at_ms: Option<i64>,
-    pub resolved_at_ms: Option<i64>,
+    /// The arbitrator the disputes are under review with, if they are.
+    pub reviewing: Option<String>,
+    pub disputes: i64,
+    /// How many of them ended, and their time from request to end summed.
+    pub resolved: i64,
+    pub resolution_ms: Option<i64>,
 }
 
 impl Store {
@@ -143,7 +161,7 @@ impl Store {
             .await?))
     }
 
-    /// Every order of a merchant, as its summary counts it.
+    /// A merchant's orders, counted and summed by status and currency.
     pub async fn merchant_summary_rows(&self, merchant_id: &str) -> Result<Vec<SummaryRow>, StoreError> {
         Ok(on_pool!(&self.backend, pool => sqlx::query_as(MERCHANT_SUMMARY)
             .bind(merchant_id)
@@ -174,7 +192,7 @@ impl Store {
         Ok(rows.into_iter().map(|(view,)| view).collect())
     }
 
-    /// Every dispute (order with at least one request), as the statistics count it.
+    /// Every dispute (order with at least one request), counted as the statistics count it.
     pub async fn platform_stats_rows(&self) -> Result<Vec<StatsRow>, StoreError> {
         Ok(on_pool!(&self.backend, pool => sqlx::query_as(PLATFORM_STATS).fetch_all(pool).await?))
     }

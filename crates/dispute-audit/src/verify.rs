@@ -143,7 +143,7 @@ pub async fn verify(
             let mut current: Vec<Link> = Vec::new();
             let mut read = 0u64;
             let mut progress = progress;
-            while let Some(batch) = batches.recv().await {
+            while let Some(batch) = batches.next().await {
                 let batch = batch?;
                 read += batch.len() as u64;
                 for link in links(batch)? {
@@ -177,7 +177,7 @@ pub async fn for_each_stream(
     // The stream being read; a stream can span batches.
     let mut current: Vec<RawEvent> = Vec::new();
     let mut read = 0u64;
-    while let Some(batch) = batches.recv().await {
+    while let Some(batch) = batches.next().await {
         let batch = batch?;
         read += batch.len() as u64;
         for event in batch {

@@ -38,7 +38,7 @@ pub use execute::{CommandMetadata, ExecuteError, Executed, KeyedRequest, Outcome
 pub use follow::{BATCH, Backoff, Batch, Commits, Consumer, Follower, KEPT};
 pub use idempotency::{Claim, ClaimTimes, Held, StoredResponse};
 pub use lease::Lease;
-pub use log::{Cursor, RawEvent, StoredEvent};
+pub use log::{Cursor, RawEvent, Scan, StoredEvent};
 pub use metadata::EventMetadata;
 pub use views::{
     Column, DISPUTES, DisputeRow, LockedView, MerchantRow, QueueFilter, QueueRow, SqlType, StatsRow,

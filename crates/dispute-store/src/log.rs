@@ -229,19 +229,16 @@ impl Store {
     /// hands the events over in batches of `batch`, unparsed, as they arrive: the database
     /// turns rows into text while the receiver checks the batch before. The one query reads
     /// one consistent snapshot. An error ends the batches.
-    pub fn scan_in_stream_order(
-        self: &Arc<Self>,
-        batch: usize,
-    ) -> mpsc::Receiver<Result<Vec<RawEvent>, StoreError>> {
+    pub fn scan_in_stream_order(self: &Arc<Self>, batch: usize) -> Scan {
         let (sender, receiver) = mpsc::channel(8);
-        match &self.backend {
+        let reader = match &self.backend {
             Backend::Postgres(crate::Postgres { pool, .. }) => {
                 let pool = pool.clone();
                 tokio::spawn(async move {
                     if let Err(e) = pg_scan_in_stream_order(&pool, batch, &sender).await {
                         let _ = sender.send(Err(e)).await;
                     }
-                });
+                })
             }
             Backend::Sqlite(sqlite) => {
                 let readers = sqlite.readers.clone();
@@ -251,10 +248,10 @@ impl Store {
                     if let Err(e) = scan {
                         let _ = sender.blocking_send(Err(e));
                     }
-                });
+                })
             }
-        }
-        receiver
+        };
+        Scan { batches: receiver, reader: Some(reader) }
     }
 
     /// Every event of one order, in sequence order.
@@ -323,6 +320,31 @@ impl Store {
         .await
         .map(|_| ()))?;
         Ok(())
+    }
+}
+
+/// The batches of [`Store::scan_in_stream_order`], read on a task of their own. They end where
+/// the log ends only if that task finished: a task that panicked passes its panic on to
+/// [`Scan::next`] (an audit must never take a log cut short for the whole log).
+pub struct Scan {
+    batches: mpsc::Receiver<Result<Vec<RawEvent>, StoreError>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Scan {
+    /// The next batch; `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<Vec<RawEvent>, StoreError>> {
+        if let Some(batch) = self.batches.recv().await {
+            return Some(batch);
+        }
+        match self.reader.take()?.await {
+            Ok(()) => None,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // The runtime is shutting down.
+                Err(_) => Some(Err(StoreError::Query(sqlx::Error::PoolClosed))),
+            },
+        }
     }
 }
 
@@ -507,4 +529,47 @@ fn stored_event(row: Row) -> Result<StoredEvent, StoreError> {
         metadata: parse(&metadata)?,
         cursor: Cursor { xid, position },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(order_id: &str) -> RawEvent {
+        RawEvent {
+            order_id: order_id.to_string(),
+            sequence: 1,
+            event_type: "OrderRegistered".to_string(),
+            event_version: "1".to_string(),
+            payload: "{}".to_string(),
+            metadata: "{}".to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_whose_reader_panics_does_not_end_as_if_the_log_had() {
+        let (sender, receiver) = mpsc::channel(8);
+        let reader = tokio::spawn(async move {
+            sender.send(Ok(vec![raw("o-1")])).await.expect("the scan is read");
+            panic!("the reader failed half way");
+        });
+        let mut scan = Scan { batches: receiver, reader: Some(reader) };
+        let first = scan.next().await.expect("a batch").expect("read");
+        assert_eq!(first[0].order_id, "o-1");
+        let rest = tokio::spawn(async move { scan.next().await.map(|batch| batch.map(|b| b.len())) }).await;
+        let panic = rest.expect_err("the reader's panic reaches the scan's reader").into_panic();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"the reader failed half way"));
+    }
+
+    #[tokio::test]
+    async fn a_scan_whose_reader_finished_ends() {
+        let (sender, receiver) = mpsc::channel(8);
+        let reader = tokio::spawn(async move {
+            sender.send(Ok(vec![raw("o-1"), raw("o-2")])).await.expect("the scan is read");
+        });
+        let mut scan = Scan { batches: receiver, reader: Some(reader) };
+        assert_eq!(scan.next().await.expect("a batch").expect("read").len(), 2);
+        assert!(scan.next().await.is_none());
+        assert!(scan.next().await.is_none(), "and stays ended");
+    }
 }

@@ -18,6 +18,7 @@ mod idempotency;
 mod lifecycle;
 mod metrics;
 mod offers;
+mod outage;
 mod rebuild;
 mod relay;
 mod relay_copies;

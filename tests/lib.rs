@@ -234,12 +234,17 @@ impl TestApp {
     }
 
     pub async fn postgres_with(setup: Setup) -> Self {
-        Self::postgres_on(TestDatabase::create().await, setup).await
+        let db = TestDatabase::create().await;
+        Self::start(Backing::Postgres(db), Arc::new(ManualClock::new(epoch())), setup).await
     }
 
-    /// The service on `db`, reached at its `url` (which may lead through a [`proxy::Proxy`]).
-    pub async fn postgres_on(db: TestDatabase, setup: Setup) -> Self {
-        Self::start(Backing::Postgres(db), Arc::new(ManualClock::new(epoch())), setup).await
+    /// The service on a fresh PostgreSQL database reached through a [`proxy::Proxy`], which
+    /// the test cuts and heals.
+    pub async fn postgres_through_proxy(setup: Setup) -> (Self, proxy::Proxy) {
+        let mut db = TestDatabase::create().await;
+        let proxy = proxy::Proxy::start(&db.url).await;
+        db.url = proxy.url().to_string();
+        (Self::start(Backing::Postgres(db), Arc::new(ManualClock::new(epoch())), setup).await, proxy)
     }
 
     /// The service on the embedded SQLite store in a fresh directory.
@@ -513,6 +518,22 @@ impl Drop for TestApp {
             app.stop_token().cancel();
         }
     }
+}
+
+/// The first answer of `request` that is not 503 `not_ready`, asked again after each that is:
+/// once the database answers again, each connection the pool held from before dies with one
+/// statement. Every answer before it must be that 503.
+pub async fn past_lost_connections<F: std::future::Future<Output = Answer>>(
+    request: impl Fn() -> F,
+) -> Answer {
+    for _ in 0..40 {
+        let answer = request().await;
+        if answer.status != 503 {
+            return answer;
+        }
+        answer.assert_problem(503, "not_ready");
+    }
+    panic!("the service never recovered its connections");
 }
 
 pub const BUYER: &str = "buyer-1";

@@ -1014,10 +1014,7 @@ async fn not_ready_says_when_to_retry() {
 /// database answers again, the same command goes through, once.
 #[tokio::test]
 async fn a_lost_database_connection_answers_not_ready_and_the_command_goes_through_after_it() {
-    let mut db = TestDatabase::create().await;
-    let proxy = proxy::Proxy::start(&db.url).await;
-    db.url = proxy.url().to_string();
-    let app = TestApp::postgres_on(db, Setup::default()).await;
+    let (app, proxy) = TestApp::postgres_through_proxy(Setup::default()).await;
     app.register(&order("o-1")).await.assert_ok();
 
     proxy.cut();
@@ -1040,15 +1037,7 @@ async fn a_lost_database_connection_answers_not_ready_and_the_command_goes_throu
         .assert_problem(503, "not_ready");
 
     proxy.heal();
-    // Each connection the pool held dies with one statement: retry until the pool has none left.
-    let mut answer = command().await;
-    for _ in 0..40 {
-        if answer.status != 503 {
-            break;
-        }
-        answer.assert_problem(503, "not_ready");
-        answer = command().await;
-    }
+    let answer = past_lost_connections(command).await;
     assert_eq!(answer.assert_ok().sequence(), 2, "{}", answer.body);
     let (_, sequence) = app.store.load("o-1").await.expect("the stream loads");
     assert_eq!(sequence, 2, "the command took effect once");

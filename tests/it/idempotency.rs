@@ -366,17 +366,8 @@ async fn a_payment_retried_after_the_database_ended_every_session_is_paid_once()
     // A payment client retries on the server's failures; each lost connection fails one
     // request at most, as the store not answering (503, to be retried), never as the
     // request's fault nor as an internal failure.
-    let mut failed = 0;
-    let first = loop {
-        let answer = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
-        if answer.status == 200 {
-            break answer;
-        }
-        answer.assert_problem(503, "not_ready");
-        failed += 1;
-        assert!(failed <= 40, "the service never recovered its connections: {}", answer.body);
-    };
-    assert_eq!((first.sequence(), first.status_text()), (4, "refunded"));
+    let first = past_lost_connections(|| keyed(&app, path, Role::System, "payments", &paid, "pay-1")).await;
+    assert_eq!((first.assert_ok().sequence(), first.status_text()), (4, "refunded"));
     let retried = keyed(&app, path, Role::System, "payments", &paid, "pay-1").await;
     assert_eq!((retried.status, &retried.body), (200, &first.body));
     assert!(replayed(&retried));

@@ -9,19 +9,6 @@ use async_nats::jetstream;
 use dispute_domain::Role;
 use disputes_tests::*;
 
-/// Answers of `command` until one is not 503 `not_ready`: the pool's connections that died with
-/// the link each fail one statement.
-async fn once_back<F: std::future::Future<Output = Answer>>(command: impl Fn() -> F) -> Answer {
-    for _ in 0..40 {
-        let answer = command().await;
-        if answer.status != 503 {
-            return answer;
-        }
-        answer.assert_problem(503, "not_ready");
-    }
-    panic!("the service never recovered its connections");
-}
-
 /// What JetStream holds of `stream` once it holds `count` messages (or the wait ran out):
 /// the messages, and what the durable consumer `views` acknowledged with none pending.
 async fn published(urls: &str, stream: &str, count: u64) -> (u64, u64) {
@@ -43,12 +30,9 @@ async fn published(urls: &str, stream: &str, count: u64) -> (u64, u64) {
 
 #[tokio::test]
 async fn after_the_database_comes_back_every_committed_event_is_published_once_and_projected() {
-    let mut db = TestDatabase::create().await;
-    let proxy = proxy::Proxy::start(&db.url).await;
-    db.url = proxy.url().to_string();
     let (urls, stream) = (nats_url(), unique_stream());
     let bus = Some(disputes::BusConfig { urls: urls.clone(), stream: stream.clone() });
-    let app = TestApp::postgres_on(db, Setup { bus, ..Setup::default() }).await;
+    let (app, proxy) = TestApp::postgres_through_proxy(Setup { bus, ..Setup::default() }).await;
     for id in ["out-1", "out-2", "out-3"] {
         app.register(&order(id)).await.assert_ok();
         app.request_refund(id, "refund_only", "quality_issue", 1_000).await.assert_ok();
@@ -61,7 +45,7 @@ async fn after_the_database_comes_back_every_committed_event_is_published_once_a
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     proxy.heal();
 
-    let accepted = once_back(|| app.merchant_accept("out-1")).await;
+    let accepted = past_lost_connections(|| app.merchant_accept("out-1")).await;
     assert_eq!(accepted.assert_ok().sequence(), 3, "{}", accepted.body);
     app.merchant_accept("out-2").await.assert_ok();
     app.register(&order("out-4")).await.assert_ok();

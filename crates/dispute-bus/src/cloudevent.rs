@@ -62,12 +62,20 @@ impl<'a> CloudEvent<&'a Value> {
     }
 }
 
+impl<D> CloudEvent<D> {
+    /// The event type's name, as the store records it (`RefundRequested` of
+    /// `disputes.RefundRequested.v1`); `None` if `type` is not of that form.
+    pub fn event_name(&self) -> Option<&str> {
+        Some(self.event_type.strip_prefix("disputes.")?.rsplit_once(".v")?.0)
+    }
+}
+
 impl CloudEvent {
     /// The stored payload again (`{"<EventType>": data}`), for readers that fold events: the
     /// data moves into it.
     pub fn into_payload(self) -> Option<Value> {
-        let name = self.event_type.strip_prefix("disputes.")?.rsplit_once(".v")?.0;
-        Some(Value::Object(serde_json::Map::from_iter([(name.to_string(), self.data)])))
+        let name = self.event_name()?.to_string();
+        Some(Value::Object(serde_json::Map::from_iter([(name, self.data)])))
     }
 }
 
@@ -90,5 +98,27 @@ mod tests {
         assert_eq!(parse_message_id(&message_id("o:1", 7)), Some(("o:1", 7)));
         assert_eq!(parse_message_id("o-1"), None);
         assert_eq!(parse_message_id("o-1:x"), None);
+    }
+
+    #[test]
+    fn the_event_name_is_the_type_without_its_prefix_and_version() {
+        let event = |event_type: &str| CloudEvent {
+            specversion: "1.0".to_string(),
+            id: "o-1:1".to_string(),
+            source: "disputes".to_string(),
+            event_type: event_type.to_string(),
+            subject: "o-1".to_string(),
+            time: "2026-06-01T08:00:00.000000Z".to_string(),
+            datacontenttype: "application/json".to_string(),
+            data: Value::Null,
+            sequence: 1,
+            actor: "buyer:b-1".to_string(),
+            hash: String::new(),
+            prevhash: String::new(),
+            correlationid: String::new(),
+        };
+        assert_eq!(event("disputes.RefundRequested.v1").event_name(), Some("RefundRequested"));
+        assert_eq!(event("disputes.RefundRequested").event_name(), None);
+        assert_eq!(event("other.RefundRequested.v1").event_name(), None);
     }
 }

@@ -97,16 +97,9 @@ impl From<dispute_bus::CloudEvent> for Incoming<'static> {
         };
         let (order_id, time, sequence) =
             (std::mem::take(&mut e.subject), std::mem::take(&mut e.time), e.sequence);
+        let event_type = e.event_name().unwrap_or_default().to_string();
         let payload = e.into_payload().unwrap_or(Value::Null);
-        Self {
-            order_id,
-            sequence,
-            event_type: payload.as_object().and_then(|p| p.keys().next().cloned()).unwrap_or_default(),
-            payload: Cow::Owned(payload),
-            actor_role,
-            actor_id,
-            time,
-        }
+        Self { order_id, sequence, event_type, payload: Cow::Owned(payload), actor_role, actor_id, time }
     }
 }
 
